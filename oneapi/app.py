@@ -1,0 +1,194 @@
+"""The ASGI application: routes, lifespan, and the mapping of every failure to an OpenAI-shaped answer."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import signal
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .documents import ConfigError
+from .errors import GatewayError
+from .relay import ENDPOINTS, Endpoint, client_key, relay
+from .snapshot import SnapshotHolder
+from .upstream import Upstream
+
+log = logging.getLogger("oneapi")
+
+CONFIG_ENV = "ONEAPI_CONFIG"
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+class Gateway:
+    """Per-worker state: the live snapshot holder and the upstream client."""
+
+    def __init__(self, config_path: str | Path):
+        self.holder = SnapshotHolder(config_path)
+        self.upstream = Upstream()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await self.upstream.start()
+        self._tasks.append(asyncio.create_task(self.holder.watch()))
+        with suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
+
+    def _on_sighup(self) -> None:
+        task = asyncio.create_task(self._reload_quietly())
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+
+    async def _reload_quietly(self) -> None:
+        with suppress(ConfigError):
+            await self.holder.reload(broadcast=True)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self.upstream.close()
+
+    # --- routes -------------------------------------------------------------
+
+    def relay_route(self, endpoint: Endpoint):  # type: ignore[no-untyped-def]
+        async def handle(request: Request) -> Response:
+            return await relay(request, self.holder.current, self.upstream, endpoint)
+
+        return handle
+
+    async def list_models(self, request: Request) -> Response:
+        snapshot = self.holder.current
+        token = snapshot.tokens.authenticate(client_key(request), request.client.host if request.client else None)
+        models = snapshot.routes.models_by_group.get(token.group, {})
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": channel.provider.name}
+            for name, channel in sorted(models.items())
+            if token.models is None or name in token.models
+        ]
+        return json_response({"object": "list", "data": data})
+
+    async def get_model(self, request: Request) -> Response:
+        snapshot = self.holder.current
+        token = snapshot.tokens.authenticate(client_key(request), request.client.host if request.client else None)
+        name = request.path_params["model"]
+        channel = snapshot.routes.models_by_group.get(token.group, {}).get(name)
+        if channel is None or (token.models is not None and name not in token.models):
+            raise GatewayError(404, f"The model '{name}' does not exist or you do not have access to it.", code="model_not_found", param="model")
+        return json_response({"id": name, "object": "model", "created": 0, "owned_by": channel.provider.name})
+
+    async def health(self, request: Request) -> Response:
+        holder = self.holder
+        snapshot = holder.current
+        return json_response({
+            "status": "ok",
+            "config_version": snapshot.version,
+            "loaded_at": snapshot.loaded_at,
+            "last_reload_error": holder.last_reload_error,
+            "channels": len(snapshot.channels),
+            "tokens": len(snapshot.tokens),
+            "pid": os.getpid(),
+        })
+
+    def _require_admin(self, request: Request) -> None:
+        admin_key = self.holder.current.config.admin_key
+        if not admin_key:
+            raise GatewayError(404, "The admin API is off: set admin_key in config.yaml.", code="not_found")
+        presented = client_key(request) or ""
+        if not hmac.compare_digest(presented.encode(), admin_key.encode()):
+            raise GatewayError(401, "Admin endpoints need 'Authorization: Bearer <admin_key>'.", code="invalid_api_key")
+
+    async def admin_reload(self, request: Request) -> Response:
+        self._require_admin(request)
+        try:
+            snapshot = await self.holder.reload(broadcast=True)
+        except ConfigError as exc:
+            return json_response({
+                "reloaded": False,
+                "config_version": self.holder.current.version,
+                "error": {"message": "config refused; the previous config keeps serving", "type": "invalid_config",
+                          "code": "config_invalid", "param": None, "problems": [str(p) for p in exc.problems]},
+            }, status=422)
+        return json_response({"reloaded": True, "config_version": snapshot.version})
+
+    async def admin_channels(self, request: Request) -> Response:
+        self._require_admin(request)
+        snapshot = self.holder.current
+        data = []
+        for cc in snapshot.config.channels:
+            channel = snapshot.channels.get(cc.name)
+            data.append({
+                "name": cc.name,
+                "provider": cc.provider,
+                "enabled": cc.enabled,
+                "routed": channel is not None,
+                "endpoint": channel.endpoint if channel else None,
+                "models": list(cc.serves()),
+                "groups": list(cc.groups),
+                "priority": cc.priority,
+                "weight": cc.weight,
+                "keys": [k.masked for k in channel.keys] if channel else [],
+            })
+        return json_response({"config_version": snapshot.version, "channels": data})
+
+
+async def _gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return exc.response()
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    message = f"No route {request.method} {request.url.path}." if exc.status_code in (404, 405) else str(exc.detail)
+    return GatewayError(exc.status_code, message, code=code).response()
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return GatewayError(500, "The gateway failed unexpectedly; the error was logged.", type="server_error", code="internal_error").response()
+
+
+def create_app(config_path: str | Path | None = None) -> Starlette:
+    """The ASGI app for `config_path` (default: $ONEAPI_CONFIG, then ./config.yaml)."""
+    gateway = Gateway(config_path or os.environ.get(CONFIG_ENV) or "config.yaml")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    routes = [
+        Route("/v1/chat/completions", gateway.relay_route(ENDPOINTS["chat"]), methods=["POST"]),
+        Route("/v1/completions", gateway.relay_route(ENDPOINTS["completions"]), methods=["POST"]),
+        Route("/v1/embeddings", gateway.relay_route(ENDPOINTS["embeddings"]), methods=["POST"]),
+        Route("/v1/moderations", gateway.relay_route(ENDPOINTS["moderations"]), methods=["POST"]),
+        Route("/v1/images/generations", gateway.relay_route(ENDPOINTS["images"]), methods=["POST"]),
+        Route("/v1/models", gateway.list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", gateway.get_model, methods=["GET"]),
+        Route("/health", gateway.health, methods=["GET"]),
+        Route("/admin/reload", gateway.admin_reload, methods=["POST"]),
+        Route("/admin/channels", gateway.admin_channels, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={GatewayError: _gateway_error, HTTPException: _http_error, Exception: _unexpected_error},
+    )
+    app.state.gateway = gateway
+    return app

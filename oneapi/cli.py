@@ -1,0 +1,124 @@
+"""The `oneapi` command: serve, check, key."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import secrets
+import sys
+import tempfile
+from pathlib import Path
+
+from .documents import ConfigError
+from .snapshot import RELOAD_SIGNAL_ENV, build_snapshot, signal_reload
+
+DEFAULT_CONFIG = "config.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="oneapi", description="One OpenAI-compatible endpoint in front of every LLM vendor.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the gateway with Granian")
+    serve.add_argument("--config", default=DEFAULT_CONFIG, help="path to config.yaml (default: ./config.yaml)")
+    serve.add_argument("--host", help="bind address (default: from listen: in the config, else 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="port (default: from listen: in the config, else 3000)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    check = commands.add_parser("check", help="validate config.yaml and every provider file without serving")
+    check.add_argument("--config", default=DEFAULT_CONFIG, help="path to config.yaml (default: ./config.yaml)")
+
+    commands.add_parser("key", help="print a new client key and its sha256 for tokens[].key_sha256")
+
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve_command(args)
+    if args.command == "check":
+        return check_command(Path(args.config))
+    return key_command()
+
+
+def check_command(config_path: Path) -> int:
+    try:
+        snapshot = build_snapshot(config_path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s); config is not valid", file=sys.stderr)
+        return 1
+    for warning in snapshot.warnings:
+        print(f"{warning} (warning)", file=sys.stderr)
+    print(
+        f"ok: {config_path} is valid (config {snapshot.version}: {len(snapshot.providers)} providers, "
+        f"{len(snapshot.channels)} routed channels, {len(snapshot.tokens)} tokens)"
+    )
+    return 0
+
+
+def key_command() -> int:
+    key = "sk-" + secrets.token_urlsafe(32)
+    print(f"key:        {key}")
+    print(f"key_sha256: {hashlib.sha256(key.encode()).hexdigest()}")
+    return 0
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    from granian.constants import Interfaces, Loops
+    from granian.server import Server
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config_path = Path(args.config).absolute()
+    try:
+        snapshot = build_snapshot(config_path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    for warning in snapshot.warnings:
+        logging.getLogger("oneapi").warning("%s", warning)
+
+    os.environ["ONEAPI_CONFIG"] = str(config_path)
+    signal_dir = tempfile.mkdtemp(prefix="oneapi-")
+    signal_file = Path(signal_dir) / "reload"
+    signal_file.write_text("0\n")
+    os.environ[RELOAD_SIGNAL_ENV] = str(signal_file)
+
+    class GatewayServer(Server):  # type: ignore[misc, valid-type]
+        def signal_handler_reload(self, *args: object, **kwargs: object) -> None:
+            # SIGHUP reloads the config in place; Granian's default (respawn every worker) would drop
+            # the old snapshot even when the new file is broken
+            signal_reload()
+
+    server = GatewayServer(
+        "oneapi.app:create_app",
+        address=args.host or snapshot.config.host,
+        port=args.port or snapshot.config.port,
+        interface=Interfaces.ASGI,
+        workers=max(1, args.workers),
+        loop=Loops.uvloop if _has_uvloop() else Loops.asyncio,
+        factory=True,
+        log_level=args.log_level,
+        log_access=False,
+        respawn_failed_workers=True,
+    )
+    try:
+        server.serve()
+    finally:
+        signal_file.unlink(missing_ok=True)
+        os.rmdir(signal_dir)
+    return 0
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())

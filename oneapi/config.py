@@ -1,0 +1,209 @@
+"""config.yaml: the operator's interface, read into plain immutable objects."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from .documents import ConfigError, Document, Problem, load_document, validate
+
+DEFAULT_LISTEN = "0.0.0.0:3000"
+DEFAULT_MAX_BODY = 32 * 1024 * 1024
+DEFAULT_TIMEOUT = 300.0
+DEFAULT_GROUP = "default"
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    name: str
+    provider: str
+    base_url: str | None
+    keys: tuple[str, ...]
+    models: tuple[str, ...]
+    model_map: Mapping[str, str]
+    groups: tuple[str, ...]
+    priority: int
+    weight: float
+    timeout: float
+    ttft_timeout: float | None
+    headers: Mapping[str, str]
+    options: Mapping[str, Any]
+    enabled: bool
+    line: int
+
+    def serves(self) -> tuple[str, ...]:
+        """Every model name a client may ask this channel for."""
+        return tuple(dict.fromkeys((*self.models, *self.model_map)))
+
+    def upstream_model(self, requested: str) -> str:
+        return self.model_map.get(requested, requested)
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    name: str
+    key_sha256: str | None  # None: declared with an empty key, so nothing can present it
+    group: str
+    models: frozenset[str] | None
+    budget: float | None
+    budget_period: str | None
+    expires: datetime | None
+    subnets: tuple[IPNetwork, ...]
+    rpm: int | None
+    tpm: int | None
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    host: str
+    port: int
+    providers_dir: Path
+    store: str
+    admin_key: str | None
+    max_body_bytes: int
+    watch_interval: float
+    groups: Mapping[str, float]
+    pricing: Mapping[str, Mapping[str, float]]
+    channels: tuple[ChannelConfig, ...]
+    tokens: tuple[TokenConfig, ...]
+    referenced_files: frozenset[str]
+    warnings: tuple[Problem, ...] = field(default=())
+
+
+def sha256_hex(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> tuple[Config, Document]:
+    """Read, interpolate and validate config.yaml; raise ConfigError listing every problem."""
+    path = Path(path)
+    doc = load_document(path, os.environ if environ is None else environ)
+    if doc.data is None:
+        doc.data = {}
+    problems = validate(doc, "config.schema.json")
+    if problems:
+        raise ConfigError(problems)
+    data: dict[str, Any] = doc.data
+    warnings: list[Problem] = []
+
+    groups = {name: float(spec.get("ratio", 1.0)) for name, spec in (data.get("groups") or {}).items()}
+    groups.setdefault(DEFAULT_GROUP, 1.0)
+
+    channels = tuple(_channel(doc, i, raw, groups, problems) for i, raw in enumerate(data.get("channels") or []))
+    tokens = tuple(_token(doc, i, raw, groups, problems, warnings) for i, raw in enumerate(data.get("tokens") or []))
+    _check_unique(doc, "channels", [c.name for c in channels], problems)
+    _check_unique(doc, "tokens", [t.name for t in tokens], problems)
+    seen_keys: dict[str, str] = {}
+    for i, token in enumerate(tokens):
+        if token.key_sha256 is None:
+            continue
+        if token.key_sha256 in seen_keys:
+            problems.append(doc.problem(("tokens", i), f"token {token.name!r} has the same key as token {seen_keys[token.key_sha256]!r}"))
+        seen_keys.setdefault(token.key_sha256, token.name)
+    if problems:
+        raise ConfigError(problems)
+
+    host, _, port = str(data.get("listen", DEFAULT_LISTEN)).rpartition(":")
+    admin_key = data.get("admin_key") or None
+    config = Config(
+        path=path,
+        host=host.strip("[]") or "0.0.0.0",
+        port=int(port),
+        providers_dir=(path.parent / data.get("providers_dir", "providers.d")).resolve(),
+        store=data.get("store", "sqlite:///data/oneapi.db"),
+        admin_key=admin_key,
+        max_body_bytes=int(data.get("max_body_bytes", DEFAULT_MAX_BODY)),
+        watch_interval=float(data.get("watch_interval", 1.0)),
+        groups=MappingProxyType(groups),
+        pricing=MappingProxyType(dict((data.get("pricing") or {}).get("models") or {})),
+        channels=channels,
+        tokens=tokens,
+        referenced_files=frozenset(doc.referenced_files),
+        warnings=tuple(warnings),
+    )
+    return config, doc
+
+
+def _channel(doc: Document, i: int, raw: dict[str, Any], groups: Mapping[str, float], problems: list[Problem]) -> ChannelConfig:
+    where = ("channels", i)
+    for j, group in enumerate(raw.get("groups", [DEFAULT_GROUP])):
+        if group not in groups:
+            problems.append(doc.problem(where + ("groups", j), f"channel {raw['name']!r} names group {group!r}, which is not under groups:"))
+    timeout = float(raw.get("timeout", DEFAULT_TIMEOUT))
+    return ChannelConfig(
+        name=raw["name"],
+        provider=raw["provider"],
+        base_url=(raw.get("base_url") or None),
+        keys=tuple(k for k in raw.get("keys", []) if k),
+        models=tuple(raw.get("models", [])),
+        model_map=MappingProxyType(dict(raw.get("model_map", {}))),
+        groups=tuple(raw.get("groups", [DEFAULT_GROUP])),
+        priority=int(raw.get("priority", 0)),
+        weight=float(raw.get("weight", 1)),
+        timeout=timeout,
+        ttft_timeout=float(raw["ttft_timeout"]) if "ttft_timeout" in raw else None,
+        headers=MappingProxyType(dict(raw.get("headers", {}))),
+        options=MappingProxyType(dict(raw.get("options", {}))),
+        enabled=bool(raw.get("enabled", True)),
+        line=doc.line(where),
+    )
+
+
+def _token(doc: Document, i: int, raw: dict[str, Any], groups: Mapping[str, float], problems: list[Problem], warnings: list[Problem]) -> TokenConfig:
+    where = ("tokens", i)
+    group = raw.get("group", DEFAULT_GROUP)
+    if group not in groups:
+        problems.append(doc.problem(where + ("group",), f"token {raw['name']!r} names group {group!r}, which is not under groups:"))
+    if "key_sha256" in raw:
+        digest: str | None = raw["key_sha256"].lower()
+    elif raw["key"]:
+        digest = sha256_hex(raw["key"])
+    else:
+        digest = None
+        warnings.append(doc.problem(where + ("key",), f"token {raw['name']!r} has an empty key: nobody can use it"))
+    expires = None
+    if "expires" in raw:
+        try:
+            expires = datetime.fromisoformat(raw["expires"].replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            problems.append(doc.problem(where + ("expires",), f"expires: {raw['expires']!r} is not an ISO 8601 date-time"))
+        else:
+            if expires.tzinfo is None:
+                expires = expires.replace(tzinfo=timezone.utc)
+    subnets = []
+    for j, text in enumerate(raw.get("subnets", [])):
+        try:
+            subnets.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            problems.append(doc.problem(where + ("subnets", j), f"subnets: {text!r} is not an IP network"))
+    return TokenConfig(
+        name=raw["name"],
+        key_sha256=digest,
+        group=group,
+        models=frozenset(raw["models"]) if "models" in raw else None,
+        budget=raw.get("budget"),
+        budget_period=raw.get("budget_period"),
+        expires=expires,
+        subnets=tuple(subnets),
+        rpm=raw.get("rpm"),
+        tpm=raw.get("tpm"),
+        enabled=bool(raw.get("enabled", True)),
+    )
+
+
+def _check_unique(doc: Document, section: str, names: list[str], problems: list[Problem]) -> None:
+    first: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in first:
+            problems.append(doc.problem((section, i, "name"), f"duplicate {section[:-1]} name {name!r} (first at line {doc.line((section, first[name]))})"))
+        first.setdefault(name, i)

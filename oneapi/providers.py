@@ -1,0 +1,187 @@
+"""Provider files (providers.d/*.yaml): vendors described as data, compiled once per snapshot."""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+from urllib.parse import quote, urlsplit
+
+from .documents import ConfigError, Document, Problem, load_document, validate
+
+OPERATIONS = ("chat", "completions", "embeddings", "images", "audio_speech", "audio_transcriptions", "moderations", "rerank", "models")
+
+# a base URL whose path already ends like this is used as given: .../v1, .../api/v1, .../openai/v1, .../api/paas/v4
+_VERSION_SEGMENT = re.compile(r"/v\d+(?:[a-z]+\d*)?/?$")
+
+
+@dataclass(frozen=True)
+class Template:
+    """A path or query template: literal text with {model}, {key} and {options.NAME} holes."""
+
+    parts: tuple[tuple[str, str | None], ...]  # (literal, field or None)
+    source: str
+
+    @classmethod
+    def compile(cls, text: str) -> "Template":
+        parts = []
+        for literal, field, _spec, _conv in string.Formatter().parse(text):
+            if field is not None and field not in ("model", "key") and not field.startswith("options."):
+                raise ValueError(f"unknown template field {{{field}}} (use {{model}}, {{key}} or {{options.NAME}})")
+            parts.append((literal, field))
+        return cls(tuple(parts), text)
+
+    @property
+    def is_literal(self) -> bool:
+        return all(field is None for _, field in self.parts)
+
+    def fields(self) -> set[str]:
+        return {field for _, field in self.parts if field}
+
+    def render(self, model: str, key: str, options: Mapping[str, Any], escape: bool = True) -> str:
+        out = []
+        for literal, field in self.parts:
+            out.append(literal)
+            if field is None:
+                continue
+            if field == "model":
+                value = model
+            elif field == "key":
+                value = key
+            else:
+                value = str(options.get(field[8:], ""))
+            out.append(quote(value, safe="") if escape else value)
+        return "".join(out)
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str
+    method: str
+    path: Template
+    query: tuple[tuple[str, Template], ...]
+    format: str  # "openai": the request and response are relayed as they are
+
+
+@dataclass(frozen=True)
+class AuthSpec:
+    style: str  # bearer | header | query | none
+    header: str | None = None
+    prefix: str = ""
+    param: str | None = None
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    file: str
+    base_url: str | None
+    api_prefix: str
+    auth: AuthSpec
+    headers: Mapping[str, str]
+    options: Mapping[str, Any]
+    operations: Mapping[str, Operation]
+
+    def endpoint(self, base_url: str | None) -> str | None:
+        """The URL that operation paths are appended to, One API style: origin plus optional prefix."""
+        base = (base_url or self.base_url or "").rstrip("/")
+        if not base:
+            return None
+        if _VERSION_SEGMENT.search(urlsplit(base).path):
+            return base
+        return base + self.api_prefix.rstrip("/")
+
+
+def load_providers(directory: Path) -> tuple[dict[str, Provider], list[Document]]:
+    """Read every provider file in `directory`, resolve `extends`, validate and compile; raise on any problem."""
+    if not directory.is_dir():
+        raise ConfigError([Problem(str(directory), 1, "providers_dir is not a folder")])
+    docs: dict[str, Document] = {}
+    problems: list[Problem] = []
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            doc = load_document(path)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        if doc.data is None:
+            doc.data = {}
+        found = validate(doc, "provider.schema.json")
+        problems.extend(found)
+        name = path.stem
+        if not found and doc.data.get("name", name) != name:
+            problems.append(doc.problem(("name",), f"name {doc.data['name']!r} differs from the file name {name!r}"))
+        docs[name] = doc
+    if problems:
+        raise ConfigError(problems)
+
+    providers: dict[str, Provider] = {}
+    for name, doc in docs.items():
+        try:
+            merged = _resolve(name, docs, ())
+            providers[name] = _compile(name, doc, merged)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
+    return providers, list(docs.values())
+
+
+def _resolve(name: str, docs: dict[str, Document], chain: tuple[str, ...]) -> dict[str, Any]:
+    doc = docs[name]
+    parent_name = doc.data.get("extends")
+    if parent_name is None:
+        return doc.data
+    if parent_name not in docs:
+        raise ConfigError([doc.problem(("extends",), f"extends {parent_name!r}, but there is no {parent_name}.yaml")])
+    if parent_name in chain or parent_name == name:
+        raise ConfigError([doc.problem(("extends",), f"extends forms a cycle: {' -> '.join((*chain, name, parent_name))}")])
+    return _merge(_resolve(parent_name, docs, chain + (name,)), doc.data)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if key in ("extends", "name"):
+            continue
+        if key == "auth":
+            out[key] = value  # an auth style is replaced whole, never blended with the parent's
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _compile(name: str, doc: Document, data: dict[str, Any]) -> Provider:
+    problems: list[Problem] = []
+    operations: dict[str, Operation] = {}
+    for op_name, raw in (data.get("operations") or {}).items():
+        if raw is None:  # `embeddings: null` removes an operation inherited through extends
+            continue
+        try:
+            operations[op_name] = Operation(
+                name=op_name,
+                method=raw.get("method", "GET" if op_name == "models" else "POST"),
+                path=Template.compile(raw["path"]),
+                query=tuple((k, Template.compile(v)) for k, v in (raw.get("query") or {}).items()),
+                format=raw.get("format", "openai"),
+            )
+        except (ValueError, KeyError) as exc:
+            problems.append(doc.problem(("operations", op_name), f"operation {op_name}: {exc}"))
+    auth = data.get("auth") or {"style": "bearer"}
+    if problems:
+        raise ConfigError(problems)
+    return Provider(
+        name=name,
+        file=doc.file,
+        base_url=data.get("base_url"),
+        api_prefix=data.get("api_prefix", ""),
+        auth=AuthSpec(style=auth["style"], header=auth.get("header"), prefix=auth.get("prefix", ""), param=auth.get("param")),
+        headers=MappingProxyType(dict(data.get("headers") or {})),
+        options=MappingProxyType(dict(data.get("options") or {})),
+        operations=MappingProxyType(operations),
+    )

@@ -1,0 +1,160 @@
+"""The snapshot: everything a request reads from config, built whole and swapped as one reference."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import orjson
+
+from .config import Config, load_config
+from .documents import ConfigError, Problem
+from .providers import Provider, load_providers
+from .routing import Channel, Routes
+from .tokens import TokenIndex
+
+log = logging.getLogger("oneapi.reload")
+
+# Set by `oneapi serve` for its workers: a file whose change means "every worker reload now".
+RELOAD_SIGNAL_ENV = "ONEAPI_RELOAD_SIGNAL_FILE"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    config: Config
+    providers: Mapping[str, Provider]
+    channels: Mapping[str, Channel]
+    routes: Routes
+    tokens: TokenIndex
+    version: str
+    loaded_at: float
+    warnings: tuple[Problem, ...]
+
+
+def build_snapshot(config_path: str | Path, environ: Mapping[str, str] | None = None) -> Snapshot:
+    """Read config.yaml and every provider file into a new Snapshot; raise ConfigError on any problem."""
+    config, doc = load_config(config_path, environ)
+    providers, provider_docs = load_providers(config.providers_dir)
+    problems: list[Problem] = []
+    warnings = list(config.warnings)
+    channels: dict[str, Channel] = {}
+    for i, cc in enumerate(config.channels):
+        provider = providers.get(cc.provider)
+        if provider is None:
+            known = ", ".join(sorted(providers)) or "none"
+            problems.append(doc.problem(("channels", i, "provider"), f"channel {cc.name!r}: no provider {cc.provider!r} in {config.providers_dir} (known: {known})"))
+            continue
+        endpoint = provider.endpoint(cc.base_url)
+        if endpoint is None:
+            problems.append(doc.problem(("channels", i), f"channel {cc.name!r}: provider {cc.provider!r} has no default base_url, so the channel must set base_url"))
+            continue
+        if not cc.enabled:
+            continue
+        if not cc.keys and provider.auth.style != "none":
+            warnings.append(doc.problem(("channels", i, "keys"), f"channel {cc.name!r} has no key set, so it is left out of routing"))
+            continue
+        if not cc.serves():
+            warnings.append(doc.problem(("channels", i), f"channel {cc.name!r} lists no models, so it serves nothing"))
+        channels[cc.name] = Channel(cc, provider, endpoint)
+    if problems:
+        raise ConfigError(problems)
+
+    digest = hashlib.sha256()
+    digest.update(orjson.dumps(doc.data, option=orjson.OPT_SORT_KEYS, default=str))
+    for pdoc in provider_docs:
+        digest.update(Path(pdoc.file).name.encode())
+        digest.update(orjson.dumps(pdoc.data, option=orjson.OPT_SORT_KEYS, default=str))
+    return Snapshot(
+        config=config,
+        providers=providers,
+        channels=channels,
+        routes=Routes(list(channels.values())),
+        tokens=TokenIndex(config.tokens),
+        version=digest.hexdigest()[:16],
+        loaded_at=time.time(),
+        warnings=tuple(warnings),
+    )
+
+
+def fingerprint(config_path: Path, snapshot: Snapshot | None) -> tuple[Any, ...]:
+    """What the watcher compares: stat of config.yaml (following a ConfigMap's symlinks), the provider files,
+    files named by ${file:...}, and the workers' shared reload signal file."""
+    paths = [config_path]
+    if snapshot is not None:
+        paths.extend(Path(p) for p in sorted(snapshot.config.referenced_files))
+        providers_dir = snapshot.config.providers_dir
+        try:
+            paths.extend(sorted(providers_dir.glob("*.yaml")))
+        except OSError:
+            pass
+        paths.append(providers_dir)
+    signal_file = os.environ.get(RELOAD_SIGNAL_ENV)
+    if signal_file:
+        paths.append(Path(signal_file))
+    out = []
+    for path in paths:
+        try:
+            st = path.stat()
+            out.append((str(path), st.st_ino, st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append((str(path), None))
+    return tuple(out)
+
+
+def signal_reload() -> None:
+    """Tell every worker of this server to reload (used after SIGHUP or POST /admin/reload)."""
+    signal_file = os.environ.get(RELOAD_SIGNAL_ENV)
+    if signal_file:
+        Path(signal_file).write_text(f"{time.time_ns()} {os.getpid()}\n")
+
+
+class SnapshotHolder:
+    """The live snapshot of one worker, and the watcher that replaces it."""
+
+    def __init__(self, config_path: str | Path):
+        self.config_path = Path(config_path).absolute()
+        self.current = build_snapshot(self.config_path)
+        self.last_reload_error: str | None = None
+        self.last_reload_at: float | None = None
+        self._seen = fingerprint(self.config_path, self.current)
+        self._lock = asyncio.Lock()
+
+    async def reload(self, broadcast: bool = False) -> Snapshot:
+        """Build a new snapshot off the event loop and swap it in; on failure keep the old one and raise.
+        With `broadcast`, the other workers of this server are told to reload too."""
+        async with self._lock:
+            if broadcast:
+                signal_reload()
+            seen = fingerprint(self.config_path, self.current)
+            try:
+                snapshot = await asyncio.to_thread(build_snapshot, self.config_path)
+            except ConfigError as exc:
+                self._seen = seen
+                self.last_reload_error = str(exc)
+                log.error("reload refused, still serving config %s:\n%s", self.current.version, exc)
+                raise
+            self._seen = fingerprint(self.config_path, snapshot)
+            previous, self.current = self.current, snapshot
+            self.last_reload_error = None
+            self.last_reload_at = time.time()
+            if previous.version != snapshot.version:
+                log.info("config %s is live (was %s)", snapshot.version, previous.version)
+            return snapshot
+
+    async def watch(self) -> None:
+        """Poll for changes; cheap stat calls, so a ConfigMap symlink swap or an editor's rename is seen too."""
+        while True:
+            await asyncio.sleep(self.current.config.watch_interval)
+            if fingerprint(self.config_path, self.current) != self._seen:
+                try:
+                    await self.reload()
+                except ConfigError:
+                    pass
+                except Exception:  # a watcher that dies silently would freeze the config forever
+                    log.exception("unexpected error while reloading")

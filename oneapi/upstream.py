@@ -1,0 +1,82 @@
+"""The one seam to the vendors' HTTP APIs.
+
+The client here sets the gateway's throughput ceiling (DESIGN.md: aiohttp ~15k req/s,
+httpx's default transport ~770 on this machine kind), so the hot path uses one pooled
+aiohttp session per worker; everything else talks about `UpstreamReply` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import AsyncIterator, Mapping
+
+import aiohttp
+
+# what a failed attempt looks like to the relay, whichever client library raised it
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    total: float
+    first_byte: float | None = None
+    connect: float = 10.0
+
+
+class UpstreamReply:
+    """An upstream response whose body has not been read yet."""
+
+    def __init__(self, response: aiohttp.ClientResponse):
+        self._response = response
+        self.status = response.status
+        self.headers = response.headers
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("Content-Type", "application/json")
+
+    async def read(self) -> bytes:
+        try:
+            return await self._response.read()
+        finally:
+            self._response.release()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive, without waiting to fill a buffer: streams stay live."""
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        finally:
+            self._response.release()
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class Upstream:
+    """A pooled HTTP client for one worker process."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60, enable_cleanup_closed=True)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            # vendors' own headers only: no cookies carried between tokens, no added user agent
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent",),
+            auto_decompress=True,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeouts: Timeouts) -> UpstreamReply:
+        assert self._session is not None, "Upstream.start() was not awaited"
+        timeout = aiohttp.ClientTimeout(total=timeouts.total, sock_connect=timeouts.connect, sock_read=timeouts.first_byte)
+        response = await self._session.request(method, url, headers=headers, data=body, timeout=timeout, allow_redirects=False)
+        return UpstreamReply(response)
