@@ -56,7 +56,9 @@ class GatewayProcess:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
         self.log_path = config_path.parent / f"gateway-{self.port}.log"
-        self._env = {**os.environ, **(env or {})}
+        # the checkout under test, even where another checkout is pip-installed in editable mode
+        pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        self._env = {**os.environ, "PYTHONPATH": pythonpath, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> "GatewayProcess":
