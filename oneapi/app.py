@@ -18,8 +18,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .config import Config
 from .documents import ConfigError
-from .errors import GatewayError
+from .errors import GatewayError, bad_request
+from .ledger import GROUP_FIELDS, SqliteLedger, UsageQuery, parse_time, sqlite_path
+from .limits import Accounting, SqliteAccounting
 from .relay import ENDPOINTS, Endpoint, client_key, relay
 from .snapshot import SnapshotHolder
 from .upstream import Upstream
@@ -33,15 +36,43 @@ def json_response(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
+def open_accounting(config: Config) -> Accounting:
+    """The limits and ledger for config.store: SQLite (the default, shared by the processes of one host)
+    or redis (shared by every replica). Chosen at start-up: a reload never moves the ledger."""
+    if config.store.startswith(("redis://", "rediss://")):
+        from .redisstore import RedisAccounting  # the redis client is needed only by those who use it
+
+        return RedisAccounting(config.store)
+    return SqliteAccounting(SqliteLedger(sqlite_path(config.store, config.path.parent)))
+
+
+def usage_query(params: Any) -> UsageQuery:
+    """The filters of GET /admin/usage (and `oneapi usage`): token, channel, model, since, until, group_by."""
+    try:
+        since = parse_time(params["since"]) if params.get("since") else None
+        until = parse_time(params["until"]) if params.get("until") else None
+    except ValueError:
+        raise bad_request("'since' and 'until' take unix seconds or an ISO 8601 date-time.", param="since") from None
+    group_by = tuple(g for g in (params.get("group_by") or "token,channel,model").split(",") if g)
+    unknown = [g for g in group_by if g not in GROUP_FIELDS]
+    if unknown:
+        raise bad_request(f"group_by takes {', '.join(GROUP_FIELDS)}; not {', '.join(unknown)}.", param="group_by")
+    return UsageQuery(token=params.get("token") or None, channel=params.get("channel") or None, model=params.get("model") or None,
+                      since=since, until=until, group_by=group_by)
+
+
 class Gateway:
-    """Per-worker state: the live snapshot holder and the upstream client."""
+    """Per-worker state: the live snapshot holder, the upstream client, and the limits and ledger, which
+    outlive every reload."""
 
     def __init__(self, config_path: str | Path):
         self.holder = SnapshotHolder(config_path)
         self.upstream = Upstream()
+        self.accounting = open_accounting(self.holder.current.config)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        await self.accounting.start()
         await self.upstream.start()
         self._tasks.append(asyncio.create_task(self.holder.watch()))
         with suppress(NotImplementedError, RuntimeError):
@@ -60,12 +91,13 @@ class Gateway:
         for task in self._tasks:
             task.cancel()
         await self.upstream.close()
+        await self.accounting.close()  # SIGTERM: every pending record is written before the worker exits
 
     # --- routes -------------------------------------------------------------
 
     def relay_route(self, endpoint: Endpoint):  # type: ignore[no-untyped-def]
         async def handle(request: Request) -> Response:
-            return await relay(request, self.holder.current, self.upstream, endpoint)
+            return await relay(request, self.holder.current, self.upstream, endpoint, self.accounting)
 
         return handle
 
@@ -123,6 +155,11 @@ class Gateway:
             }, status=422)
         return json_response({"reloaded": True, "config_version": snapshot.version})
 
+    async def admin_usage(self, request: Request) -> Response:
+        self._require_admin(request)
+        report = await self.accounting.query(usage_query(request.query_params))
+        return json_response(report.as_dict())
+
     async def admin_channels(self, request: Request) -> Response:
         self._require_admin(request)
         snapshot = self.holder.current
@@ -140,6 +177,7 @@ class Gateway:
                 "priority": cc.priority,
                 "weight": cc.weight,
                 "keys": [k.masked for k in channel.keys] if channel else [],
+                "max_concurrency": cc.max_concurrency,
             })
         return json_response({"config_version": snapshot.version, "channels": data})
 
@@ -184,6 +222,7 @@ def create_app(config_path: str | Path | None = None) -> Starlette:
         Route("/health", gateway.health, methods=["GET"]),
         Route("/admin/reload", gateway.admin_reload, methods=["POST"]),
         Route("/admin/channels", gateway.admin_channels, methods=["GET"]),
+        Route("/admin/usage", gateway.admin_usage, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,

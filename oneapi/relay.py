@@ -11,6 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from .errors import GatewayError, bad_request
+from .limits import Accounting
+from .metering import Meter, MeteredStream, new_request_id, upstream_body
 from .routing import Channel, ChannelKey
 from .snapshot import Snapshot
 from .tokens import check_model, key_from_headers
@@ -87,7 +89,18 @@ def client_key(request: Request) -> str | None:
     return key_from_headers(headers.get("authorization"), headers.get("x-api-key"))
 
 
-async def relay(request: Request, snapshot: Snapshot, upstream: Upstream, endpoint: Endpoint) -> Response:
+async def relay(request: Request, snapshot: Snapshot, upstream: Upstream, endpoint: Endpoint, accounting: Accounting) -> Response:
+    request_id = new_request_id()
+    try:
+        response = await _relay(request, request_id, snapshot, upstream, endpoint, accounting)
+    except GatewayError as exc:
+        exc.headers.setdefault("x-request-id", request_id)
+        raise
+    return response
+
+
+async def _relay(request: Request, request_id: str, snapshot: Snapshot, upstream: Upstream, endpoint: Endpoint,
+                 accounting: Accounting) -> Response:
     client = request.client
     token = snapshot.tokens.authenticate(client_key(request), client.host if client else None)
     raw, body = await read_json_body(request, snapshot.config.max_body_bytes)
@@ -104,51 +117,98 @@ async def relay(request: Request, snapshot: Snapshot, upstream: Upstream, endpoi
     if not snapshot.routes.knows(token.group, model):
         raise GatewayError(404, f"The model '{model}' does not exist or you do not have access to it.", code="model_not_found", param="model")
 
+    meter = Meter(accounting, token, endpoint.operation, model, body, stream, request_id,
+                  snapshot.config.prices, snapshot.config.groups.get(token.group, 1.0))
+    try:
+        await meter.admit()
+    except GatewayError as exc:
+        exc.headers.update(meter.headers)
+        raise
     failure: GatewayError | None = None
     attempts = 0
-    for channel in snapshot.routes.candidates(token.group, model, endpoint.operation):
-        if attempts == MAX_ATTEMPTS:
-            break
-        attempts += 1
-        key = channel.next_key()
-        outcome = await _attempt(channel, key, endpoint, model, raw, body, stream, upstream)
-        if isinstance(outcome, Response):
-            return outcome
-        failure = outcome
+    full = False
+    try:
+        for channel in snapshot.routes.candidates(token.group, model, endpoint.operation):
+            if attempts == MAX_ATTEMPTS:
+                break
+            slot = await meter.acquire(channel.name, channel.config.max_concurrency, channel.config.timeout)
+            if slot is None:
+                full = True  # at capacity: the next channel may have room, and this is no attempt
+                continue
+            attempts += 1
+            key = channel.next_key()
+            outcome = await _attempt(channel, key, endpoint, model, raw, body, stream, upstream, meter, slot)
+            if isinstance(outcome, Response):
+                outcome.headers.update(meter.headers)
+                return outcome
+            failure = outcome
+    except BaseException:
+        meter.abandon()
+        raise
+    meter.abandon()
+    if failure is None and full:
+        failure = meter.refuse_full()  # type: ignore[assignment]
     if failure is None:
         raise GatewayError(503, f"No channel can serve '{endpoint.operation}' for model '{model}'.", type="upstream_error", code="no_available_channel")
+    failure.headers.update(meter.headers)
     raise failure
 
 
 async def _attempt(channel: Channel, key: ChannelKey, endpoint: Endpoint, model: str, raw: bytes, body: dict[str, Any],
-                   stream: bool, upstream: Upstream) -> Response | GatewayError:
-    """One try on one channel: a Response to return, or the GatewayError that makes the relay try the next channel."""
-    operation = channel.provider.operations[endpoint.operation]
-    upstream_model = channel.config.upstream_model(model)
-    if upstream_model != model:
-        # fast path otherwise: the client's bytes go upstream untouched
-        raw = orjson.dumps({**body, "model": upstream_model})
-    url = channel.url(operation, upstream_model, key)
-    headers = {**key.headers, "Content-Type": "application/json", "Accept": "text/event-stream" if stream else "application/json"}
-    timeouts = Timeouts(total=channel.config.timeout, first_byte=channel.config.ttft_timeout)
+                   stream: bool, upstream: Upstream, meter: Meter, slot: str) -> Response | GatewayError:
+    """One try on one channel: a Response to return, or the GatewayError that makes the relay try the next channel.
+    The channel slot is released here, or by the stream when it ends."""
+    streaming = False
     try:
-        reply = await upstream.send(operation.method, url, headers, raw, timeouts)
-    except TRANSPORT_ERRORS as exc:
-        kind = "timed out" if isinstance(exc, TimeoutError) else "failed"
-        log.warning("channel %s: upstream request %s: %s", channel.name, kind, type(exc).__name__)
-        status = 504 if isinstance(exc, TimeoutError) else 502
-        return GatewayError(status, f"Upstream request {kind} on channel '{channel.name}'.", type="upstream_error", code="upstream_unavailable")
-
-    if reply.status < 400:
-        if stream:
-            return StreamingResponse(reply.chunks(), status_code=reply.status, media_type=reply.content_type, headers=STREAM_HEADERS)
+        operation = channel.provider.operations[endpoint.operation]
+        upstream_model = channel.config.upstream_model(model)
+        raw, strip_usage = upstream_body(raw, body, model, upstream_model, stream, endpoint.operation, operation.format)
+        url = channel.url(operation, upstream_model, key)
+        headers = {**key.headers, "Content-Type": "application/json", "Accept": "text/event-stream" if stream else "application/json"}
+        timeouts = Timeouts(total=channel.config.timeout, first_byte=channel.config.ttft_timeout)
         try:
-            content = await reply.read()
+            reply = await upstream.send(operation.method, url, headers, raw, timeouts)
         except TRANSPORT_ERRORS as exc:
-            log.warning("channel %s: reading upstream body failed: %s", channel.name, type(exc).__name__)
-            return GatewayError(502, f"Upstream response was cut on channel '{channel.name}'.", type="upstream_error", code="upstream_unavailable")
-        return Response(content, status_code=reply.status, media_type=reply.content_type)
-    return await _upstream_error(channel, key, reply)
+            kind = "timed out" if isinstance(exc, TimeoutError) else "failed"
+            log.warning("channel %s: upstream request %s: %s", channel.name, kind, type(exc).__name__)
+            status = 504 if isinstance(exc, TimeoutError) else 502
+            return GatewayError(status, f"Upstream request {kind} on channel '{channel.name}'.", type="upstream_error", code="upstream_unavailable")
+
+        if reply.status < 400:
+            if stream:
+                chunks = meter.stream(reply.chunks(), channel.name, upstream_model, strip_usage, slot)
+                streaming = True
+                return MeteredStreamingResponse(chunks, reply, status_code=reply.status, media_type=reply.content_type, headers=STREAM_HEADERS)
+            try:
+                content = await reply.read()
+            except TRANSPORT_ERRORS as exc:
+                log.warning("channel %s: reading upstream body failed: %s", channel.name, type(exc).__name__)
+                return GatewayError(502, f"Upstream response was cut on channel '{channel.name}'.", type="upstream_error", code="upstream_unavailable")
+            meter.finish_body(channel.name, upstream_model, content)
+            return Response(content, status_code=reply.status, media_type=reply.content_type)
+        outcome = await _upstream_error(channel, key, reply)
+        if isinstance(outcome, Response):
+            meter.abandon()  # the client's own mistake, passed back: nothing was used
+        return outcome
+    finally:
+        if not streaming:
+            meter.release(channel.name, slot)
+
+
+class MeteredStreamingResponse(StreamingResponse):
+    """A stream whose accounting and upstream connection are closed when the response ends, however it ends."""
+
+    def __init__(self, content: MeteredStream, reply: UpstreamReply, **kwargs: Any):
+        super().__init__(content, **kwargs)
+        self.metered = content
+        self.reply = reply
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.metered.close()
+            self.reply.close()
 
 
 async def _upstream_error(channel: Channel, key: ChannelKey, reply: UpstreamReply) -> Response | GatewayError:
