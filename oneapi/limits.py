@@ -29,7 +29,8 @@ from .usage import NANO_USD
 
 log = logging.getLogger("oneapi.limits")
 
-FLUSH_INTERVAL = 0.2  # seconds a record may wait before it is written
+# seconds a record may wait before it is written (the environment override exists for tests of the SIGTERM flush)
+FLUSH_INTERVAL = float(os.environ.get("ONEAPI_FLUSH_INTERVAL", "0.2"))
 HEARTBEAT_INTERVAL = 5.0
 IDLE_RETURN_SECONDS = 1.0  # an allotment unused this long goes back for other processes
 GRANT_SHARE = 4  # a grant takes up to a quarter of what is free, so the next requests need no round trip
