@@ -150,7 +150,7 @@ def owner_id() -> str:
 class Pool:
     """This process's allotment under one limit: `held` was granted by the store, `reserved` is in flight."""
 
-    __slots__ = ("name", "cap", "held", "reserved", "last_used", "returned", "free_elsewhere", "lock", "window")
+    __slots__ = ("name", "cap", "held", "reserved", "last_used", "returned", "unflushed", "free_elsewhere", "lock", "window")
 
     def __init__(self, name: str, cap: int):
         self.name = name
@@ -159,6 +159,7 @@ class Pool:
         self.reserved = 0
         self.last_used = 0.0
         self.returned = 0  # no longer held, not yet told to the store
+        self.unflushed = 0  # consumed, not yet written
         self.free_elsewhere = cap  # neither used nor held by anyone, as of the last grant
         self.lock = asyncio.Lock()
         self.window = 0
@@ -172,6 +173,7 @@ class Pool:
 
     def settle(self, reserved: int, consumed: int) -> None:
         self.reserved -= reserved
+        self.unflushed += consumed
         left = max(0, self.held - consumed)
         self.returned += self.held - left
         self.held = left
@@ -229,19 +231,28 @@ class SqliteAccounting(Accounting):
         return pool
 
     async def _draw(self, pool: Pool, need: int, share: int, used_from: tuple[str, str, Any] | None, now: float) -> tuple[bool, bool]:
-        """Reserve `need` from the pool, topping it up from the store; (admitted, refused only because others hold it)."""
+        """Reserve `need` from the pool, topping it up from the store; (admitted, refused only because it is held in flight)."""
         if pool.take(need, now):
             return True, False
         async with pool.lock:  # one grant at a time per pool; the others find it topped up
             if pool.take(need, now):
                 return True, False
-            short = need - max(0, pool.held - pool.reserved)
-            grant = await self.ledger.grant(self.owner, pool.name, pool.cap, short, share, used_from)
-            pool.held += grant.granted
-            pool.free_elsewhere = max(0, pool.cap - grant.used - grant.held)
+            used = await self._top_up(pool, need, share, used_from)
             if pool.take(need, now):
                 return True, False
-            return False, grant.used + need <= pool.cap
+            if pool.unflushed:  # what this process spent is not in the file yet: write it, so the verdict is exact
+                await self._write()
+                used = await self._top_up(pool, need, share, used_from)
+                if pool.take(need, now):
+                    return True, False
+            return False, used + need <= pool.cap
+
+    async def _top_up(self, pool: Pool, need: int, share: int, used_from: tuple[str, str, Any] | None) -> int:
+        short = need - max(0, pool.held - pool.reserved)
+        grant = await self.ledger.grant(self.owner, pool.name, pool.cap, short, share, used_from)
+        pool.held += grant.granted
+        pool.free_elsewhere = max(0, pool.cap - grant.used - grant.held)
+        return grant.used
 
     async def admit(self, token: TokenConfig, demand: Demand, request_id: str) -> Admission:
         now = time.time()
@@ -344,6 +355,7 @@ class SqliteAccounting(Accounting):
         batch = Batch(records=self._records, counter_deltas=self._counter_deltas, release_all=release_all)
         self._records, self._counter_deltas = [], {}
         for pool in self._pools.values():
+            pool.unflushed = 0
             if release_all:
                 pool.give_back_spare()
             elif pool.reserved == 0 and now - pool.last_used >= IDLE_RETURN_SECONDS:
