@@ -96,10 +96,17 @@ class UsageRecord:
                 int(self.estimated), self.cost_nano, self.duration_ms)
 
 
+_windows_of_day: tuple[int, tuple[str, str, str]] = (-1, ("all", "", ""))
+
+
 def spend_windows(ts: float) -> tuple[str, str, str]:
     """The spend counters one request adds to: all time, its UTC day, its UTC month."""
-    day = time.strftime("%Y-%m-%d", time.gmtime(ts))
-    return "all", "d:" + day, "m:" + day[:7]
+    global _windows_of_day
+    day_number = int(ts // 86400)
+    if _windows_of_day[0] != day_number:  # strftime per request would cost more than the rest of the accounting
+        day = time.strftime("%Y-%m-%d", time.gmtime(ts))
+        _windows_of_day = (day_number, ("all", "d:" + day, "m:" + day[:7]))
+    return _windows_of_day[1]
 
 
 def budget_window(period: str | None, ts: float) -> str:

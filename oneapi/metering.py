@@ -6,8 +6,8 @@ everything else (estimates, reservations) happens only for tokens that have a bu
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from typing import Any, AsyncIterator, Mapping
 
 import orjson
@@ -28,7 +28,7 @@ STREAM_USAGE_OPERATIONS = frozenset({"chat", "completions"})
 
 
 def new_request_id() -> str:
-    return "req_" + uuid.uuid4().hex
+    return "req_" + os.urandom(12).hex()
 
 
 def stream_usage_patch(body: Mapping[str, Any]) -> dict[str, Any] | None:

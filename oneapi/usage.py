@@ -22,6 +22,9 @@ MESSAGE_OVERHEAD_TOKENS = 4
 # bytes of the end of a stream kept to find the usage event in; the usage event is the last or next to last
 STREAM_TAIL_BYTES = 16 * 1024
 
+# bodies up to this size are parsed whole to find their usage
+WHOLE_PARSE_BYTES = 32 * 1024
+
 _USAGE_KEY = b'"usage"'
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 
@@ -42,12 +45,12 @@ class Usage:
 
 
 def _int(value: Any) -> int:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else 0
+    return value if type(value) is int and value > 0 else int(value) if type(value) is float and value > 0 else 0
 
 
 def normalise_usage(raw: Any) -> Usage | None:
     """One vendor usage object as `Usage`; None when it carries no token counts at all."""
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, dict):
         return None
     if "prompt_tokens" in raw or "completion_tokens" in raw:
         # OpenAI and everyone compatible with it; DeepSeek adds prompt_cache_hit_tokens
@@ -57,9 +60,9 @@ def normalise_usage(raw: Any) -> Usage | None:
             completion = max(0, _int(raw.get("total_tokens")) - prompt)
         prompt_details = raw.get("prompt_tokens_details")
         completion_details = raw.get("completion_tokens_details")
-        cached = _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, Mapping) else 0
+        cached = _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
         cached = cached or _int(raw.get("prompt_cache_hit_tokens"))
-        reasoning = _int(completion_details.get("reasoning_tokens")) if isinstance(completion_details, Mapping) else 0
+        reasoning = _int(completion_details.get("reasoning_tokens")) if isinstance(completion_details, dict) else 0
         return Usage(prompt, completion, min(cached, prompt), min(reasoning, completion))
     if "input_tokens" in raw or "output_tokens" in raw:
         # Messages-style APIs (and OpenAI images/responses): cache reads and writes are outside input_tokens there
@@ -69,9 +72,9 @@ def normalise_usage(raw: Any) -> Usage | None:
         prompt = _int(raw.get("input_tokens"))
         if cache_read or "cache_creation_input_tokens" in raw:
             prompt += cache_read + _int(raw.get("cache_creation_input_tokens"))
-        elif isinstance(input_details, Mapping):
+        elif isinstance(input_details, dict):
             cache_read = _int(input_details.get("cached_tokens"))
-        reasoning = _int(output_details.get("reasoning_tokens")) if isinstance(output_details, Mapping) else 0
+        reasoning = _int(output_details.get("reasoning_tokens")) if isinstance(output_details, dict) else 0
         completion = _int(raw.get("output_tokens"))
         return Usage(prompt, completion, min(cache_read, prompt), min(reasoning, completion))
     if "promptTokenCount" in raw or "candidatesTokenCount" in raw:
@@ -83,46 +86,43 @@ def normalise_usage(raw: Any) -> Usage | None:
 
 
 def _usage_in_event(payload: Any) -> Usage | None:
-    if not isinstance(payload, Mapping):
+    if not isinstance(payload, dict):
         return None
     found = normalise_usage(payload.get("usage"))
     if found is None:
         for value in payload.values():  # vendor extension objects such as x_<vendor>.usage
-            if isinstance(value, Mapping) and "usage" in value:
+            if isinstance(value, dict) and "usage" in value:
                 found = normalise_usage(value["usage"])
                 if found is not None:
                     break
     return found
 
 
-def _object_at(content: bytes, start: int) -> bytes | None:
-    """The JSON object starting at content[start] ('{'), found by matching braces outside strings."""
-    depth = 0
-    in_string = False
-    escaped = False
-    for i in range(start, min(len(content), start + 8192)):
-        c = content[i]
-        if in_string:
-            if escaped:
-                escaped = False
-            elif c == 0x5C:  # backslash
-                escaped = True
-            elif c == 0x22:
-                in_string = False
-        elif c == 0x22:
-            in_string = True
-        elif c == 0x7B:
-            depth += 1
-        elif c == 0x7D:
-            depth -= 1
-            if depth == 0:
-                return content[start:i + 1]
-    return None
+def _object_at(content: bytes, start: int) -> Any:
+    """The JSON object starting at content[start] ('{'), parsed: the first balanced closing brace that parses.
+    Brace counting runs in C (bytes.count); a usage object is a few hundred bytes of numbers."""
+    end = start
+    limit = min(len(content), start + 8192)
+    while True:
+        end = content.find(b"}", end + 1, limit)
+        if end < 0:
+            return None
+        piece = content[start:end + 1]
+        if piece.count(b"{") == piece.count(b"}"):
+            try:
+                return orjson.loads(piece)
+            except orjson.JSONDecodeError:
+                continue  # a brace inside a string: look further
 
 
 def usage_from_body(content: bytes) -> Usage | None:
-    """Usage of a non-stream OpenAI-shaped body, read from its last "usage" object without parsing the rest
-    (an embeddings body can be megabytes of floats)."""
+    """Usage of a non-stream OpenAI-shaped body. A small body is parsed whole (orjson beats any scan there);
+    a large one (an embeddings body can be megabytes of floats) only from its last "usage" object."""
+    if len(content) <= WHOLE_PARSE_BYTES:
+        try:
+            return _usage_in_event(orjson.loads(content))
+        except orjson.JSONDecodeError:
+            return None
     end = len(content)
     while True:
         at = content.rfind(_USAGE_KEY, 0, end)
@@ -132,13 +132,7 @@ def usage_from_body(content: bytes) -> Usage | None:
         match = _USAGE_OBJECT.match(content, at)
         if match is None or (at and content[at - 1] == 0x5C):  # "usage": null, or text inside a string
             continue
-        obj = _object_at(content, match.end() - 1)
-        if obj is None:
-            continue
-        try:
-            found = normalise_usage(orjson.loads(obj))
-        except orjson.JSONDecodeError:
-            continue
+        found = normalise_usage(_object_at(content, match.end() - 1))
         if found is not None:
             return found
 
