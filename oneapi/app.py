@@ -7,6 +7,7 @@ import hmac
 import logging
 import os
 import signal
+import time
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -21,8 +22,10 @@ from starlette.routing import Route
 from .config import Config
 from .documents import ConfigError
 from .errors import GatewayError, bad_request
+from .health import HealthRegistry
 from .ledger import GROUP_FIELDS, SqliteLedger, UsageQuery, parse_time, sqlite_path
 from .limits import Accounting, SqliteAccounting
+from .routing import Channel
 from .relay import ENDPOINTS, Endpoint, client_key, relay
 from .snapshot import SnapshotHolder
 from .upstream import Upstream
@@ -69,6 +72,8 @@ class Gateway:
         self.holder = SnapshotHolder(config_path)
         self.upstream = Upstream()
         self.accounting = open_accounting(self.holder.current.config)
+        self.channel_health = HealthRegistry(self.holder.current.config.breaker)
+        self.holder.listeners.append(lambda s: self.channel_health.update(s.config.breaker, s.channels.values()))
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -97,7 +102,7 @@ class Gateway:
 
     def relay_route(self, endpoint: Endpoint):  # type: ignore[no-untyped-def]
         async def handle(request: Request) -> Response:
-            return await relay(request, self.holder.current, self.upstream, endpoint, self.accounting)
+            return await relay(request, self.holder.current, self.upstream, self.channel_health, endpoint, self.accounting)
 
         return handle
 
@@ -178,8 +183,20 @@ class Gateway:
                 "weight": cc.weight,
                 "keys": [k.masked for k in channel.keys] if channel else [],
                 "max_concurrency": cc.max_concurrency,
+                **self._health_of(channel),
             })
         return json_response({"config_version": snapshot.version, "channels": data})
+
+
+    def _health_of(self, channel: Channel | None) -> dict[str, Any]:
+        """This worker's view: breaker state and keys set aside (masked), as of now."""
+        state = self.channel_health.get(channel) if channel else None
+        if state is None:
+            return {"breaker": "closed", "keys_set_aside": [], "failures": 0, "successes": 0}
+        now = time.monotonic()
+        aside = [{"key": k.masked, "reason": state.set_aside[k.secret][1], "seconds_left": round(state.set_aside[k.secret][0] - now, 1)}
+                 for k in channel.keys if k.secret in state.set_aside and state.set_aside[k.secret][0] > now]
+        return {"breaker": state.breaker.state, "keys_set_aside": aside, "failures": state.failures, "successes": state.successes}
 
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:

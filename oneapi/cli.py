@@ -180,6 +180,8 @@ def serve_command(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         log_access=False,
         respawn_failed_workers=True,
+        # SIGTERM: stop accepting, let requests and streams in flight finish, then stop anyway
+        workers_kill_timeout=max(1, round(snapshot.config.drain_timeout)),
     )
     try:
         server.serve()

@@ -13,6 +13,7 @@ from typing import Any, AsyncIterator, Mapping
 import orjson
 
 from .config import Price, TokenConfig
+from .errors import GatewayError
 from .ledger import UsageRecord
 from .limits import Accounting, Admission, Demand, has_limits, refusal
 from .usage import (
@@ -92,7 +93,7 @@ class Meter:
         if slot:
             self.accounting.release_slot(channel, slot)
 
-    def refuse_full(self) -> Exception:
+    def refuse_full(self) -> GatewayError:
         return refusal("concurrency", self.token, 1)
 
     def abandon(self) -> None:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from .errors import GatewayError, bad_request
+from .failures import Failure, bad_body_failure, classify, in_band_error, in_band_status, transport_failure
+from .health import ChannelHealth, HealthRegistry
 from .limits import Accounting
 from .metering import Meter, MeteredStream, new_request_id, upstream_body
 from .routing import Channel, ChannelKey
@@ -20,7 +24,7 @@ from .upstream import TRANSPORT_ERRORS, Timeouts, Upstream, UpstreamReply
 
 log = logging.getLogger("oneapi.relay")
 
-MAX_ATTEMPTS = 3
+OVERHEAD_HEADER = "x-oneapi-overhead-ms"
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -89,18 +93,19 @@ def client_key(request: Request) -> str | None:
     return key_from_headers(headers.get("authorization"), headers.get("x-api-key"))
 
 
-async def relay(request: Request, snapshot: Snapshot, upstream: Upstream, endpoint: Endpoint, accounting: Accounting) -> Response:
+async def relay(request: Request, snapshot: Snapshot, upstream: Upstream, health: HealthRegistry, endpoint: Endpoint,
+                accounting: Accounting) -> Response:
+    received = time.perf_counter()
     request_id = new_request_id()
     try:
-        response = await _relay(request, request_id, snapshot, upstream, endpoint, accounting)
+        return await _relay(request, snapshot, upstream, health, endpoint, accounting, received, request_id)
     except GatewayError as exc:
         exc.headers.setdefault("x-request-id", request_id)
         raise
-    return response
 
 
-async def _relay(request: Request, request_id: str, snapshot: Snapshot, upstream: Upstream, endpoint: Endpoint,
-                 accounting: Accounting) -> Response:
+async def _relay(request: Request, snapshot: Snapshot, upstream: Upstream, health: HealthRegistry, endpoint: Endpoint,
+                 accounting: Accounting, received: float, request_id: str) -> Response:
     client = request.client
     token = snapshot.tokens.authenticate(client_key(request), client.host if client else None)
     raw, body = await read_json_body(request, snapshot.config.max_body_bytes)
@@ -116,7 +121,6 @@ async def _relay(request: Request, request_id: str, snapshot: Snapshot, upstream
     check_model(token, model)
     if not snapshot.routes.knows(token.group, model):
         raise GatewayError(404, f"The model '{model}' does not exist or you do not have access to it.", code="model_not_found", param="model")
-
     meter = Meter(accounting, token, endpoint.operation, model, body, stream, request_id,
                   snapshot.config.prices, snapshot.config.groups.get(token.group, 1.0))
     try:
@@ -124,79 +128,242 @@ async def _relay(request: Request, request_id: str, snapshot: Snapshot, upstream
     except GatewayError as exc:
         exc.headers.update(meter.headers)
         raise
-    failure: GatewayError | None = None
+    call = Call(endpoint, model, raw, body, stream, received, meter)
+    try:
+        response = await _failover(call, snapshot, upstream, health, token.group)
+    except BaseException as exc:
+        meter.abandon()
+        if isinstance(exc, GatewayError):
+            exc.headers.update(meter.headers)
+        raise
+    if not isinstance(response, MeteredStreamingResponse) and response.status_code >= 400:
+        meter.abandon()  # the client's own mistake passed back, or every channel failed: nothing was used
+    response.headers.update(meter.headers)
+    return response
+
+
+@dataclass
+class Call:
+    """One client request on its way upstream."""
+
+    endpoint: Endpoint
+    model: str
+    raw: bytes
+    body: dict[str, Any]
+    stream: bool
+    received: float  # perf_counter() when the request arrived, for the overhead header
+    meter: Meter
+
+
+async def _failover(call: Call, snapshot: Snapshot, upstream: Upstream, health: HealthRegistry, group: str) -> Response:
+    """Try channels in routing order until one answers: the rest of a tier before lower tiers, never the same
+    key twice, never more than retry.attempts calls or past retry.deadline."""
+    retry = snapshot.config.retry
+    deadline = time.monotonic() + retry.deadline
+    plan = snapshot.routes.candidates(group, call.model, call.endpoint.operation)
+    channel = next(plan, None)
+    failed_keys: set[str] = set()
+    failure: Failure | None = None
     attempts = 0
     full = False
-    try:
-        for channel in snapshot.routes.candidates(token.group, model, endpoint.operation):
-            if attempts == MAX_ATTEMPTS:
-                break
-            slot = await meter.acquire(channel.name, channel.config.max_concurrency, channel.config.timeout)
-            if slot is None:
-                full = True  # at capacity: the next channel may have room, and this is no attempt
-                continue
-            attempts += 1
-            key = channel.next_key()
-            outcome = await _attempt(channel, key, endpoint, model, raw, body, stream, upstream, meter, slot)
-            if isinstance(outcome, Response):
-                outcome.headers.update(meter.headers)
-                return outcome
-            failure = outcome
-    except BaseException:
-        meter.abandon()
-        raise
-    meter.abandon()
-    if failure is None and full:
-        failure = meter.refuse_full()  # type: ignore[assignment]
-    if failure is None:
-        raise GatewayError(503, f"No channel can serve '{endpoint.operation}' for model '{model}'.", type="upstream_error", code="no_available_channel")
-    failure.headers.update(meter.headers)
-    raise failure
-
-
-async def _attempt(channel: Channel, key: ChannelKey, endpoint: Endpoint, model: str, raw: bytes, body: dict[str, Any],
-                   stream: bool, upstream: Upstream, meter: Meter, slot: str) -> Response | GatewayError:
-    """One try on one channel: a Response to return, or the GatewayError that makes the relay try the next channel.
-    The channel slot is released here, or by the stream when it ends."""
-    streaming = False
-    try:
-        operation = channel.provider.operations[endpoint.operation]
-        upstream_model = channel.config.upstream_model(model)
-        raw, strip_usage = upstream_body(raw, body, model, upstream_model, stream, endpoint.operation, operation.format)
-        url = channel.url(operation, upstream_model, key)
-        headers = {**key.headers, "Content-Type": "application/json", "Accept": "text/event-stream" if stream else "application/json"}
-        timeouts = Timeouts(total=channel.config.timeout, first_byte=channel.config.ttft_timeout)
+    while channel is not None and attempts < retry.attempts:
+        now = time.monotonic()
+        if now >= deadline:
+            break
+        state = health.of(channel)
+        key = health.next_key(channel, state, failed_keys, now)
+        if key is None or not state.breaker.allows(now):
+            channel = next(plan, None)
+            continue
+        slot = await call.meter.acquire(channel.name, channel.config.max_concurrency, channel.config.timeout)
+        if slot is None:
+            full = True  # at its max_concurrency: the next channel may have room, and this was no attempt
+            channel = next(plan, None)
+            continue
+        attempts += 1
+        outcome: Response | Failure | None = None
         try:
-            reply = await upstream.send(operation.method, url, headers, raw, timeouts)
-        except TRANSPORT_ERRORS as exc:
-            kind = "timed out" if isinstance(exc, TimeoutError) else "failed"
-            log.warning("channel %s: upstream request %s: %s", channel.name, kind, type(exc).__name__)
-            status = 504 if isinstance(exc, TimeoutError) else 502
-            return GatewayError(status, f"Upstream request {kind} on channel '{channel.name}'.", type="upstream_error", code="upstream_unavailable")
-
-        if reply.status < 400:
-            if stream:
-                chunks = meter.stream(reply.chunks(), channel.name, upstream_model, strip_usage, slot)
-                streaming = True
-                return MeteredStreamingResponse(chunks, reply, status_code=reply.status, media_type=reply.content_type, headers=STREAM_HEADERS)
-            try:
-                content = await reply.read()
-            except TRANSPORT_ERRORS as exc:
-                log.warning("channel %s: reading upstream body failed: %s", channel.name, type(exc).__name__)
-                return GatewayError(502, f"Upstream response was cut on channel '{channel.name}'.", type="upstream_error", code="upstream_unavailable")
-            meter.finish_body(channel.name, upstream_model, content)
-            return Response(content, status_code=reply.status, media_type=reply.content_type)
-        outcome = await _upstream_error(channel, key, reply)
+            outcome = await _attempt(channel, state, key, call, upstream, deadline - now, slot)
+        finally:
+            if not isinstance(outcome, MeteredStreamingResponse):
+                call.meter.release(channel.name, slot)  # a stream releases its slot when it ends
         if isinstance(outcome, Response):
-            meter.abandon()  # the client's own mistake, passed back: nothing was used
+            return outcome
+        failure = outcome
+        failed_keys.add(key.secret)
+        if not failure.retryable:
+            return failure.response()
+        if failure.key_fault:
+            state.set_key_aside(key, failure.key_fault, time.monotonic())
+            log.warning("channel %s: key %s set aside (%s)", channel.name, key.masked, failure.key_fault)
+        if failure.rate_limited:
+            # another channel first; the same one again only after its Retry-After, with another key
+            following = next(plan, None)
+            if following is not None:
+                channel = following
+                continue
+            if health.next_key(channel, state, failed_keys, time.monotonic()) is None:
+                break
+            wait = failure.retry_after or 0.0
+            if wait > deadline - time.monotonic():
+                break
+            await asyncio.sleep(wait)
+            continue
+        if failure.key_fault and health.next_key(channel, state, failed_keys, time.monotonic()) is not None:
+            continue  # same channel, another of its keys
+        channel = next(plan, None)
+    if failure is None and full:
+        raise call.meter.refuse_full()
+    if failure is None:
+        raise GatewayError(503, f"No channel is available for model '{call.model}' right now.", type="upstream_error",
+                           code="no_available_channel", headers={"Retry-After": "5"})
+    return failure.response()
+
+
+async def _attempt(channel: Channel, state: ChannelHealth, key: ChannelKey, call: Call, upstream: Upstream,
+                   time_left: float, slot: str) -> Response | Failure:
+    """One try on one channel: a Response for the client, or the Failure that decides what happens next."""
+    recorded = False
+
+    def record(ok: bool) -> None:
+        nonlocal recorded
+        recorded = True
+        state.record(ok, time.monotonic())
+
+    try:
+        outcome = await _send(channel, key, call, upstream, time_left, record, slot)
+        if isinstance(outcome, Failure) and not recorded:
+            record(not outcome.channel_fault)
         return outcome
     finally:
-        if not streaming:
-            meter.release(channel.name, slot)
+        if not recorded:
+            state.breaker.probing = False  # cancelled mid-try: let the next request probe
+
+
+async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstream, time_left: float,
+                record: Callable[[bool], None], slot: str) -> Response | Failure:
+    config = channel.config
+    operation = channel.provider.operations[call.endpoint.operation]
+    upstream_model = config.upstream_model(call.model)
+    # the client's bytes go upstream untouched unless the model is renamed or stream usage must be asked for
+    raw, strip_usage = upstream_body(call.raw, call.body, call.model, upstream_model, call.stream, call.endpoint.operation, operation.format)
+    url = channel.url(operation, upstream_model, key)
+    headers = {**key.headers, "Content-Type": "application/json", "Accept": "text/event-stream" if call.stream else "application/json"}
+    timeouts = Timeouts(total=min(config.timeout, time_left), connect=config.connect_timeout)
+    sent = time.perf_counter()
+    try:
+        reply = await upstream.send(operation.method, url, headers, raw, timeouts)
+    except TRANSPORT_ERRORS as exc:
+        log.warning("channel %s: upstream request failed: %s", channel.name, type(exc).__name__)
+        return transport_failure(channel.name, exc)
+    answered = time.perf_counter()
+    overhead = sent - call.received
+
+    if reply.status >= 400:
+        try:
+            content = await reply.read()
+        except TRANSPORT_ERRORS:
+            content = b""
+        if key.secret:
+            content = content.replace(key.secret.encode(), key.masked.encode())
+        log.warning("channel %s: upstream answered %s", channel.name, reply.status)
+        return classify(channel.name, reply.status, content, reply.headers)
+
+    if call.stream:
+        opened = await _open_stream(channel, key, reply, config, min(config.timeout, time_left), record, overhead, answered)
+        if isinstance(opened, StreamingResponse):
+            metered = call.meter.stream(opened.body_iterator, channel.name, upstream_model, strip_usage, slot)
+            return MeteredStreamingResponse(metered, reply, status_code=opened.status_code, headers=dict(opened.headers))
+        return opened
+
+    try:
+        content = await reply.read()
+    except TRANSPORT_ERRORS as exc:
+        log.warning("channel %s: reading the upstream body failed: %s", channel.name, type(exc).__name__)
+        return transport_failure(channel.name, exc, "response")
+    problem = _check_body(channel.name, content)
+    if problem is not None:
+        return problem
+    record(True)
+    call.meter.finish_body(channel.name, upstream_model, content)
+    overhead += time.perf_counter() - answered
+    return Response(content, status_code=reply.status, media_type=reply.content_type,
+                    headers={OVERHEAD_HEADER: f"{overhead * 1000:.3f}"})
+
+
+def _check_body(channel: str, content: bytes) -> Failure | None:
+    """A success status with a body that is not a JSON object, or that carries an error, is a failed try."""
+    if not content.lstrip()[:1] == b"{":
+        return bad_body_failure(channel, "answered with a body that is not a JSON object")
+    error = in_band_error(content)
+    if error is not None:
+        return classify(channel, in_band_status(error), error, {})
+    return None
+
+
+async def _open_stream(channel: Channel, key: ChannelKey, reply: UpstreamReply, config: Any, time_left: float,
+                       record: Callable[[bool], None], overhead: float, answered: float) -> Response | Failure:
+    """Wait for the first bytes before answering the client: a slow or failing start can still fail over."""
+    if not reply.content_type.startswith("text/event-stream"):
+        try:
+            content = await reply.read()
+        except TRANSPORT_ERRORS as exc:
+            return transport_failure(channel.name, exc, "response")
+        return _check_body(channel.name, content) or bad_body_failure(channel.name, "answered a stream request without a stream")
+    try:
+        async with asyncio.timeout(min(config.ttft_timeout or time_left, time_left)):
+            first = await reply.next_chunk()
+    except (TimeoutError, *TRANSPORT_ERRORS) as exc:
+        reply.close()
+        log.warning("channel %s: no first byte: %s", channel.name, type(exc).__name__)
+        return transport_failure(channel.name, exc, "first byte")
+    if not first:
+        reply.close()
+        return bad_body_failure(channel.name, "closed the stream before sending anything")
+    error = in_band_error(first)
+    if error is not None:
+        reply.close()
+        return classify(channel.name, in_band_status(error), error, {})
+    overhead += time.perf_counter() - answered
+    headers = {**STREAM_HEADERS, OVERHEAD_HEADER: f"{overhead * 1000:.3f}"}
+    return StreamingResponse(_pass_through(channel, reply, first, config.idle_timeout, record),
+                             status_code=reply.status, media_type=reply.content_type, headers=headers)
+
+
+async def _pass_through(channel: Channel, reply: UpstreamReply, first: bytes, idle_timeout: float,
+                        record: Callable[[bool], None]) -> AsyncIterator[bytes]:
+    """Relay the stream as it arrives, cut only at event boundaries, so that if the upstream stalls or breaks
+    the client gets one clean error event (which the SDKs raise) instead of half an event or a silent end."""
+    pending = first
+    try:
+        while True:
+            cut = _event_boundary(pending)
+            if cut:
+                yield pending[:cut] if cut < len(pending) else pending
+                pending = pending[cut:]
+            async with asyncio.timeout(idle_timeout):
+                chunk = await reply.next_chunk()
+            if not chunk:
+                break
+            pending = pending + chunk if pending else chunk
+        if pending:
+            yield pending
+        record(True)
+    except (TimeoutError, *TRANSPORT_ERRORS) as exc:
+        record(False)
+        stalled = isinstance(exc, TimeoutError)
+        log.warning("channel %s: stream %s", channel.name, "stalled" if stalled else f"broke: {type(exc).__name__}")
+        message = (f"Upstream stream stalled for {idle_timeout:g}s on channel '{channel.name}'." if stalled
+                   else f"Upstream stream was cut on channel '{channel.name}'.")
+        yield b"data: " + orjson.dumps({"error": {"message": message, "type": "upstream_error",
+                                                  "code": "stream_stalled" if stalled else "stream_interrupted", "param": None}}) + b"\n\n"
+    finally:
+        reply.close()
 
 
 class MeteredStreamingResponse(StreamingResponse):
-    """A stream whose accounting and upstream connection are closed when the response ends, however it ends."""
+    """A stream whose accounting and upstream connection are closed when the response ends, however it ends
+    (a client gone before the first byte never starts the body iterator, so its finally would never run)."""
 
     def __init__(self, content: MeteredStream, reply: UpstreamReply, **kwargs: Any):
         super().__init__(content, **kwargs)
@@ -211,38 +378,8 @@ class MeteredStreamingResponse(StreamingResponse):
             self.reply.close()
 
 
-async def _upstream_error(channel: Channel, key: ChannelKey, reply: UpstreamReply) -> Response | GatewayError:
-    """A vendor's error: the client's own mistakes are passed back; the gateway's problems become a retry."""
-    try:
-        content = await reply.read()
-    except TRANSPORT_ERRORS:
-        content = b""
-    if key.secret:
-        content = content.replace(key.secret.encode(), key.masked.encode())
-    status = reply.status
-    log.warning("channel %s: upstream answered %s", channel.name, status)
-    if status in (401, 403):
-        return GatewayError(502, f"Upstream rejected the credentials of channel '{channel.name}'.", type="upstream_error", code="upstream_auth_failed")
-    if status == 429:
-        retry_after = reply.headers.get("Retry-After")
-        return GatewayError(429, f"Upstream rate limit on channel '{channel.name}'.", type="rate_limit_error", code="upstream_rate_limited",
-                            headers={"Retry-After": retry_after} if retry_after else None)
-    if status >= 500 or status == 408:
-        return GatewayError(502, f"Upstream error {status} on channel '{channel.name}'.", type="upstream_error", code="upstream_error")
-    return Response(_openai_error_body(content, status), status_code=status, media_type="application/json")
-
-
-def _openai_error_body(content: bytes, status: int) -> bytes:
-    """The vendor's error body if it is already OpenAI-shaped, else the same message wrapped in that shape."""
-    try:
-        parsed = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        parsed = None
-    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict) and "message" in parsed["error"]:
-        return content
-    message = content.decode("utf-8", "replace").strip()[:2000] or f"Upstream answered HTTP {status}."
-    if isinstance(parsed, dict):
-        inner = parsed.get("error")
-        message = str(parsed.get("message") or (inner if isinstance(inner, str) else None) or message)
-    return orjson.dumps({"error": {"message": message, "type": "invalid_request_error", "code": f"upstream_{status}", "param": None}})
-
+def _event_boundary(buffer: bytes) -> int:
+    """Length of the prefix of `buffer` that ends with a complete SSE event (LF or CRLF framing); 0 if none."""
+    lf = buffer.rfind(b"\n\n")
+    crlf = buffer.rfind(b"\r\n\r\n")
+    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)

@@ -9,7 +9,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import orjson
 
@@ -124,6 +124,7 @@ class SnapshotHolder:
         self.last_reload_at: float | None = None
         self._seen = fingerprint(self.config_path, self.current)
         self._lock = asyncio.Lock()
+        self.listeners: list[Callable[[Snapshot], None]] = []  # told of every new live snapshot
 
     async def reload(self, broadcast: bool = False) -> Snapshot:
         """Build a new snapshot off the event loop and swap it in; on failure keep the old one and raise.
@@ -141,6 +142,8 @@ class SnapshotHolder:
                 raise
             self._seen = fingerprint(self.config_path, snapshot)
             previous, self.current = self.current, snapshot
+            for listener in self.listeners:
+                listener(snapshot)
             self.last_reload_error = None
             self.last_reload_at = time.time()
             if previous.version != snapshot.version:
