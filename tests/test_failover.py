@@ -305,8 +305,10 @@ def test_sigterm_lets_streams_in_flight_finish(vendor, start_gateway) -> None:
 
     def consume() -> None:
         try:
+            # the recording has a usage chunk, which the gateway passes on only to a client that asked for it
             with httpx.stream("POST", gateway.url("/v1/chat/completions"), headers={"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=30,
-                              json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "stream": True}) as response:
+                              json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "stream": True,
+                                    "stream_options": {"include_usage": True}}) as response:
                 collected.extend(response.iter_raw())
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
