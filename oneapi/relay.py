@@ -15,6 +15,7 @@ from starlette.responses import Response, StreamingResponse
 from .errors import GatewayError, bad_request
 from .failures import Failure, bad_body_failure, classify, in_band_error, in_band_status, transport_failure
 from .health import ChannelHealth, HealthRegistry
+from .metrics import Metrics
 from .routing import Channel, ChannelKey
 from .snapshot import Snapshot
 from .tokens import check_model, key_from_headers
@@ -91,7 +92,16 @@ def client_key(request: Request) -> str | None:
     return key_from_headers(headers.get("authorization"), headers.get("x-api-key"))
 
 
-async def relay(request: Request, snapshot: Snapshot, upstream: Upstream, health: HealthRegistry, endpoint: Endpoint) -> Response:
+@dataclass
+class Services:
+    """What a relay uses besides the snapshot: per-worker, and outliving every reload."""
+
+    upstream: Upstream
+    health: HealthRegistry
+    metrics: Metrics
+
+
+async def relay(request: Request, snapshot: Snapshot, services: Services, endpoint: Endpoint) -> Response:
     received = time.perf_counter()
     client = request.client
     token = snapshot.tokens.authenticate(client_key(request), client.host if client else None)
@@ -109,7 +119,10 @@ async def relay(request: Request, snapshot: Snapshot, upstream: Upstream, health
     if not snapshot.routes.knows(token.group, model):
         raise GatewayError(404, f"The model '{model}' does not exist or you do not have access to it.", code="model_not_found", param="model")
     call = Call(endpoint, model, raw, body, stream, received)
-    return await _failover(call, snapshot, upstream, health, token.group)
+    response = await _failover(call, snapshot, services, token.group)
+    if call.overhead is not None:
+        services.metrics.observe("oneapi_overhead_seconds", (endpoint.operation,), call.overhead)
+    return response
 
 
 @dataclass
@@ -122,12 +135,14 @@ class Call:
     body: dict[str, Any]
     stream: bool
     received: float  # perf_counter() when the request arrived, for the overhead header
+    overhead: float | None = None  # seconds the gateway itself spent, once known
 
 
-async def _failover(call: Call, snapshot: Snapshot, upstream: Upstream, health: HealthRegistry, group: str) -> Response:
+async def _failover(call: Call, snapshot: Snapshot, services: Services, group: str) -> Response:
     """Try channels in routing order until one answers: the rest of a tier before lower tiers, never the same
     key twice, never more than retry.attempts calls or past retry.deadline."""
     retry = snapshot.config.retry
+    health = services.health
     deadline = time.monotonic() + retry.deadline
     plan = snapshot.routes.candidates(group, call.model, call.endpoint.operation)
     channel = next(plan, None)
@@ -144,7 +159,7 @@ async def _failover(call: Call, snapshot: Snapshot, upstream: Upstream, health: 
             channel = next(plan, None)
             continue
         attempts += 1
-        outcome = await _attempt(channel, state, key, call, upstream, deadline - now)
+        outcome = await _attempt(channel, state, key, call, services, deadline - now)
         if isinstance(outcome, Response):
             return outcome
         failure = outcome
@@ -176,7 +191,7 @@ async def _failover(call: Call, snapshot: Snapshot, upstream: Upstream, health: 
     return failure.response()
 
 
-async def _attempt(channel: Channel, state: ChannelHealth, key: ChannelKey, call: Call, upstream: Upstream,
+async def _attempt(channel: Channel, state: ChannelHealth, key: ChannelKey, call: Call, services: Services,
                    time_left: float) -> Response | Failure:
     """One try on one channel: a Response for the client, or the Failure that decides what happens next."""
     recorded = False
@@ -187,9 +202,14 @@ async def _attempt(channel: Channel, state: ChannelHealth, key: ChannelKey, call
         state.record(ok, time.monotonic())
 
     try:
-        outcome = await _send(channel, key, call, upstream, time_left, record)
-        if isinstance(outcome, Failure) and not recorded:
-            record(not outcome.channel_fault)
+        outcome = await _send(channel, key, call, services.upstream, time_left, record)
+        if isinstance(outcome, Failure):
+            if not recorded:
+                record(not outcome.channel_fault)
+            label = "client_error" if not outcome.retryable else outcome.error.code or "failed"
+        else:
+            label = "ok"
+        services.metrics.inc("oneapi_upstream_attempts_total", (channel.name, label))
         return outcome
     finally:
         if not recorded:
@@ -228,7 +248,7 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
         return classify(channel.name, reply.status, content, reply.headers)
 
     if call.stream:
-        return await _open_stream(channel, key, reply, config, min(config.timeout, time_left), record, overhead, answered)
+        return await _open_stream(channel, reply, call, config, min(config.timeout, time_left), record, overhead, answered)
 
     try:
         content = await reply.read()
@@ -240,6 +260,7 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
         return problem
     record(True)
     overhead += time.perf_counter() - answered
+    call.overhead = overhead
     return Response(content, status_code=reply.status, media_type=reply.content_type,
                     headers={OVERHEAD_HEADER: f"{overhead * 1000:.3f}"})
 
@@ -254,7 +275,7 @@ def _check_body(channel: str, content: bytes) -> Failure | None:
     return None
 
 
-async def _open_stream(channel: Channel, key: ChannelKey, reply: UpstreamReply, config: Any, time_left: float,
+async def _open_stream(channel: Channel, reply: UpstreamReply, call: Call, config: Any, time_left: float,
                        record: Callable[[bool], None], overhead: float, answered: float) -> Response | Failure:
     """Wait for the first bytes before answering the client: a slow or failing start can still fail over."""
     if not reply.content_type.startswith("text/event-stream"):
@@ -278,6 +299,7 @@ async def _open_stream(channel: Channel, key: ChannelKey, reply: UpstreamReply, 
         reply.close()
         return classify(channel.name, in_band_status(error), error, {})
     overhead += time.perf_counter() - answered
+    call.overhead = overhead
     headers = {**STREAM_HEADERS, OVERHEAD_HEADER: f"{overhead * 1000:.3f}"}
     return StreamingResponse(_pass_through(channel, reply, first, config.idle_timeout, record),
                              status_code=reply.status, media_type=reply.content_type, headers=headers)
