@@ -26,7 +26,8 @@ from .health import HealthRegistry
 from .ledger import GROUP_FIELDS, SqliteLedger, UsageQuery, parse_time, sqlite_path
 from .limits import Accounting, SqliteAccounting
 from .routing import Channel
-from .relay import ENDPOINTS, Endpoint, client_key, relay
+from .metrics import METRICS_DIR_ENV, Metrics
+from .relay import ENDPOINTS, Endpoint, Services, client_key, relay
 from .snapshot import SnapshotHolder
 from .upstream import Upstream
 
@@ -70,16 +71,21 @@ class Gateway:
 
     def __init__(self, config_path: str | Path):
         self.holder = SnapshotHolder(config_path)
-        self.upstream = Upstream()
         self.accounting = open_accounting(self.holder.current.config)
         self.channel_health = HealthRegistry(self.holder.current.config.breaker)
         self.holder.listeners.append(lambda s: self.channel_health.update(s.config.breaker, s.channels.values()))
+        self.metrics = Metrics(os.environ.get(METRICS_DIR_ENV))
+        self.metrics.gauge_sources.append(self.channel_health.gauges)
+        self.metrics.gauge_sources.append(lambda: [("oneapi_config_info", (self.holder.current.version,), 1.0)])
+        self.holder.on_result = lambda ok: self.metrics.inc("oneapi_config_reloads_total", ("ok" if ok else "refused",))
+        self.services = Services(Upstream(), self.channel_health, self.metrics, self.accounting)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         await self.accounting.start()
-        await self.upstream.start()
+        await self.services.upstream.start()
         self._tasks.append(asyncio.create_task(self.holder.watch()))
+        self._tasks.append(asyncio.create_task(self.metrics.publish_forever()))
         with suppress(NotImplementedError, RuntimeError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
 
@@ -95,14 +101,23 @@ class Gateway:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        await self.upstream.close()
+        self.metrics.publish()
+        await self.services.upstream.close()
         await self.accounting.close()  # SIGTERM: every pending record is written before the worker exits
 
     # --- routes -------------------------------------------------------------
 
     def relay_route(self, endpoint: Endpoint):  # type: ignore[no-untyped-def]
+        counters = self.metrics
+
         async def handle(request: Request) -> Response:
-            return await relay(request, self.holder.current, self.upstream, self.channel_health, endpoint, self.accounting)
+            try:
+                response = await relay(request, self.holder.current, self.services, endpoint)
+            except GatewayError as exc:
+                counters.inc("oneapi_requests_total", (endpoint.operation, str(exc.status)))
+                raise
+            counters.inc("oneapi_requests_total", (endpoint.operation, str(response.status_code)))
+            return response
 
         return handle
 
@@ -125,6 +140,9 @@ class Gateway:
         if channel is None or (token.models is not None and name not in token.models):
             raise GatewayError(404, f"The model '{name}' does not exist or you do not have access to it.", code="model_not_found", param="model")
         return json_response({"id": name, "object": "model", "created": 0, "owned_by": channel.provider.name})
+
+    async def prometheus(self, request: Request) -> Response:
+        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def health(self, request: Request) -> Response:
         holder = self.holder
@@ -237,6 +255,7 @@ def create_app(config_path: str | Path | None = None) -> Starlette:
         Route("/v1/models", gateway.list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", gateway.get_model, methods=["GET"]),
         Route("/health", gateway.health, methods=["GET"]),
+        Route("/metrics", gateway.prometheus, methods=["GET"]),
         Route("/admin/reload", gateway.admin_reload, methods=["POST"]),
         Route("/admin/channels", gateway.admin_channels, methods=["GET"]),
         Route("/admin/usage", gateway.admin_usage, methods=["GET"]),

@@ -9,6 +9,7 @@ import hashlib
 import logging
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from .config import load_config
 from .documents import ConfigError
+from .metrics import METRICS_DIR_ENV
 from .snapshot import RELOAD_SIGNAL_ENV, build_snapshot, signal_reload
 
 if TYPE_CHECKING:
@@ -162,6 +164,9 @@ def serve_command(args: argparse.Namespace) -> int:
     signal_file = Path(signal_dir) / "reload"
     signal_file.write_text("0\n")
     os.environ[RELOAD_SIGNAL_ENV] = str(signal_file)
+    metrics_dir = Path(signal_dir) / "metrics"
+    metrics_dir.mkdir()
+    os.environ[METRICS_DIR_ENV] = str(metrics_dir)
 
     class GatewayServer(Server):  # type: ignore[misc, valid-type]
         def signal_handler_reload(self, *args: object, **kwargs: object) -> None:
@@ -186,8 +191,7 @@ def serve_command(args: argparse.Namespace) -> int:
     try:
         server.serve()
     finally:
-        signal_file.unlink(missing_ok=True)
-        os.rmdir(signal_dir)
+        shutil.rmtree(signal_dir, ignore_errors=True)
     return 0
 
 

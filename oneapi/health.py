@@ -9,7 +9,7 @@ config.yaml disables stays disabled.
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from .config import BreakerSettings
 from .routing import Channel, ChannelKey
@@ -114,6 +114,11 @@ class HealthRegistry:
                 del self._by_channel[ident]
             else:
                 health.settings = health.breaker.settings = settings
+
+    def gauges(self) -> Iterator[tuple[str, tuple[str, ...], float]]:
+        for (name, _), health in self._by_channel.items():
+            yield "oneapi_channel_breaker_open", (name,), 1.0 if health.breaker.state == OPEN else 0.0
+            yield "oneapi_channel_keys_set_aside", (name,), float(len(health.set_aside))
 
     def get(self, channel: Channel) -> ChannelHealth | None:
         return self._by_channel.get(channel.identity)

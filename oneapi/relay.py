@@ -17,6 +17,7 @@ from .failures import Failure, bad_body_failure, classify, in_band_error, in_ban
 from .health import ChannelHealth, HealthRegistry
 from .limits import Accounting
 from .metering import Meter, MeteredStream, new_request_id, upstream_body
+from .metrics import Metrics
 from .routing import Channel, ChannelKey
 from .snapshot import Snapshot
 from .tokens import check_model, key_from_headers
@@ -93,19 +94,28 @@ def client_key(request: Request) -> str | None:
     return key_from_headers(headers.get("authorization"), headers.get("x-api-key"))
 
 
-async def relay(request: Request, snapshot: Snapshot, upstream: Upstream, health: HealthRegistry, endpoint: Endpoint,
-                accounting: Accounting) -> Response:
+@dataclass
+class Services:
+    """What a relay uses besides the snapshot: per-worker, and outliving every reload."""
+
+    upstream: Upstream
+    health: HealthRegistry
+    metrics: Metrics
+    accounting: Accounting
+
+
+async def relay(request: Request, snapshot: Snapshot, services: Services, endpoint: Endpoint) -> Response:
     received = time.perf_counter()
     request_id = new_request_id()
     try:
-        return await _relay(request, snapshot, upstream, health, endpoint, accounting, received, request_id)
+        return await _relay(request, snapshot, services, endpoint, received, request_id)
     except GatewayError as exc:
         exc.headers.setdefault("x-request-id", request_id)
         raise
 
 
-async def _relay(request: Request, snapshot: Snapshot, upstream: Upstream, health: HealthRegistry, endpoint: Endpoint,
-                 accounting: Accounting, received: float, request_id: str) -> Response:
+async def _relay(request: Request, snapshot: Snapshot, services: Services, endpoint: Endpoint, received: float,
+                 request_id: str) -> Response:
     client = request.client
     token = snapshot.tokens.authenticate(client_key(request), client.host if client else None)
     raw, body = await read_json_body(request, snapshot.config.max_body_bytes)
@@ -121,7 +131,7 @@ async def _relay(request: Request, snapshot: Snapshot, upstream: Upstream, healt
     check_model(token, model)
     if not snapshot.routes.knows(token.group, model):
         raise GatewayError(404, f"The model '{model}' does not exist or you do not have access to it.", code="model_not_found", param="model")
-    meter = Meter(accounting, token, endpoint.operation, model, body, stream, request_id,
+    meter = Meter(services.accounting, token, endpoint.operation, model, body, stream, request_id,
                   snapshot.config.prices, snapshot.config.groups.get(token.group, 1.0))
     try:
         await meter.admit()
@@ -130,7 +140,7 @@ async def _relay(request: Request, snapshot: Snapshot, upstream: Upstream, healt
         raise
     call = Call(endpoint, model, raw, body, stream, received, meter)
     try:
-        response = await _failover(call, snapshot, upstream, health, token.group)
+        response = await _failover(call, snapshot, services, token.group)
     except BaseException as exc:
         meter.abandon()
         if isinstance(exc, GatewayError):
@@ -139,6 +149,8 @@ async def _relay(request: Request, snapshot: Snapshot, upstream: Upstream, healt
     if not isinstance(response, MeteredStreamingResponse) and response.status_code >= 400:
         meter.abandon()  # the client's own mistake passed back, or every channel failed: nothing was used
     response.headers.update(meter.headers)
+    if call.overhead is not None:
+        services.metrics.observe("oneapi_overhead_seconds", (endpoint.operation,), call.overhead)
     return response
 
 
@@ -153,12 +165,14 @@ class Call:
     stream: bool
     received: float  # perf_counter() when the request arrived, for the overhead header
     meter: Meter
+    overhead: float | None = None  # seconds the gateway itself spent, once known
 
 
-async def _failover(call: Call, snapshot: Snapshot, upstream: Upstream, health: HealthRegistry, group: str) -> Response:
+async def _failover(call: Call, snapshot: Snapshot, services: Services, group: str) -> Response:
     """Try channels in routing order until one answers: the rest of a tier before lower tiers, never the same
     key twice, never more than retry.attempts calls or past retry.deadline."""
     retry = snapshot.config.retry
+    health = services.health
     deadline = time.monotonic() + retry.deadline
     plan = snapshot.routes.candidates(group, call.model, call.endpoint.operation)
     channel = next(plan, None)
@@ -183,7 +197,7 @@ async def _failover(call: Call, snapshot: Snapshot, upstream: Upstream, health: 
         attempts += 1
         outcome: Response | Failure | None = None
         try:
-            outcome = await _attempt(channel, state, key, call, upstream, deadline - now, slot)
+            outcome = await _attempt(channel, state, key, call, services, deadline - now, slot)
         finally:
             if not isinstance(outcome, MeteredStreamingResponse):
                 call.meter.release(channel.name, slot)  # a stream releases its slot when it ends
@@ -220,7 +234,7 @@ async def _failover(call: Call, snapshot: Snapshot, upstream: Upstream, health: 
     return failure.response()
 
 
-async def _attempt(channel: Channel, state: ChannelHealth, key: ChannelKey, call: Call, upstream: Upstream,
+async def _attempt(channel: Channel, state: ChannelHealth, key: ChannelKey, call: Call, services: Services,
                    time_left: float, slot: str) -> Response | Failure:
     """One try on one channel: a Response for the client, or the Failure that decides what happens next."""
     recorded = False
@@ -231,9 +245,14 @@ async def _attempt(channel: Channel, state: ChannelHealth, key: ChannelKey, call
         state.record(ok, time.monotonic())
 
     try:
-        outcome = await _send(channel, key, call, upstream, time_left, record, slot)
-        if isinstance(outcome, Failure) and not recorded:
-            record(not outcome.channel_fault)
+        outcome = await _send(channel, key, call, services.upstream, time_left, record, slot)
+        if isinstance(outcome, Failure):
+            if not recorded:
+                record(not outcome.channel_fault)
+            label = "client_error" if not outcome.retryable else outcome.error.code or "failed"
+        else:
+            label = "ok"
+        services.metrics.inc("oneapi_upstream_attempts_total", (channel.name, label))
         return outcome
     finally:
         if not recorded:
@@ -270,7 +289,7 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
         return classify(channel.name, reply.status, content, reply.headers)
 
     if call.stream:
-        opened = await _open_stream(channel, key, reply, config, min(config.timeout, time_left), record, overhead, answered)
+        opened = await _open_stream(channel, reply, call, config, min(config.timeout, time_left), record, overhead, answered)
         if isinstance(opened, StreamingResponse):
             metered = call.meter.stream(opened.body_iterator, channel.name, upstream_model, strip_usage, slot)
             return MeteredStreamingResponse(metered, reply, status_code=opened.status_code, headers=dict(opened.headers))
@@ -287,6 +306,7 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
     record(True)
     call.meter.finish_body(channel.name, upstream_model, content)
     overhead += time.perf_counter() - answered
+    call.overhead = overhead
     return Response(content, status_code=reply.status, media_type=reply.content_type,
                     headers={OVERHEAD_HEADER: f"{overhead * 1000:.3f}"})
 
@@ -301,7 +321,7 @@ def _check_body(channel: str, content: bytes) -> Failure | None:
     return None
 
 
-async def _open_stream(channel: Channel, key: ChannelKey, reply: UpstreamReply, config: Any, time_left: float,
+async def _open_stream(channel: Channel, reply: UpstreamReply, call: Call, config: Any, time_left: float,
                        record: Callable[[bool], None], overhead: float, answered: float) -> Response | Failure:
     """Wait for the first bytes before answering the client: a slow or failing start can still fail over."""
     if not reply.content_type.startswith("text/event-stream"):
@@ -325,6 +345,7 @@ async def _open_stream(channel: Channel, key: ChannelKey, reply: UpstreamReply, 
         reply.close()
         return classify(channel.name, in_band_status(error), error, {})
     overhead += time.perf_counter() - answered
+    call.overhead = overhead
     headers = {**STREAM_HEADERS, OVERHEAD_HEADER: f"{overhead * 1000:.3f}"}
     return StreamingResponse(_pass_through(channel, reply, first, config.idle_timeout, record),
                              status_code=reply.status, media_type=reply.content_type, headers=headers)
