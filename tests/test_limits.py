@@ -222,3 +222,110 @@ def test_every_relay_answer_carries_a_request_id(gateway: GatewayProcess, vendor
     assert ok.headers["x-request-id"].startswith("req_") and bad_key.headers["x-request-id"].startswith("req_")
     assert ok.headers["x-request-id"] != bad_key.headers["x-request-id"]
     assert "x-ratelimit-limit-requests" not in ok.headers  # no limits configured, none reported
+
+
+def test_rpm_window_survives_a_restart(vendor: FakeVendor, start_gateway) -> None:
+    config = limited_config(vendor, rpm=3)
+    vendor.reply_fixture("/v1/chat/completions", "openai/chat_completion_text.json")
+    same_minute(margin=30)
+    first = start_gateway(config)
+    assert [post(first).status_code for _ in range(2)] == [200, 200]
+    assert first.stop() == 0
+
+    second = start_gateway(config)
+    assert post(second).status_code == 200
+    assert_refused(post(second), "rpm_limit_exceeded", 60)
+
+
+def test_channel_concurrency_is_shared_by_two_gateways_over_redis(vendor: FakeVendor, start_gateway, redis_url: str) -> None:
+    config = limited_config(vendor, store=redis_url)
+    config["channels"][0]["max_concurrency"] = 1
+    first, second = start_gateway(config), start_gateway(config)
+    vendor.reply("POST", "/v1/chat/completions", Reply(body=fixture_bytes("openai/chat_completion_text.json"), delay=1.0))
+
+    slow, refused = _concurrently([lambda: post(first), lambda: post(second)])
+
+    assert slow.status_code == 200
+    assert_refused(refused, "concurrency_limit_exceeded", 1)
+    assert post(second).status_code == 200  # released across replicas
+
+
+# --- allotments: two accountings on one SQLite file stand for two processes -------------------------
+
+
+def _token(**limits: Any) -> Any:
+    from oneapi.config import TokenConfig
+
+    return TokenConfig(name="t", key_sha256=None, group="default", models=None, budget=limits.get("budget"),
+                       budget_period=None, expires=None, subnets=(), rpm=limits.get("rpm"), tpm=limits.get("tpm"), enabled=True)
+
+
+def _record(cost_nano: int, tokens: int) -> Any:
+    from oneapi.ledger import UsageRecord
+
+    return UsageRecord(time.time(), "r", "t", "c", "m", "m", "chat", False, tokens, 0, 0, 0, False, cost_nano, 1)
+
+
+async def _admitted(accounting: Any, token: Any, cost: int, tokens: int, hold: float) -> bool:
+    from oneapi.errors import GatewayError
+    from oneapi.limits import Demand
+
+    try:
+        admission = await accounting.admit(token, Demand(cost, tokens), "r")
+    except GatewayError as exc:
+        assert exc.status == 429
+        return False
+    await asyncio.sleep(hold)
+    accounting.settle(admission, _record(cost, tokens))
+    return True
+
+
+def test_allotments_of_two_processes_never_exceed_a_budget(tmp_path) -> None:
+    from oneapi.ledger import SqliteLedger, UsageQuery
+    from oneapi.limits import SqliteAccounting
+
+    async def run() -> tuple[int, int]:
+        path = tmp_path / "shared.db"
+        first, second = SqliteAccounting(SqliteLedger(path)), SqliteAccounting(SqliteLedger(path))
+        await first.start()
+        await second.start()
+        token = _token(budget=1.0)  # 1e9 nano-USD: 100 requests of 1e7
+        results = await asyncio.gather(*(_admitted(first if i % 2 else second, token, 10_000_000, 1, 0.01 * (i % 5)) for i in range(300)))
+        await first.close()  # hands its allotment back
+        late = await asyncio.gather(*(_admitted(second, token, 10_000_000, 1, 0) for _ in range(50)))
+        report = await second.query(UsageQuery())
+        await second.close()
+        return sum(results) + sum(late), report.totals.cost_nano
+
+    admitted, recorded = asyncio.run(run())
+    assert admitted == 100  # the whole budget, and not a request more
+    assert recorded == 100 * 10_000_000
+
+
+def test_a_dead_process_allotment_comes_back(tmp_path, monkeypatch) -> None:
+    import oneapi.ledger
+    from oneapi.ledger import SqliteLedger
+    from oneapi.limits import SqliteAccounting
+
+    monkeypatch.setattr(oneapi.ledger, "STALE_GRANT_SECONDS", 0.5)
+
+    async def run() -> tuple[bool, bool]:
+        path = tmp_path / "shared.db"
+        dead, alive = SqliteAccounting(SqliteLedger(path)), SqliteAccounting(SqliteLedger(path))
+        await dead.start()
+        await alive.start()
+        token = _token(rpm=4)
+        assert await _admitted(dead, token, 0, 1, 0)  # draws an allotment of the window, then "dies" holding it
+        dead._flusher.cancel()  # no heartbeat from now on, as after a kill -9
+        while await _admitted(alive, token, 0, 1, 0):
+            pass
+        held_elsewhere = await _admitted(alive, token, 0, 1, 0)
+        await asyncio.sleep(0.6)
+        after_stale = await _admitted(alive, token, 0, 1, 0)
+        await alive.close()
+        return held_elsewhere, after_stale
+
+    same_minute(margin=10)
+    held_elsewhere, after_stale = asyncio.run(run())
+    assert not held_elsewhere
+    assert after_stale
