@@ -130,7 +130,7 @@ class RedisAccounting(Accounting):
         now = time.time()
         window = minute_window(now)
         cap = budget_cap(token) if token.budget is not None else -1
-        args = [now, request_id, now + HOLD_SECONDS, cap, budget_window(token.budget_period, now), demand.cost_nano,
+        args: list[Any] = [now, request_id, now + HOLD_SECONDS, cap, budget_window(token.budget_period, now), demand.cost_nano,
                 token.rpm if token.rpm is not None else -1, token.tpm if token.tpm is not None else -1, demand.tokens]
         try:
             result = await self._admit(keys=_keys(token.name, window), args=args)
@@ -242,7 +242,7 @@ class RedisAccounting(Accounting):
         end = "+" if query.until is None else str(int(query.until * 1000) + 60_000)  # a record is written up to a flush after its ts
         records: list[dict[str, Any]] = []
         while True:
-            page = await self.redis.xrange(USAGE_STREAM, start, end, count=5000)
+            page: list[tuple[str, dict[str, str]]] = await self.redis.xrange(USAGE_STREAM, start, end, count=5000)  # type: ignore[assignment]
             records.extend(_record(fields) for _, fields in page)
             if len(page) < 5000:
                 break

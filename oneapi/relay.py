@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, cast
 
 import orjson
 from starlette.requests import Request
@@ -291,7 +291,8 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
     if call.stream:
         opened = await _open_stream(channel, reply, call, config, min(config.timeout, time_left), record, overhead, answered)
         if isinstance(opened, StreamingResponse):
-            metered = call.meter.stream(opened.body_iterator, channel.name, upstream_model, strip_usage, slot)
+            chunks = cast(AsyncIterator[bytes], opened.body_iterator)  # _pass_through's bytes
+            metered = call.meter.stream(chunks, channel.name, upstream_model, strip_usage, slot)
             return MeteredStreamingResponse(metered, reply, status_code=opened.status_code, headers=dict(opened.headers))
         return opened
 
