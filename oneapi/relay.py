@@ -14,6 +14,7 @@ from .errors import GatewayError, bad_request
 from .routing import Channel, ChannelKey
 from .snapshot import Snapshot
 from .tokens import check_model, key_from_headers
+from .translate import attempt as translated_attempt
 from .upstream import TRANSPORT_ERRORS, Timeouts, Upstream, UpstreamReply
 
 log = logging.getLogger("oneapi.relay")
@@ -125,6 +126,8 @@ async def _attempt(channel: Channel, key: ChannelKey, endpoint: Endpoint, model:
     """One try on one channel: a Response to return, or the GatewayError that makes the relay try the next channel."""
     operation = channel.provider.operations[endpoint.operation]
     upstream_model = channel.config.upstream_model(model)
+    if operation.translated:  # a vendor that does not speak OpenAI, or needs a signer: translate.py
+        return await translated_attempt(channel, key, operation, upstream_model, body, stream, upstream)
     if upstream_model != model:
         # fast path otherwise: the client's bytes go upstream untouched
         raw = orjson.dumps({**body, "model": upstream_model})

@@ -1,0 +1,251 @@
+"""The translated relay: one attempt on a channel whose vendor does not speak OpenAI (or needs a signer).
+
+relay.py hands an operation here when `Operation.translated` is set. The attempt maps the
+request (mapping.py), signs it (signers.py), sends it through the shared upstream client,
+and maps the answer back: a body through the response mapping, a stream through its
+framing (framing.py) and state machine (streams.py), an error through the provider's
+`errors:` section into OpenAI's error shape, classified retryable or not.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any, AsyncIterator, Mapping
+from urllib.parse import urlencode
+
+import orjson
+from starlette.responses import Response, StreamingResponse
+
+from .errors import GatewayError
+from .framing import PARSERS, FramingError
+from .mapping import ErrorSpec, MappingError, map_request, map_response
+from .providers import Operation, Provider, Template
+from .routing import Channel, ChannelKey
+from .signers import SignerError, sign
+from .streams import StreamTranslator
+from .upstream import TRANSPORT_ERRORS, Timeouts, Upstream
+
+log = logging.getLogger("oneapi.translate")
+
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+# what the engine fills in when a response mapping leaves it out: OpenAI's envelope per operation
+_ENVELOPES: dict[str, tuple[str, str | None]] = {
+    "chat": ("chat.completion", "chatcmpl-"),
+    "completions": ("text_completion", "cmpl-"),
+    "embeddings": ("list", None),
+}
+
+
+async def attempt(channel: Channel, key: ChannelKey, operation: Operation, upstream_model: str, body: dict[str, Any],
+                  stream: bool, upstream: Upstream) -> Response | GatewayError:
+    """One try on one channel: a Response for the client, or a GatewayError that moves the relay to the next channel."""
+    provider = channel.provider
+    request = {**body, "model": upstream_model}
+    try:
+        payload = map_request(operation.mapping, request, channel.options) if operation.mapping else request
+    except MappingError as exc:
+        log.error("channel %s: request mapping failed: %s", channel.name, exc)
+        return GatewayError(500, f"Provider '{provider.name}' could not map this request: {exc}", type="server_error", code="mapping_failed")
+    raw = orjson.dumps(payload)
+    url = build_url(channel, operation, upstream_model, key, stream)
+    headers = {**key.headers, **operation.headers, "Content-Type": "application/json"}
+    if stream:
+        headers.update(operation.stream_headers)
+    if provider.auth.signer:
+        try:
+            url, headers = await sign(provider.auth, key.secret, channel.options, operation.method, url, headers, raw)
+        except SignerError as exc:
+            log.warning("channel %s: signing failed: %s", channel.name, exc)
+            return GatewayError(502, f"Could not authenticate to the upstream of channel '{channel.name}': {exc}", type="upstream_error",
+                                code="upstream_auth_failed")
+    timeouts = Timeouts(total=channel.config.timeout, first_byte=channel.config.ttft_timeout)
+    try:
+        reply = await upstream.send(operation.method, url, headers, raw, timeouts)
+    except TRANSPORT_ERRORS as exc:
+        kind = "timed out" if isinstance(exc, TimeoutError) else "failed"
+        log.warning("channel %s: upstream request %s: %s", channel.name, kind, type(exc).__name__)
+        return GatewayError(504 if isinstance(exc, TimeoutError) else 502, f"Upstream request {kind} on channel '{channel.name}'.",
+                            type="upstream_error", code="upstream_unavailable")
+
+    if reply.status >= 400:
+        content = await _read_quietly(reply)
+        return upstream_failure(provider, channel.name, reply.status, content, key.secret, reply.headers.get("Retry-After"))
+
+    spec = operation.stream
+    if stream and spec is not None and not (_is_json(reply.content_type) and spec.framing in ("sse", "aws_eventstream")):
+        return StreamingResponse(_translate_stream(channel, operation, reply, request, key.secret), media_type="text/event-stream",
+                                 headers=STREAM_HEADERS)
+    if stream and spec is None:
+        return StreamingResponse(reply.chunks(), status_code=reply.status, media_type=reply.content_type, headers=STREAM_HEADERS)
+
+    try:
+        content = await reply.read()
+    except TRANSPORT_ERRORS as exc:
+        log.warning("channel %s: reading upstream body failed: %s", channel.name, type(exc).__name__)
+        return GatewayError(502, f"Upstream response was cut on channel '{channel.name}'.", type="upstream_error", code="upstream_unavailable")
+    try:
+        vendor = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return GatewayError(502, f"Upstream of channel '{channel.name}' answered with a body that is not JSON.", type="upstream_error",
+                            code="upstream_bad_response")
+    if is_error_body(provider.errors, vendor):
+        return upstream_failure(provider, channel.name, None, content, key.secret, None)
+    if stream:  # the vendor answered a stream request with one JSON body that is not an error
+        return GatewayError(502, f"Upstream of channel '{channel.name}' did not stream.", type="upstream_error", code="upstream_bad_response")
+    try:
+        answer = map_response(operation.mapping, vendor, request, channel.options) if operation.mapping else vendor
+    except MappingError as exc:
+        log.error("channel %s: response mapping failed: %s", channel.name, exc)
+        return GatewayError(502, f"Provider '{provider.name}' could not map the upstream answer: {exc}", type="upstream_error",
+                            code="mapping_failed")
+    return Response(orjson.dumps(with_envelope(operation.name, answer, request)), media_type="application/json")
+
+
+def build_url(channel: Channel, operation: Operation, model: str, key: ChannelKey, stream: bool) -> str:
+    path: Template = operation.stream_path if stream and operation.stream_path else operation.path
+    query = operation.stream_query if stream and operation.stream_query is not None else operation.query
+    url = channel.endpoint + path.render(model, key.secret, channel.options)
+    params = [(name, t.render(model, key.secret, channel.options, escape=False)) for name, t in query]
+    params.extend(key.query)
+    if params:
+        url += ("&" if "?" in url else "?") + urlencode(params)
+    return url
+
+
+def with_envelope(operation: str, answer: Any, request: Mapping[str, Any]) -> Any:
+    """Fill OpenAI's id / object / created / model where the mapping left them out."""
+    envelope = _ENVELOPES.get(operation)
+    if envelope is None or not isinstance(answer, dict):
+        return answer
+    kind, id_prefix = envelope
+    head: dict[str, Any] = {}
+    if id_prefix is not None:
+        head["id"] = answer.get("id") or id_prefix + uuid.uuid4().hex
+    head["object"] = kind
+    if id_prefix is not None:
+        head["created"] = answer.get("created") or int(time.time())
+    head["model"] = answer.get("model") or request.get("model")
+    return {**answer, **head}
+
+
+def is_error_body(spec: ErrorSpec | None, vendor: Any) -> bool:
+    """A 2xx body that is an error all the same (the provider's `errors.when`)."""
+    if spec is None or spec.when is None:
+        return False
+    doc = dict(vendor) if isinstance(vendor, dict) else {"_data": vendor}
+    try:
+        return _truthy(spec.when.search(doc))
+    except MappingError:
+        return False
+
+
+def describe_error(spec: ErrorSpec | None, status: int | None, content: bytes) -> tuple[int, dict[str, Any], bool | None]:
+    """(status, OpenAI error object, retryable or None for 'decide by status') for a vendor error body."""
+    try:
+        parsed: Any = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        parsed = None
+    doc = dict(parsed) if isinstance(parsed, dict) else {"_data": parsed if parsed is not None else content.decode("utf-8", "replace")}
+    doc["_status"] = status
+
+    def pick(expr: Any) -> Any:
+        if expr is None:
+            return None
+        try:
+            return expr.search(doc)
+        except MappingError:
+            return None
+
+    message = pick(spec.message) if spec else None
+    if message is None:
+        inner = doc.get("error")
+        message = (inner.get("message") if isinstance(inner, dict) else inner) or doc.get("message") or doc.get("_data")
+    message = str(message or f"Upstream answered HTTP {status}.").strip()[:2000]
+    if status is None:
+        mapped = pick(spec.status) if spec else None
+        status = int(mapped) if isinstance(mapped, (int, float)) else 502
+    error_type = pick(spec.type) if spec else None
+    code = pick(spec.code) if spec else None
+    retryable = pick(spec.retryable) if spec else None
+    error = {
+        "message": message,
+        "type": str(error_type) if error_type is not None else ("invalid_request_error" if status < 500 else "upstream_error"),
+        "code": str(code) if code is not None else f"upstream_{status}",
+        "param": None,
+    }
+    return status, error, (bool(retryable) if retryable is not None else None)
+
+
+def upstream_failure(provider: Provider, channel_name: str, status: int | None, content: bytes, secret: str,
+                     retry_after: str | None) -> Response | GatewayError:
+    """A vendor error: the client's own mistakes are answered; the gateway's problems move on to the next channel."""
+    status, error, retryable = describe_error(provider.errors, status, content)
+    if secret:
+        error["message"] = error["message"].replace(secret, "***")
+    if retryable is None:
+        retryable = status in (401, 403, 408, 429) or status >= 500
+    log.warning("channel %s: upstream error %s (%s)", channel_name, status, error["code"])
+    if not retryable:
+        return Response(orjson.dumps({"error": error}), status_code=status if 400 <= status < 600 else 400, media_type="application/json")
+    where = f"on channel '{channel_name}': {error['message']}"
+    if status == 429:
+        return GatewayError(429, f"Upstream rate limit {where}", type="rate_limit_error", code="upstream_rate_limited",
+                            headers={"Retry-After": retry_after} if retry_after else None)
+    if status in (401, 403):
+        return GatewayError(502, f"Upstream rejected the credentials {where}", type="upstream_error", code="upstream_auth_failed")
+    return GatewayError(502, f"Upstream error {status} {where}", type="upstream_error", code=str(error["code"]))
+
+
+async def _translate_stream(channel: Channel, operation: Operation, reply: Any, request: dict[str, Any], secret: str) -> AsyncIterator[bytes]:
+    assert operation.stream is not None
+    parser = PARSERS[operation.stream.framing]()
+    translator = StreamTranslator(operation.stream, request, channel.options)
+    try:
+        async for chunk in reply.chunks():
+            for event in parser.feed(chunk):
+                for out in translator.feed(event):
+                    yield _sse(out, secret)
+                if translator.failed:
+                    return
+        for event in parser.close():
+            for out in translator.feed(event):
+                yield _sse(out, secret)
+            if translator.failed:
+                return
+        for out in translator.finish():
+            yield _sse(out, secret)
+        if not translator.failed:
+            yield b"data: [DONE]\n\n"
+    except (FramingError, MappingError) as exc:
+        log.warning("channel %s: stream translation failed: %s", channel.name, exc)
+        yield _sse({"error": {"message": f"Upstream stream could not be read: {exc}", "type": "upstream_error",
+                              "code": "upstream_bad_response", "param": None}}, secret)
+    except TRANSPORT_ERRORS as exc:
+        log.warning("channel %s: upstream stream was cut: %s", channel.name, type(exc).__name__)
+        yield _sse({"error": {"message": f"Upstream stream was cut on channel '{channel.name}'.", "type": "upstream_error",
+                              "code": "upstream_unavailable", "param": None}}, secret)
+
+
+def _sse(obj: dict[str, Any], secret: str) -> bytes:
+    data = orjson.dumps(obj)
+    if secret and "error" in obj:
+        data = data.replace(secret.encode(), b"***")
+    return b"data: " + data + b"\n\n"
+
+
+async def _read_quietly(reply: Any) -> bytes:
+    try:
+        return await reply.read()
+    except TRANSPORT_ERRORS:
+        return b""
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type.split(";")[0].strip().lower() == "application/json"
+
+
+def _truthy(value: Any) -> bool:
+    return not (value is None or value is False or value == "" or value == [] or value == {})
