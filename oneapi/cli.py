@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from .documents import ConfigError
+from .selftest import run_selftests
 from .snapshot import RELOAD_SIGNAL_ENV, build_snapshot, signal_reload
 
 DEFAULT_CONFIG = "config.yaml"
@@ -51,9 +52,15 @@ def check_command(config_path: Path) -> int:
         return 1
     for warning in snapshot.warnings:
         print(f"{warning} (warning)", file=sys.stderr)
+    cases, failures = run_selftests(snapshot.providers.values())
+    for problem in failures:
+        print(problem, file=sys.stderr)
+    if failures:
+        print(f"{len(failures)} of {cases} provider self-test(s) failed", file=sys.stderr)
+        return 1
     print(
         f"ok: {config_path} is valid (config {snapshot.version}: {len(snapshot.providers)} providers, "
-        f"{len(snapshot.channels)} routed channels, {len(snapshot.tokens)} tokens)"
+        f"{len(snapshot.channels)} routed channels, {len(snapshot.tokens)} tokens; {cases} provider self-tests passed)"
     )
     return 0
 

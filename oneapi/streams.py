@@ -1,7 +1,7 @@
 """Stream translation: a small declarative state machine from vendor events to OpenAI chunks.
 
 A provider's `stream:` section names a framing (framing.py) and a list of rules. For each
-event, every rule whose `on` (event names) and `when` (a JMESPath condition) match runs in
+event, every rule whose `event` (event names) and `when` (a JMESPath condition) match runs in
 order: `set` updates named state, then `emit` produces zero or more chunks from templates,
 and `error` ends the stream with an OpenAI error object. A pseudo-event `_end` runs when the
 upstream stream ends. The engine fills each chunk's id, object, created and model.
@@ -42,7 +42,7 @@ def compile_stream(raw: Mapping[str, Any], compiler: Compiler, line_of: Any = No
     """The `stream:` section of an operation; `line_of(index)` gives a rule's line for messages."""
     rules = []
     for i, r in enumerate(raw.get("rules") or ()):
-        on = r.get("on")
+        on = r.get("event")
         names = None if on is None else frozenset([on] if isinstance(on, str) else on)
         rules.append(Rule(
             on=names,
@@ -54,7 +54,7 @@ def compile_stream(raw: Mapping[str, Any], compiler: Compiler, line_of: Any = No
         ))
     return StreamSpec(
         framing=raw.get("framing", "sse"),
-        event=compiler.compile(raw["event"]) if raw.get("event") else None,
+        event=compiler.compile(raw["event_name"]) if raw.get("event_name") else None,
         init=dict(raw.get("init") or {}),
         rules=tuple(rules),
     )
