@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import struct
 import time
 import uuid
 from dataclasses import dataclass
@@ -92,6 +93,13 @@ class _Functions(functions.Functions):
             return "".join(p.get("text", "") for p in value if isinstance(p, dict) and p.get("type", "text") == "text")
         return str(value)
 
+    @functions.signature({"types": ["array", "null"]})
+    def _func_float32_base64(self, numbers: Any) -> Any:
+        """An array of numbers as base64 of little-endian float32 (OpenAI's encoding_format=base64)."""
+        if numbers is None:
+            return None
+        return base64.b64encode(struct.pack(f"<{len(numbers)}f", *numbers)).decode()
+
     # --- tables and defaults ----------------------------------------------
 
     @functions.signature({"types": ["string"]}, {"types": []})
@@ -140,8 +148,8 @@ class _Functions(functions.Functions):
                 last = key
         return groups
 
-    @functions.signature({"types": ["array", "null"]}, {"types": ["number"], "optional": True})
-    def _func_enumerate(self, array: Any, start: Any = 0) -> list[dict[str, Any]]:
+    @functions.signature({"types": ["array", "null"]}, {"types": ["number"]})
+    def _func_enumerate(self, array: Any, start: Any) -> list[dict[str, Any]]:
         """[x, y] -> [{index: start, item: x}, {index: start+1, item: y}]."""
         return [{"index": int(start) + i, "item": item} for i, item in enumerate(array or ())]
 
