@@ -1,0 +1,295 @@
+"""End to end through translated providers: the official openai SDK -> gateway (Granian) -> a fake vendor
+replaying that vendor's recorded payloads; the request the fake vendor received is checked too.
+
+One gateway serves every vendor here (one channel per provider file), to keep the run lean.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import openai
+import pytest
+
+from conftest import CLIENT_KEY, PROVIDERS_DIR, UPSTREAM_KEY, GatewayProcess, write_config
+from fakevendor import FakeVendor, Reply, fixture_bytes, fixture_json, sse_events
+
+CHANNELS = [
+    # (provider, models, key)
+    ("anthropic", ["claude-sonnet-4-5", "claude-haiku-4-5"], UPSTREAM_KEY),
+    ("gemini", ["gemini-2.0-flash-exp", "gemini-2.5-flash", "text-embedding-004"], UPSTREAM_KEY),
+]
+
+
+@pytest.fixture(scope="module")
+def vendor() -> Iterator[FakeVendor]:
+    with FakeVendor() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def gateway(vendor: FakeVendor, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    config = {
+        "listen": "127.0.0.1:3000",
+        "providers_dir": str(PROVIDERS_DIR),
+        "channels": [
+            {"name": provider, "provider": provider, "base_url": vendor.base_url, "keys": [key], "models": models}
+            for provider, models, key in CHANNELS
+        ],
+        "tokens": [{"name": "tester", "key": CLIENT_KEY}],
+    }
+    path: Path = tmp_path_factory.mktemp("translate") / "config.yaml"
+    write_config(path, config)
+    process = GatewayProcess(path).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def sdk(gateway: GatewayProcess, vendor: FakeVendor) -> openai.OpenAI:
+    vendor.received.clear()
+    return openai.OpenAI(base_url=gateway.url("/v1"), api_key=CLIENT_KEY, max_retries=0, timeout=20)
+
+
+def jsonl_as_sse(name: str, named: bool = True) -> list[bytes]:
+    """A `.data.jsonl` recording as the SSE events it was on the wire (event name = payload type)."""
+    events = []
+    for line in fixture_bytes(name).decode().splitlines():
+        if line.strip():
+            head = f"event: {json.loads(line)['type']}\n" if named else ""
+            events.append(f"{head}data: {line}\n\n".encode())
+    return events
+
+
+def collect(stream: Any) -> dict[str, Any]:
+    """Text, tool calls (by index), finish_reason and usage assembled from SDK chunks."""
+    text, reasoning, calls, finish, usage, roles = [], [], {}, None, None, []
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            delta = choice.delta
+            if delta.role:
+                roles.append(delta.role)
+            if delta.content:
+                text.append(delta.content)
+            if getattr(delta, "reasoning_content", None):
+                reasoning.append(delta.reasoning_content)
+            for call in delta.tool_calls or ():
+                slot = calls.setdefault(call.index, {"id": None, "name": "", "arguments": ""})
+                if call.id:
+                    slot["id"] = call.id
+                if call.function and call.function.name:
+                    slot["name"] += call.function.name
+                if call.function and call.function.arguments:
+                    slot["arguments"] += call.function.arguments
+            if choice.finish_reason:
+                finish = choice.finish_reason
+    return {"text": "".join(text), "reasoning": "".join(reasoning), "calls": [calls[i] for i in sorted(calls)],
+            "finish": finish, "usage": usage, "roles": roles}
+
+
+# --- anthropic ---------------------------------------------------------------
+
+def test_anthropic_text(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply_fixture("/v1/messages", "anthropic/message_text.json")
+    recorded = fixture_json("anthropic/message_text.json")
+
+    completion = sdk.chat.completions.create(model="claude-sonnet-4-5", messages=[
+        {"role": "system", "content": "Be kind."}, {"role": "user", "content": "How are you?"}])
+
+    assert completion.choices[0].message.content == recorded["content"][0]["text"]
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage.prompt_tokens == 12 and completion.usage.completion_tokens == 29 and completion.usage.total_tokens == 41
+    sent = vendor.requests_to("/v1/messages")[-1]
+    assert sent.headers["x-api-key"] == UPSTREAM_KEY
+    assert sent.headers["anthropic-version"] == "2023-06-01"
+    assert "authorization" not in sent.headers
+    assert sent.json() == {"model": "claude-sonnet-4-5", "max_tokens": 4096, "system": [{"type": "text", "text": "Be kind."}],
+                           "messages": [{"role": "user", "content": [{"type": "text", "text": "How are you?"}]}]}
+
+
+def test_anthropic_tool_call(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply_fixture("/v1/messages", "anthropic/message_tool_use.json")
+    recorded = fixture_json("anthropic/message_tool_use.json")["content"][0]
+
+    completion = sdk.chat.completions.create(
+        model="claude-haiku-4-5", messages=[{"role": "user", "content": "Weather?"}],
+        tools=[{"type": "function", "function": {"name": "json", "parameters": {"type": "object"}}}], tool_choice="required")
+
+    call = completion.choices[0].message.tool_calls[0]
+    assert call.id == recorded["id"]
+    assert call.function.name == recorded["name"]
+    assert json.loads(call.function.arguments) == recorded["input"]
+    assert completion.choices[0].finish_reason == "tool_calls"
+    sent = vendor.requests_to("/v1/messages")[-1].json()
+    assert sent["tools"] == [{"name": "json", "input_schema": {"type": "object"}}]
+    assert sent["tool_choice"] == {"type": "any"}
+
+
+def test_anthropic_stream_text(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply_sse("/v1/messages", "anthropic/stream_text_raw.sse")
+
+    got = collect(sdk.chat.completions.create(model="claude-sonnet-4-5", messages=[{"role": "user", "content": "1+1?"}],
+                                              stream=True, stream_options={"include_usage": True}))
+
+    assert got["roles"] == ["assistant"]
+    assert got["text"] == "2"
+    assert got["finish"] == "stop"
+    assert (got["usage"].prompt_tokens, got["usage"].completion_tokens, got["usage"].total_tokens) == (20, 5, 25)
+    assert vendor.requests_to("/v1/messages")[-1].json()["stream"] is True
+
+
+def test_anthropic_stream_tool_call(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply("POST", "/v1/messages", Reply(chunks=jsonl_as_sse("anthropic/stream_tool_use.data.jsonl"), content_type="text/event-stream"))
+
+    got = collect(sdk.chat.completions.create(model="claude-haiku-4-5", messages=[{"role": "user", "content": "Weather?"}],
+                                              stream=True, stream_options={"include_usage": True}))
+
+    assert got["calls"] == [{"id": "toolu_01KFbKqPYSuAKujiL6mTfzYA", "name": "json", "arguments": got["calls"][0]["arguments"]}]
+    assert json.loads(got["calls"][0]["arguments"]) == {"elements": [{"location": "San Francisco", "temperature": 58, "condition": "sunny"}]}
+    assert got["finish"] == "tool_calls"
+    assert (got["usage"].prompt_tokens, got["usage"].completion_tokens) == (849, 47)
+
+
+def test_anthropic_stream_without_usage_request_has_no_usage_chunk(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply_sse("/v1/messages", "anthropic/stream_text_raw.sse")
+
+    chunks = list(sdk.chat.completions.create(model="claude-sonnet-4-5", messages=[{"role": "user", "content": "1+1?"}], stream=True))
+
+    assert all(chunk.choices for chunk in chunks)
+    assert all(chunk.usage is None for chunk in chunks)
+
+
+def test_anthropic_in_band_stream_error_raises_in_the_sdk(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
+    events = jsonl_as_sse("anthropic/stream_text.data.jsonl")[:3]
+    events.append(b"event: error\ndata: " + fixture_bytes("anthropic/error_529_overloaded.json") + b"\n\n")
+    vendor.reply("POST", "/v1/messages", Reply(chunks=events, content_type="text/event-stream"))
+
+    with pytest.raises(openai.APIError) as caught:
+        list(sdk.chat.completions.create(model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hi"}], stream=True))
+    assert "Overloaded" in str(caught.value)
+
+
+def test_anthropic_client_error_keeps_its_status_and_message(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply_fixture("/v1/messages", "anthropic/error_400_prompt_too_long.json", status=400)
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.chat.completions.create(model="claude-sonnet-4-5", messages=[{"role": "user", "content": "long"}])
+    assert caught.value.body["message"] == "prompt is too long: 219898 tokens > 200000 maximum"
+    assert caught.value.body["type"] == "invalid_request_error"
+
+
+def test_anthropic_overload_is_a_retryable_upstream_error(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply_fixture("/v1/messages", "anthropic/error_529_overloaded.json", status=529)
+
+    with pytest.raises(openai.APIStatusError) as caught:
+        sdk.chat.completions.create(model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.status_code == 502
+    assert "Overloaded" in caught.value.body["message"]
+
+
+# --- gemini ------------------------------------------------------------------
+
+GEMINI = "/v1beta/models/{model}:{method}"
+
+
+def test_gemini_tool_call_and_result_round_trip(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply_fixture(GEMINI.format(model="gemini-2.0-flash-exp", method="generateContent"), "gemini/generate_content_function_call.json")
+    recorded_request = fixture_json("gemini/generate_content_function_call.request.json")["body"]
+    declaration = recorded_request["tools"]["function_declarations"][0]
+    tools = [{"type": "function", "function": declaration}]
+
+    first = sdk.chat.completions.create(model="gemini-2.0-flash-exp", messages=[{"role": "user", "content": "What is the capital of France?"}],
+                                        tools=tools)
+
+    call = first.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_capital"
+    assert json.loads(call.function.arguments) == {"country": "France"}
+    assert first.choices[0].finish_reason == "tool_calls"
+    assert (first.usage.prompt_tokens, first.usage.completion_tokens, first.usage.total_tokens) == (23, 5, 28)
+    sent = vendor.received[-1]
+    assert sent.headers["x-goog-api-key"] == UPSTREAM_KEY
+    assert sent.json()["contents"] == recorded_request["contents"]
+    assert sent.json()["tools"] == [{"functionDeclarations": [declaration]}]
+
+    vendor.reply_fixture(GEMINI.format(model="gemini-2.0-flash-exp", method="generateContent"), "gemini/generate_content_after_function_response.json")
+    second = sdk.chat.completions.create(model="gemini-2.0-flash-exp", tools=tools, messages=[
+        {"role": "user", "content": "What is the capital of France?"},
+        first.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"return_value": "Paris"})},
+    ])
+
+    assert second.choices[0].message.content == "The capital of France is Paris.\n"
+    assert second.choices[0].finish_reason == "stop"
+    recorded_followup = fixture_json("gemini/generate_content_after_function_response.request.json")["body"]
+    assert vendor.received[-1].json()["contents"] == recorded_followup["contents"]
+
+
+def test_gemini_stream_text(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply_sse(GEMINI.format(model="gemini-2.0-flash-exp", method="streamGenerateContent"), "gemini/stream_generate_content_alt_sse_text.sse")
+    recorded_request = fixture_json("gemini/stream_generate_content_alt_sse_text.request.json")["body"]
+
+    got = collect(sdk.chat.completions.create(
+        model="gemini-2.0-flash-exp", stream=True, stream_options={"include_usage": True}, temperature=0.0,
+        messages=[{"role": "system", "content": "You are a helpful chatbot."}, {"role": "user", "content": "What is the capital of France?"}]))
+
+    assert got["text"] == "The capital of France is Paris.\n"
+    assert got["finish"] == "stop"
+    assert (got["usage"].prompt_tokens, got["usage"].completion_tokens, got["usage"].total_tokens) == (13, 8, 21)
+    sent = vendor.received[-1]
+    assert sent.query == {"alt": "sse"}
+    assert sent.json()["contents"] == recorded_request["contents"]
+    assert sent.json()["systemInstruction"]["parts"] == recorded_request["systemInstruction"]["parts"]
+    assert sent.json()["generationConfig"] == recorded_request["generationConfig"]
+
+
+def test_gemini_stream_arrives_event_by_event(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
+    events = sse_events(fixture_bytes("gemini/stream_generate_content_alt_sse_text.sse"))
+    vendor.reply("POST", GEMINI.format(model="gemini-2.0-flash-exp", method="streamGenerateContent"),
+                 Reply(chunks=events, delay=0.4, content_type="text/event-stream"))
+
+    import time
+    started = time.monotonic()
+    stream = sdk.chat.completions.create(model="gemini-2.0-flash-exp", messages=[{"role": "user", "content": "hi"}], stream=True)
+    first = next(iter(stream))
+    first_at = time.monotonic() - started
+    list(stream)
+    total = time.monotonic() - started
+
+    assert first.choices[0].delta.role == "assistant"
+    assert first_at < total - 0.6  # the translator does not wait for the whole stream
+
+
+def test_gemini_thoughts_usage(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply_fixture(GEMINI.format(model="gemini-2.5-flash", method="generateContent"), "gemini/generate_content_text_thoughts_tokens.json")
+
+    completion = sdk.chat.completions.create(model="gemini-2.5-flash", messages=[{"role": "user", "content": "Hello!"}])
+
+    assert completion.choices[0].message.content == "Hello! How can I help you today?"
+    assert completion.usage.completion_tokens == 9 + 34
+    assert completion.usage.completion_tokens_details.reasoning_tokens == 34
+    assert completion.usage.total_tokens == 52
+
+
+def test_gemini_embeddings(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply_json(GEMINI.format(model="text-embedding-004", method="batchEmbedContents"),
+                      {"embeddings": [{"values": [0.25, -0.5]}, {"values": [1.0, 0.0]}]})
+
+    result = sdk.embeddings.create(model="text-embedding-004", input=["a", "b"])
+
+    assert [d.embedding for d in result.data] == [[0.25, -0.5], [1.0, 0.0]]
+    assert vendor.received[-1].json()["requests"][1] == {"model": "models/text-embedding-004", "content": {"parts": [{"text": "b"}]}}
+
+
+def test_gemini_bad_key_is_not_the_clients_fault(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply_fixture(GEMINI.format(model="gemini-2.5-flash", method="generateContent"), "gemini/error_400_api_key_invalid.json", status=400)
+
+    with pytest.raises(openai.APIStatusError) as caught:
+        sdk.chat.completions.create(model="gemini-2.5-flash", messages=[{"role": "user", "content": "Hello!"}])
+    assert caught.value.status_code == 502
+    assert caught.value.body["type"] == "upstream_error"
+    assert "API key not valid" in caught.value.body["message"]
+    assert UPSTREAM_KEY not in json.dumps(caught.value.body)
