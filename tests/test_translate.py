@@ -20,6 +20,8 @@ CHANNELS = [
     # (provider, models, key)
     ("anthropic", ["claude-sonnet-4-5", "claude-haiku-4-5"], UPSTREAM_KEY),
     ("gemini", ["gemini-2.0-flash-exp", "gemini-2.5-flash", "text-embedding-004"], UPSTREAM_KEY),
+    ("cohere", ["command-r7b-12-2024", "command-a-03-2025"], UPSTREAM_KEY),
+    ("ollama-native", ["gemma3:1b", "llama3.2"], None),
 ]
 
 
@@ -35,7 +37,7 @@ def gateway(vendor: FakeVendor, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "listen": "127.0.0.1:3000",
         "providers_dir": str(PROVIDERS_DIR),
         "channels": [
-            {"name": provider, "provider": provider, "base_url": vendor.base_url, "keys": [key], "models": models}
+            {"name": provider, "provider": provider, "base_url": vendor.base_url, "models": models, **({"keys": [key]} if key else {})}
             for provider, models, key in CHANNELS
         ],
         "tokens": [{"name": "tester", "key": CLIENT_KEY}],
@@ -293,3 +295,81 @@ def test_gemini_bad_key_is_not_the_clients_fault(sdk: openai.OpenAI, vendor: Fak
     assert caught.value.body["type"] == "upstream_error"
     assert "API key not valid" in caught.value.body["message"]
     assert UPSTREAM_KEY not in json.dumps(caught.value.body)
+
+
+# --- cohere ------------------------------------------------------------------
+
+def test_cohere_text(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply_fixture("/v2/chat", "cohere/v2_chat_text.json")
+
+    completion = sdk.chat.completions.create(model="command-r7b-12-2024", messages=[{"role": "user", "content": "hello"}], stream=False)
+
+    assert completion.choices[0].message.content == "Hello! How can I assist you today?"
+    assert completion.choices[0].finish_reason == "stop"
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens, completion.usage.total_tokens) == (496, 11, 507)
+    sent = vendor.requests_to("/v2/chat")[-1]
+    assert sent.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    assert sent.json() == fixture_json("cohere/v2_chat_text.request.json")["body"]
+
+
+def test_cohere_stream_tool_calls(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply("POST", "/v2/chat", Reply(chunks=jsonl_as_sse("cohere/v2_chat_stream_tool_call.data.jsonl"), content_type="text/event-stream"))
+
+    got = collect(sdk.chat.completions.create(model="command-a-03-2025", messages=[{"role": "user", "content": "SF?"}], stream=True,
+                                              stream_options={"include_usage": True}))
+
+    assert [(c["id"], c["name"], json.loads(c["arguments"])) for c in got["calls"]] == [
+        ("weather_e8p4pn45zt0t", "weather", {"location": "San Francisco"}),
+        ("cityAttractions_pyxssbwnq9fq", "cityAttractions", {"city": "San Francisco"}),
+    ]
+    assert got["reasoning"].startswith("I will use the weather tool")
+    assert got["finish"] == "tool_calls"
+    assert (got["usage"].prompt_tokens, got["usage"].completion_tokens) == (1549, 95)
+    assert vendor.requests_to("/v2/chat")[-1].json()["stream"] is True
+
+
+# --- ollama native -----------------------------------------------------------
+
+def recorded_ndjson_lines() -> list[bytes]:
+    transcript = fixture_bytes("ollama/api_chat_stream_ndjson.httprr").decode()
+    return [(line + "\n").encode() for line in transcript.splitlines() if line.startswith("{") and '"created_at"' in line]
+
+
+def test_ollama_native_stream(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply("POST", "/api/chat", Reply(chunks=recorded_ndjson_lines(), content_type="application/x-ndjson"))
+
+    got = collect(sdk.chat.completions.create(model="gemma3:1b", messages=[{"role": "user", "content": "Count from 1 to 5"}], stream=True,
+                                              max_tokens=50, temperature=0, stream_options={"include_usage": True}))
+
+    assert got["text"] == "Okay, here we go!\n\n1, 2, 3, 4, 5\n"
+    assert got["finish"] == "stop"
+    assert (got["usage"].prompt_tokens, got["usage"].completion_tokens, got["usage"].total_tokens) == (16, 22, 38)
+    sent = vendor.requests_to("/api/chat")[-1]
+    assert "authorization" not in sent.headers
+    assert sent.json() == {"model": "gemma3:1b", "messages": [{"role": "user", "content": "Count from 1 to 5"}], "stream": True,
+                           "options": {"temperature": 0, "num_predict": 50}}
+
+
+def test_ollama_native_tool_call(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply_json("/api/chat", {"model": "llama3.2", "created_at": "2024-07-22T20:33:28Z", "message": {"role": "assistant", "content": "",
+                      "tool_calls": [{"function": {"name": "get_current_weather", "arguments": {"format": "celsius", "location": "Paris, FR"}}}]},
+                      "done_reason": "stop", "done": True, "prompt_eval_count": 122, "eval_count": 33})
+
+    completion = sdk.chat.completions.create(model="llama3.2", messages=[{"role": "user", "content": "Weather in Paris?"}],
+                                             tools=[{"type": "function", "function": {"name": "get_current_weather", "parameters": {"type": "object"}}}])
+
+    call = completion.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_current_weather"
+    assert json.loads(call.function.arguments) == {"format": "celsius", "location": "Paris, FR"}
+    assert completion.choices[0].finish_reason == "tool_calls"
+    assert completion.usage.total_tokens == 155
+    assert vendor.requests_to("/api/chat")[-1].json()["stream"] is False
+
+
+def test_ollama_native_error_body(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply_json("/api/chat", {"error": "registry.ollama.ai/library/gemma3:1b does not support tools"}, status=400)
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.chat.completions.create(model="gemma3:1b", messages=[{"role": "user", "content": "x"}],
+                                    tools=[{"type": "function", "function": {"name": "getTime"}}])
+    assert caught.value.body["message"] == "registry.ollama.ai/library/gemma3:1b does not support tools"
