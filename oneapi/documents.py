@@ -19,7 +19,9 @@ from typing import Any, Iterable
 import jsonschema
 import yaml
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+# installed: oneapi/schemas/ inside the package; in a checkout: schemas/ beside the package
+_HERE = Path(__file__).resolve().parent
+SCHEMA_DIR = _HERE / "schemas" if (_HERE / "schemas").is_dir() else _HERE.parent / "schemas"
 
 Path_ = tuple[Any, ...]
 
