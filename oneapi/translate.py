@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 import orjson
 from starlette.responses import Response, StreamingResponse
+from yarl import URL
 
 from .errors import GatewayError
 from .framing import PARSERS, FramingError
@@ -63,7 +64,8 @@ async def attempt(channel: Channel, key: ChannelKey, operation: Operation, upstr
                                 code="upstream_auth_failed")
     timeouts = Timeouts(total=channel.config.timeout, first_byte=channel.config.ttft_timeout)
     try:
-        reply = await upstream.send(operation.method, url, headers, raw, timeouts)
+        # sent exactly as built: a signature covers the path bytes (e.g. %3A in a model id)
+        reply = await upstream.send(operation.method, URL(url, encoded=True), headers, raw, timeouts)  # type: ignore[arg-type]
     except TRANSPORT_ERRORS as exc:
         kind = "timed out" if isinstance(exc, TimeoutError) else "failed"
         log.warning("channel %s: upstream request %s: %s", channel.name, kind, type(exc).__name__)

@@ -16,12 +16,15 @@ import pytest
 from conftest import CLIENT_KEY, PROVIDERS_DIR, UPSTREAM_KEY, GatewayProcess, write_config
 from fakevendor import FakeVendor, Reply, fixture_bytes, fixture_json, sse_events
 
+AWS_KEY = "AKIDEXAMPLE|wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+
 CHANNELS = [
     # (provider, models, key)
     ("anthropic", ["claude-sonnet-4-5", "claude-haiku-4-5"], UPSTREAM_KEY),
     ("gemini", ["gemini-2.0-flash-exp", "gemini-2.5-flash", "text-embedding-004"], UPSTREAM_KEY),
     ("cohere", ["command-r7b-12-2024", "command-a-03-2025"], UPSTREAM_KEY),
     ("ollama-native", ["gemma3:1b", "llama3.2"], None),
+    ("bedrock", ["us.amazon.nova-micro-v1:0"], AWS_KEY),
 ]
 
 
@@ -373,3 +376,68 @@ def test_ollama_native_error_body(sdk: openai.OpenAI, vendor: FakeVendor) -> Non
         sdk.chat.completions.create(model="gemma3:1b", messages=[{"role": "user", "content": "x"}],
                                     tools=[{"type": "function", "function": {"name": "getTime"}}])
     assert caught.value.body["message"] == "registry.ollama.ai/library/gemma3:1b does not support tools"
+
+
+# --- bedrock -----------------------------------------------------------------
+
+def assert_sigv4_signed(received: Any, base_url: str) -> None:
+    """Recompute the signature with botocore at the request's own X-Amz-Date: equal means AWS would accept it."""
+    from datetime import datetime
+    from unittest import mock
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    access_key, secret_key = AWS_KEY.split("|")
+    # AWS checks the headers the signature lists; anything added later (aiohttp's Accept) is not covered
+    signed = received.headers["authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
+    headers = {k: received.headers[k] for k in signed if k not in ("host", "x-amz-date")}
+    request = AWSRequest(method="POST", url=base_url + received.raw_path, data=received.body, headers=headers)
+    stamp = datetime.strptime(received.headers["x-amz-date"], "%Y%m%dT%H%M%SZ")
+    with mock.patch("botocore.auth.get_current_datetime", return_value=stamp):
+        SigV4Auth(Credentials(access_key, secret_key), "bedrock", "us-east-1").add_auth(request)
+    assert received.headers["authorization"] == request.headers["Authorization"]
+
+
+def test_bedrock_converse(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply_fixture("/model/us.amazon.nova-micro-v1:0/converse", "bedrock/converse_text.json")
+
+    completion = sdk.chat.completions.create(model="us.amazon.nova-micro-v1:0", messages=[
+        {"role": "system", "content": "You are a chatbot."}, {"role": "user", "content": "Hello!"}])
+
+    assert completion.choices[0].message.content == fixture_json("bedrock/converse_text.json")["output"]["message"]["content"][0]["text"]
+    assert completion.choices[0].finish_reason == "stop"
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens, completion.usage.total_tokens) == (7, 30, 37)
+    sent = vendor.received[-1]
+    assert sent.raw_path == "/model/us.amazon.nova-micro-v1%3A0/converse"
+    assert sent.json() == fixture_json("bedrock/converse_text.request.json")["body"]
+    assert sent.headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+    assert "/us-east-1/bedrock/aws4_request" in sent.headers["authorization"]
+    assert_sigv4_signed(sent, vendor.base_url)
+
+
+def test_bedrock_converse_stream(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
+    raw = fixture_bytes("bedrock/converse_stream_eventstream.bin")
+    pieces = [raw[i:i + 100] for i in range(0, len(raw), 100)]  # frames cut anywhere, as TCP may
+    vendor.reply("POST", "/model/us.amazon.nova-micro-v1:0/converse-stream",
+                 Reply(chunks=pieces, content_type="application/vnd.amazon.eventstream"))
+
+    got = collect(sdk.chat.completions.create(model="us.amazon.nova-micro-v1:0", messages=[{"role": "user", "content": "Capital of France?"}],
+                                              stream=True, stream_options={"include_usage": True}))
+
+    assert got["text"].startswith("The capital of France is Paris. Paris is not only the capital city")
+    assert got["text"].endswith('or "The City of Love."')
+    assert got["finish"] == "stop"
+    assert (got["usage"].prompt_tokens, got["usage"].completion_tokens, got["usage"].total_tokens) == (13, 82, 95)
+    sent = vendor.received[-1]
+    assert sent.raw_path == "/model/us.amazon.nova-micro-v1%3A0/converse-stream"
+    assert_sigv4_signed(sent, vendor.base_url)
+
+
+def test_bedrock_invalid_model_error(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply_fixture("/model/us.amazon.nova-micro-v1:0/converse", "bedrock/error_400_invalid_model.json", status=400)
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.chat.completions.create(model="us.amazon.nova-micro-v1:0", messages=[{"role": "user", "content": "x"}])
+    assert caught.value.body["message"] == "The provided model identifier is invalid."
