@@ -93,8 +93,8 @@ class StreamTranslator:
         doc["_event"] = name
         out: list[dict[str, Any]] = []
         for rule in self.spec.rules:
-            if rule.on is not None and name not in rule.on:
-                continue
+            if (rule.on is None and name == END_EVENT) or (rule.on is not None and name not in rule.on):
+                continue  # `_end` reaches only the rules that name it
             doc["_state"] = self.state
             if rule.when is not None and not _truthy(rule.when.search(doc)):
                 continue
