@@ -25,6 +25,9 @@ CHANNELS = [
     ("cohere", ["command-r7b-12-2024", "command-a-03-2025"], UPSTREAM_KEY),
     ("ollama-native", ["gemma3:1b", "llama3.2"], None),
     ("bedrock", ["us.amazon.nova-micro-v1:0"], AWS_KEY),
+    ("zhipu-jwt", ["glm-4.5"], "zhipuid.zhipusecret"),
+    ("baidu-ernie", ["ernie_bot_8k"], "baidu-ak|baidu-sk"),
+    ("hunyuan-native", ["hunyuan-turbo"], "AKIDtencent|tencentsecret"),
 ]
 
 
@@ -40,7 +43,8 @@ def gateway(vendor: FakeVendor, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "listen": "127.0.0.1:3000",
         "providers_dir": str(PROVIDERS_DIR),
         "channels": [
-            {"name": provider, "provider": provider, "base_url": vendor.base_url, "models": models, **({"keys": [key]} if key else {})}
+            {"name": provider, "provider": provider, "base_url": vendor.base_url, "models": models, **({"keys": [key]} if key else {}),
+             **({"options": {"token_url": vendor.base_url + "/oauth/2.0/token"}} if provider == "baidu-ernie" else {})}
             for provider, models, key in CHANNELS
         ],
         "tokens": [{"name": "tester", "key": CLIENT_KEY}],
@@ -441,3 +445,68 @@ def test_bedrock_invalid_model_error(sdk: openai.OpenAI, vendor: FakeVendor) -> 
     with pytest.raises(openai.BadRequestError) as caught:
         sdk.chat.completions.create(model="us.amazon.nova-micro-v1:0", messages=[{"role": "user", "content": "x"}])
     assert caught.value.body["message"] == "The provided model identifier is invalid."
+
+
+# --- signers end to end ------------------------------------------------------
+
+def test_zhipu_jwt_signs_each_request(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
+    import base64
+    import hashlib
+    import hmac
+
+    vendor.reply_fixture("/api/paas/v4/chat/completions", "zhipu/v4_chat_completion_reasoning.json")
+
+    completion = sdk.chat.completions.create(model="glm-4.5", messages=[{"role": "user", "content": "What is the capital of France?"}])
+
+    assert completion.choices[0].message.content == fixture_json("zhipu/v4_chat_completion_reasoning.json")["choices"][0]["message"]["content"]
+    token = vendor.received[-1].headers["authorization"].removeprefix("Bearer ")
+    head, payload, signature = token.split(".")
+    pad = lambda part: part + "=" * (-len(part) % 4)  # noqa: E731
+    assert json.loads(base64.urlsafe_b64decode(pad(head))) == {"alg": "HS256", "sign_type": "SIGN"}
+    assert json.loads(base64.urlsafe_b64decode(pad(payload)))["api_key"] == "zhipuid"
+    assert base64.urlsafe_b64decode(pad(signature)) == hmac.new(b"zhipusecret", f"{head}.{payload}".encode(), hashlib.sha256).digest()
+
+
+def test_baidu_token_exchange_then_stream(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply_json("/oauth/2.0/token", {"access_token": "24.baidu-token", "expires_in": 2592000})
+    lines = fixture_bytes("baidu/v1_stream_payloads_ernie_bot_8k.data.jsonl").decode().splitlines()
+    vendor.reply("POST", "/rpc/2.0/ai_custom/v1/wenxinworkshop/chat/ernie_bot_8k",
+                 Reply(chunks=[f"data: {line}\n\n".encode() for line in lines], content_type="text/event-stream"))
+
+    for _ in range(2):
+        got = collect(sdk.chat.completions.create(model="ernie_bot_8k", messages=[{"role": "user", "content": "你好"}], stream=True,
+                                                  stream_options={"include_usage": True}))
+        assert got["text"] == "".join(json.loads(line)["result"] for line in lines)
+        assert got["finish"] == "stop"
+        assert got["usage"].total_tokens == 38
+
+    exchanges = vendor.requests_to("/oauth/2.0/token")
+    assert len(exchanges) == 1  # cached across requests
+    assert exchanges[0].query == {"grant_type": "client_credentials", "client_id": "baidu-ak", "client_secret": "baidu-sk"}
+    assert vendor.requests_to("/rpc/2.0/ai_custom/v1/wenxinworkshop/chat/ernie_bot_8k")[-1].query == {"access_token": "24.baidu-token"}
+
+
+def test_baidu_error_inside_http_200(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply_json("/oauth/2.0/token", {"access_token": "24.baidu-token", "expires_in": 2592000})
+    vendor.reply_json("/rpc/2.0/ai_custom/v1/wenxinworkshop/chat/ernie_bot_8k", {"error_code": 336003, "error_msg": "the length of messages must be an odd number"})
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.chat.completions.create(model="ernie_bot_8k", messages=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}])
+    assert caught.value.body["message"] == "the length of messages must be an odd number"
+    assert caught.value.body["code"] == "336003"
+
+
+def test_hunyuan_tc3_signed_pascal_case(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply_json("/", {"Response": {"RequestId": "r1", "Choices": [{"Message": {"Role": "assistant", "Content": "你好"}, "FinishReason": "stop"}],
+                                         "Created": 1715154848, "Id": "a1", "Usage": {"PromptTokens": 3, "CompletionTokens": 2, "TotalTokens": 5}}})
+
+    completion = sdk.chat.completions.create(model="hunyuan-turbo", messages=[{"role": "user", "content": "hi"}])
+
+    assert completion.choices[0].message.content == "你好"
+    assert completion.usage.total_tokens == 5
+    sent = vendor.received[-1]
+    assert sent.json() == {"Model": "hunyuan-turbo", "Messages": [{"Role": "user", "Content": "hi"}]}
+    assert sent.headers["x-tc-action"] == "ChatCompletions" and sent.headers["x-tc-version"] == "2023-09-01"
+    assert sent.headers["authorization"].startswith("TC3-HMAC-SHA256 Credential=AKIDtencent/")
+    assert sent.headers["authorization"].split("/")[2] == "hunyuan"
+    assert int(sent.headers["x-tc-timestamp"]) > 1_700_000_000
