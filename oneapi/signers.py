@@ -55,7 +55,7 @@ async def sign(auth: AuthSpec, secret: str, options: Mapping[str, Any], method: 
         token = await _TOKENS.client_credentials(str(options.get("token_url") or params["token_url"]), secret)
         return _with_query(url, auth.param or "access_token", token), headers
     if auth.style == "oauth_jwt_bearer":
-        token = await _TOKENS.jwt_bearer(secret, str(params.get("scope", "")), options.get("token_url"))
+        token = await _TOKENS.jwt_bearer(secret, str(params.get("scope", "")), options.get("token_url") or params.get("token_url"))
         headers["Authorization"] = f"Bearer {token}"
         return url, headers
     raise SignerError(f"unknown signer {auth.style!r}")
@@ -114,7 +114,7 @@ def sigv4_headers(secret: str, region: str, service: str, method: str, url: str,
     return out
 
 
-# --- TC3-HMAC-SHA256 (Tencent Cloud API 3.0) --------------------------------
+# --- TC3-HMAC-SHA256 (cloud API 3.0 signature v3) --------------------------
 
 def tc3_headers(secret: str, service: str, url: str, headers: Mapping[str, str], body: bytes, now: int | None = None) -> dict[str, str]:
     """Headers plus X-TC-Timestamp and the TC3-HMAC-SHA256 Authorization (signed headers: content-type;host)."""
@@ -236,7 +236,9 @@ class TokenExchanges:
             email, private_key = account["client_email"], account["private_key"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             raise SignerError("the channel key must be a service-account JSON with client_email and private_key") from None
-        url = token_url or account.get("token_uri") or "https://oauth2.googleapis.com/token"
+        url = token_url or account.get("token_uri")
+        if not url:
+            raise SignerError("no token URL: set token_url in the provider's auth, or token_uri in the service-account JSON")
 
         async def fetch() -> _Token:
             assertion = await asyncio.to_thread(rs256_assertion, email, private_key, account.get("private_key_id"), scope, url)
