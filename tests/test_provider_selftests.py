@@ -40,3 +40,24 @@ def test_a_failing_case_is_reported_at_its_line(tmp_path) -> None:
     assert count == 2
     assert [(p.line, "content: expected 'bye', got 'hi'" in p.message) for p in problems] == [(8, True)]
     assert str(problems[0]).startswith(f"{tmp_path / 'demo.yaml'}:8: self-test")
+
+
+def test_oneapi_check_prints_file_and_line_of_a_failing_case(tmp_path, capsys) -> None:
+    from oneapi.cli import main
+
+    providers = tmp_path / "providers.d"
+    providers.mkdir()
+    (providers / "demo.yaml").write_text(
+        "auth: {style: none}\n"
+        "operations:\n"
+        "  chat: {path: /chat, format: mapped, request: '{m: model}', response: '{choices: `[]`}'}\n"
+        "tests:\n"
+        "  - operation: chat\n"
+        "    request: {model: x}\n"
+        "    upstream: {m: y}\n")
+    (tmp_path / "config.yaml").write_text(f"providers_dir: {providers}\nchannels: []\ntokens: []\n")
+
+    assert main(["check", "--config", str(tmp_path / "config.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert f"{providers / 'demo.yaml'}:5: self-test 'tests[0]' failed: upstream request differs" in err
+    assert "1 of 1 provider self-test(s) failed" in err
