@@ -7,6 +7,7 @@ import hmac
 import logging
 import os
 import signal
+import time
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -20,7 +21,10 @@ from starlette.routing import Route
 
 from .documents import ConfigError
 from .errors import GatewayError
-from .relay import ENDPOINTS, Endpoint, client_key, relay
+from .health import HealthRegistry
+from .routing import Channel
+from .metrics import METRICS_DIR_ENV, Metrics
+from .relay import ENDPOINTS, Endpoint, Services, client_key, relay
 from .snapshot import SnapshotHolder
 from .upstream import Upstream
 
@@ -38,12 +42,19 @@ class Gateway:
 
     def __init__(self, config_path: str | Path):
         self.holder = SnapshotHolder(config_path)
-        self.upstream = Upstream()
+        self.channel_health = HealthRegistry(self.holder.current.config.breaker)
+        self.holder.listeners.append(lambda s: self.channel_health.update(s.config.breaker, s.channels.values()))
+        self.metrics = Metrics(os.environ.get(METRICS_DIR_ENV))
+        self.metrics.gauge_sources.append(self.channel_health.gauges)
+        self.metrics.gauge_sources.append(lambda: [("oneapi_config_info", (self.holder.current.version,), 1.0)])
+        self.holder.on_result = lambda ok: self.metrics.inc("oneapi_config_reloads_total", ("ok" if ok else "refused",))
+        self.services = Services(Upstream(), self.channel_health, self.metrics)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        await self.upstream.start()
+        await self.services.upstream.start()
         self._tasks.append(asyncio.create_task(self.holder.watch()))
+        self._tasks.append(asyncio.create_task(self.metrics.publish_forever()))
         with suppress(NotImplementedError, RuntimeError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
 
@@ -59,13 +70,22 @@ class Gateway:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        await self.upstream.close()
+        self.metrics.publish()
+        await self.services.upstream.close()
 
     # --- routes -------------------------------------------------------------
 
     def relay_route(self, endpoint: Endpoint):  # type: ignore[no-untyped-def]
+        counters = self.metrics
+
         async def handle(request: Request) -> Response:
-            return await relay(request, self.holder.current, self.upstream, endpoint)
+            try:
+                response = await relay(request, self.holder.current, self.services, endpoint)
+            except GatewayError as exc:
+                counters.inc("oneapi_requests_total", (endpoint.operation, str(exc.status)))
+                raise
+            counters.inc("oneapi_requests_total", (endpoint.operation, str(response.status_code)))
+            return response
 
         return handle
 
@@ -88,6 +108,9 @@ class Gateway:
         if channel is None or (token.models is not None and name not in token.models):
             raise GatewayError(404, f"The model '{name}' does not exist or you do not have access to it.", code="model_not_found", param="model")
         return json_response({"id": name, "object": "model", "created": 0, "owned_by": channel.provider.name})
+
+    async def prometheus(self, request: Request) -> Response:
+        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def health(self, request: Request) -> Response:
         holder = self.holder
@@ -140,8 +163,20 @@ class Gateway:
                 "priority": cc.priority,
                 "weight": cc.weight,
                 "keys": [k.masked for k in channel.keys] if channel else [],
+                **self._health_of(channel),
             })
         return json_response({"config_version": snapshot.version, "channels": data})
+
+
+    def _health_of(self, channel: Channel | None) -> dict[str, Any]:
+        """This worker's view: breaker state and keys set aside (masked), as of now."""
+        state = self.channel_health.get(channel) if channel else None
+        if state is None:
+            return {"breaker": "closed", "keys_set_aside": [], "failures": 0, "successes": 0}
+        now = time.monotonic()
+        aside = [{"key": k.masked, "reason": state.set_aside[k.secret][1], "seconds_left": round(state.set_aside[k.secret][0] - now, 1)}
+                 for k in channel.keys if k.secret in state.set_aside and state.set_aside[k.secret][0] > now]
+        return {"breaker": state.breaker.state, "keys_set_aside": aside, "failures": state.failures, "successes": state.successes}
 
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
@@ -182,6 +217,7 @@ def create_app(config_path: str | Path | None = None) -> Starlette:
         Route("/v1/models", gateway.list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", gateway.get_model, methods=["GET"]),
         Route("/health", gateway.health, methods=["GET"]),
+        Route("/metrics", gateway.prometheus, methods=["GET"]),
         Route("/admin/reload", gateway.admin_reload, methods=["POST"]),
         Route("/admin/channels", gateway.admin_channels, methods=["GET"]),
     ]

@@ -7,11 +7,13 @@ import hashlib
 import logging
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 from .documents import ConfigError
+from .metrics import METRICS_DIR_ENV
 from .selftest import run_selftests
 from .snapshot import RELOAD_SIGNAL_ENV, build_snapshot, signal_reload
 
@@ -92,6 +94,9 @@ def serve_command(args: argparse.Namespace) -> int:
     signal_file = Path(signal_dir) / "reload"
     signal_file.write_text("0\n")
     os.environ[RELOAD_SIGNAL_ENV] = str(signal_file)
+    metrics_dir = Path(signal_dir) / "metrics"
+    metrics_dir.mkdir()
+    os.environ[METRICS_DIR_ENV] = str(metrics_dir)
 
     class GatewayServer(Server):  # type: ignore[misc, valid-type]
         def signal_handler_reload(self, *args: object, **kwargs: object) -> None:
@@ -110,12 +115,13 @@ def serve_command(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         log_access=False,
         respawn_failed_workers=True,
+        # SIGTERM: stop accepting, let requests and streams in flight finish, then stop anyway
+        workers_kill_timeout=max(1, round(snapshot.config.drain_timeout)),
     )
     try:
         server.serve()
     finally:
-        signal_file.unlink(missing_ok=True)
-        os.rmdir(signal_dir)
+        shutil.rmtree(signal_dir, ignore_errors=True)
     return 0
 
 

@@ -16,6 +16,11 @@ from .documents import ConfigError, Document, Problem, load_document, validate
 DEFAULT_LISTEN = "0.0.0.0:3000"
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
 DEFAULT_TIMEOUT = 300.0
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_IDLE_TIMEOUT = 90.0
+DEFAULT_ATTEMPTS = 3
+DEFAULT_DEADLINE = 600.0
+DEFAULT_DRAIN = 30.0
 DEFAULT_GROUP = "default"
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -37,7 +42,9 @@ class ChannelConfig:
     headers: Mapping[str, str]
     options: Mapping[str, Any]
     enabled: bool
-    line: int
+    connect_timeout: float
+    idle_timeout: float
+    line: int = field(default=0, compare=False, repr=False)
 
     def serves(self) -> tuple[str, ...]:
         """Every model name a client may ask this channel for."""
@@ -63,6 +70,22 @@ class TokenConfig:
 
 
 @dataclass(frozen=True)
+class BreakerSettings:
+    failures: int = 5  # consecutive failures that open the breaker
+    failure_rate: float = 0.5  # ...or this share of failures inside the window
+    min_requests: int = 20  # the rate rule needs at least this many outcomes in the window
+    window: float = 60.0
+    cooldown: float = 30.0  # open -> half-open after this long
+    key_cooldown: float = 600.0  # a key that failed auth or ran out of quota rests this long
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    attempts: int = DEFAULT_ATTEMPTS  # upstream calls per client request, the first included
+    deadline: float = DEFAULT_DEADLINE  # seconds for all of them together
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     host: str
@@ -77,6 +100,9 @@ class Config:
     channels: tuple[ChannelConfig, ...]
     tokens: tuple[TokenConfig, ...]
     referenced_files: frozenset[str]
+    retry: RetrySettings
+    breaker: BreakerSettings
+    drain_timeout: float
     warnings: tuple[Problem, ...] = field(default=())
 
 
@@ -129,6 +155,9 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> t
         channels=channels,
         tokens=tokens,
         referenced_files=frozenset(doc.referenced_files),
+        retry=RetrySettings(**(data.get("retry") or {})),
+        breaker=BreakerSettings(**(data.get("breaker") or {})),
+        drain_timeout=float(data.get("drain_timeout", DEFAULT_DRAIN)),
         warnings=tuple(warnings),
     )
     return config, doc
@@ -155,6 +184,8 @@ def _channel(doc: Document, i: int, raw: dict[str, Any], groups: Mapping[str, fl
         headers=MappingProxyType(dict(raw.get("headers", {}))),
         options=MappingProxyType(dict(raw.get("options", {}))),
         enabled=bool(raw.get("enabled", True)),
+        connect_timeout=float(raw.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)),
+        idle_timeout=float(raw.get("idle_timeout", DEFAULT_IDLE_TIMEOUT)),
         line=doc.line(where),
     )
 

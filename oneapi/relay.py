@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from .errors import GatewayError, bad_request
+from .failures import Failure, bad_body_failure, classify, in_band_error, in_band_status, transport_failure
+from .health import ChannelHealth, HealthRegistry
+from .metrics import Metrics
 from .routing import Channel, ChannelKey
 from .snapshot import Snapshot
 from .tokens import check_model, key_from_headers
@@ -19,7 +24,7 @@ from .upstream import TRANSPORT_ERRORS, Timeouts, Upstream, UpstreamReply
 
 log = logging.getLogger("oneapi.relay")
 
-MAX_ATTEMPTS = 3
+OVERHEAD_HEADER = "x-oneapi-overhead-ms"
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -88,7 +93,17 @@ def client_key(request: Request) -> str | None:
     return key_from_headers(headers.get("authorization"), headers.get("x-api-key"))
 
 
-async def relay(request: Request, snapshot: Snapshot, upstream: Upstream, endpoint: Endpoint) -> Response:
+@dataclass
+class Services:
+    """What a relay uses besides the snapshot: per-worker, and outliving every reload."""
+
+    upstream: Upstream
+    health: HealthRegistry
+    metrics: Metrics
+
+
+async def relay(request: Request, snapshot: Snapshot, services: Services, endpoint: Endpoint) -> Response:
+    received = time.perf_counter()
     client = request.client
     token = snapshot.tokens.authenticate(client_key(request), client.host if client else None)
     raw, body = await read_json_body(request, snapshot.config.max_body_bytes)
@@ -104,88 +119,229 @@ async def relay(request: Request, snapshot: Snapshot, upstream: Upstream, endpoi
     check_model(token, model)
     if not snapshot.routes.knows(token.group, model):
         raise GatewayError(404, f"The model '{model}' does not exist or you do not have access to it.", code="model_not_found", param="model")
+    call = Call(endpoint, model, raw, body, stream, received)
+    response = await _failover(call, snapshot, services, token.group)
+    if call.overhead is not None:
+        services.metrics.observe("oneapi_overhead_seconds", (endpoint.operation,), call.overhead)
+    return response
 
-    failure: GatewayError | None = None
+
+@dataclass
+class Call:
+    """One client request on its way upstream."""
+
+    endpoint: Endpoint
+    model: str
+    raw: bytes
+    body: dict[str, Any]
+    stream: bool
+    received: float  # perf_counter() when the request arrived, for the overhead header
+    overhead: float | None = None  # seconds the gateway itself spent, once known
+
+
+async def _failover(call: Call, snapshot: Snapshot, services: Services, group: str) -> Response:
+    """Try channels in routing order until one answers: the rest of a tier before lower tiers, never the same
+    key twice, never more than retry.attempts calls or past retry.deadline."""
+    retry = snapshot.config.retry
+    health = services.health
+    deadline = time.monotonic() + retry.deadline
+    plan = snapshot.routes.candidates(group, call.model, call.endpoint.operation)
+    channel = next(plan, None)
+    failed_keys: set[str] = set()
+    failure: Failure | None = None
     attempts = 0
-    for channel in snapshot.routes.candidates(token.group, model, endpoint.operation):
-        if attempts == MAX_ATTEMPTS:
+    while channel is not None and attempts < retry.attempts:
+        now = time.monotonic()
+        if now >= deadline:
             break
+        state = health.of(channel)
+        key = health.next_key(channel, state, failed_keys, now)
+        if key is None or not state.breaker.allows(now):
+            channel = next(plan, None)
+            continue
         attempts += 1
-        key = channel.next_key()
-        outcome = await _attempt(channel, key, endpoint, model, raw, body, stream, upstream)
+        outcome = await _attempt(channel, state, key, call, services, deadline - now)
         if isinstance(outcome, Response):
             return outcome
         failure = outcome
+        failed_keys.add(key.secret)
+        if not failure.retryable:
+            return failure.response()
+        if failure.key_fault:
+            state.set_key_aside(key, failure.key_fault, time.monotonic())
+            log.warning("channel %s: key %s set aside (%s)", channel.name, key.masked, failure.key_fault)
+        if failure.rate_limited:
+            # another channel first; the same one again only after its Retry-After, with another key
+            following = next(plan, None)
+            if following is not None:
+                channel = following
+                continue
+            if health.next_key(channel, state, failed_keys, time.monotonic()) is None:
+                break
+            wait = failure.retry_after or 0.0
+            if wait > deadline - time.monotonic():
+                break
+            await asyncio.sleep(wait)
+            continue
+        if failure.key_fault and health.next_key(channel, state, failed_keys, time.monotonic()) is not None:
+            continue  # same channel, another of its keys
+        channel = next(plan, None)
     if failure is None:
-        raise GatewayError(503, f"No channel can serve '{endpoint.operation}' for model '{model}'.", type="upstream_error", code="no_available_channel")
-    raise failure
+        raise GatewayError(503, f"No channel is available for model '{call.model}' right now.", type="upstream_error",
+                           code="no_available_channel", headers={"Retry-After": "5"})
+    return failure.response()
 
 
-async def _attempt(channel: Channel, key: ChannelKey, endpoint: Endpoint, model: str, raw: bytes, body: dict[str, Any],
-                   stream: bool, upstream: Upstream) -> Response | GatewayError:
-    """One try on one channel: a Response to return, or the GatewayError that makes the relay try the next channel."""
-    operation = channel.provider.operations[endpoint.operation]
-    upstream_model = channel.config.upstream_model(model)
+async def _attempt(channel: Channel, state: ChannelHealth, key: ChannelKey, call: Call, services: Services,
+                   time_left: float) -> Response | Failure:
+    """One try on one channel: a Response for the client, or the Failure that decides what happens next."""
+    recorded = False
+
+    def record(ok: bool) -> None:
+        nonlocal recorded
+        recorded = True
+        state.record(ok, time.monotonic())
+
+    try:
+        outcome = await _send(channel, key, call, services.upstream, time_left, record)
+        if isinstance(outcome, Failure):
+            if not recorded:
+                record(not outcome.channel_fault)
+            label = "client_error" if not outcome.retryable else outcome.error.code or "failed"
+        else:
+            label = "ok"
+        services.metrics.inc("oneapi_upstream_attempts_total", (channel.name, label))
+        return outcome
+    finally:
+        if not recorded:
+            state.breaker.probing = False  # cancelled mid-try: let the next request probe
+
+
+async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstream, time_left: float,
+                record: Callable[[bool], None]) -> Response | Failure:
+    config = channel.config
+    operation = channel.provider.operations[call.endpoint.operation]
+    upstream_model = config.upstream_model(call.model)
     if operation.translated:  # a vendor that does not speak OpenAI, or needs a signer: translate.py
-        return await translated_attempt(channel, key, operation, upstream_model, body, stream, upstream)
-    if upstream_model != model:
-        # fast path otherwise: the client's bytes go upstream untouched
-        raw = orjson.dumps({**body, "model": upstream_model})
+        timeouts = Timeouts(total=min(config.timeout, time_left), connect=config.connect_timeout)
+        return await translated_attempt(channel, key, operation, upstream_model, call.body, call.stream, upstream, timeouts, record)
+    raw = call.raw
+    if upstream_model != call.model:
+        # otherwise the fast path: the client's bytes go upstream untouched
+        raw = orjson.dumps({**call.body, "model": upstream_model})
     url = channel.url(operation, upstream_model, key)
-    headers = {**key.headers, "Content-Type": "application/json", "Accept": "text/event-stream" if stream else "application/json"}
-    timeouts = Timeouts(total=channel.config.timeout, first_byte=channel.config.ttft_timeout)
+    headers = {**key.headers, "Content-Type": "application/json", "Accept": "text/event-stream" if call.stream else "application/json"}
+    timeouts = Timeouts(total=min(config.timeout, time_left), connect=config.connect_timeout)
+    sent = time.perf_counter()
     try:
         reply = await upstream.send(operation.method, url, headers, raw, timeouts)
     except TRANSPORT_ERRORS as exc:
-        kind = "timed out" if isinstance(exc, TimeoutError) else "failed"
-        log.warning("channel %s: upstream request %s: %s", channel.name, kind, type(exc).__name__)
-        status = 504 if isinstance(exc, TimeoutError) else 502
-        return GatewayError(status, f"Upstream request {kind} on channel '{channel.name}'.", type="upstream_error", code="upstream_unavailable")
+        log.warning("channel %s: upstream request failed: %s", channel.name, type(exc).__name__)
+        return transport_failure(channel.name, exc)
+    answered = time.perf_counter()
+    overhead = sent - call.received
 
-    if reply.status < 400:
-        if stream:
-            return StreamingResponse(reply.chunks(), status_code=reply.status, media_type=reply.content_type, headers=STREAM_HEADERS)
+    if reply.status >= 400:
+        try:
+            content = await reply.read()
+        except TRANSPORT_ERRORS:
+            content = b""
+        if key.secret:
+            content = content.replace(key.secret.encode(), key.masked.encode())
+        log.warning("channel %s: upstream answered %s", channel.name, reply.status)
+        return classify(channel.name, reply.status, content, reply.headers)
+
+    if call.stream:
+        return await _open_stream(channel, reply, call, config, min(config.timeout, time_left), record, overhead, answered)
+
+    try:
+        content = await reply.read()
+    except TRANSPORT_ERRORS as exc:
+        log.warning("channel %s: reading the upstream body failed: %s", channel.name, type(exc).__name__)
+        return transport_failure(channel.name, exc, "response")
+    problem = _check_body(channel.name, content)
+    if problem is not None:
+        return problem
+    record(True)
+    overhead += time.perf_counter() - answered
+    call.overhead = overhead
+    return Response(content, status_code=reply.status, media_type=reply.content_type,
+                    headers={OVERHEAD_HEADER: f"{overhead * 1000:.3f}"})
+
+
+def _check_body(channel: str, content: bytes) -> Failure | None:
+    """A success status with a body that is not a JSON object, or that carries an error, is a failed try."""
+    if not content.lstrip()[:1] == b"{":
+        return bad_body_failure(channel, "answered with a body that is not a JSON object")
+    error = in_band_error(content)
+    if error is not None:
+        return classify(channel, in_band_status(error), error, {})
+    return None
+
+
+async def _open_stream(channel: Channel, reply: UpstreamReply, call: Call, config: Any, time_left: float,
+                       record: Callable[[bool], None], overhead: float, answered: float) -> Response | Failure:
+    """Wait for the first bytes before answering the client: a slow or failing start can still fail over."""
+    if not reply.content_type.startswith("text/event-stream"):
         try:
             content = await reply.read()
         except TRANSPORT_ERRORS as exc:
-            log.warning("channel %s: reading upstream body failed: %s", channel.name, type(exc).__name__)
-            return GatewayError(502, f"Upstream response was cut on channel '{channel.name}'.", type="upstream_error", code="upstream_unavailable")
-        return Response(content, status_code=reply.status, media_type=reply.content_type)
-    return await _upstream_error(channel, key, reply)
-
-
-async def _upstream_error(channel: Channel, key: ChannelKey, reply: UpstreamReply) -> Response | GatewayError:
-    """A vendor's error: the client's own mistakes are passed back; the gateway's problems become a retry."""
+            return transport_failure(channel.name, exc, "response")
+        return _check_body(channel.name, content) or bad_body_failure(channel.name, "answered a stream request without a stream")
     try:
-        content = await reply.read()
-    except TRANSPORT_ERRORS:
-        content = b""
-    if key.secret:
-        content = content.replace(key.secret.encode(), key.masked.encode())
-    status = reply.status
-    log.warning("channel %s: upstream answered %s", channel.name, status)
-    if status in (401, 403):
-        return GatewayError(502, f"Upstream rejected the credentials of channel '{channel.name}'.", type="upstream_error", code="upstream_auth_failed")
-    if status == 429:
-        retry_after = reply.headers.get("Retry-After")
-        return GatewayError(429, f"Upstream rate limit on channel '{channel.name}'.", type="rate_limit_error", code="upstream_rate_limited",
-                            headers={"Retry-After": retry_after} if retry_after else None)
-    if status >= 500 or status == 408:
-        return GatewayError(502, f"Upstream error {status} on channel '{channel.name}'.", type="upstream_error", code="upstream_error")
-    return Response(_openai_error_body(content, status), status_code=status, media_type="application/json")
+        async with asyncio.timeout(min(config.ttft_timeout or time_left, time_left)):
+            first = await reply.next_chunk()
+    except (TimeoutError, *TRANSPORT_ERRORS) as exc:
+        reply.close()
+        log.warning("channel %s: no first byte: %s", channel.name, type(exc).__name__)
+        return transport_failure(channel.name, exc, "first byte")
+    if not first:
+        reply.close()
+        return bad_body_failure(channel.name, "closed the stream before sending anything")
+    error = in_band_error(first)
+    if error is not None:
+        reply.close()
+        return classify(channel.name, in_band_status(error), error, {})
+    overhead += time.perf_counter() - answered
+    call.overhead = overhead
+    headers = {**STREAM_HEADERS, OVERHEAD_HEADER: f"{overhead * 1000:.3f}"}
+    return StreamingResponse(_pass_through(channel, reply, first, config.idle_timeout, record),
+                             status_code=reply.status, media_type=reply.content_type, headers=headers)
 
 
-def _openai_error_body(content: bytes, status: int) -> bytes:
-    """The vendor's error body if it is already OpenAI-shaped, else the same message wrapped in that shape."""
+async def _pass_through(channel: Channel, reply: UpstreamReply, first: bytes, idle_timeout: float,
+                        record: Callable[[bool], None]) -> AsyncIterator[bytes]:
+    """Relay the stream as it arrives, cut only at event boundaries, so that if the upstream stalls or breaks
+    the client gets one clean error event (which the SDKs raise) instead of half an event or a silent end."""
+    pending = first
     try:
-        parsed = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        parsed = None
-    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict) and "message" in parsed["error"]:
-        return content
-    message = content.decode("utf-8", "replace").strip()[:2000] or f"Upstream answered HTTP {status}."
-    if isinstance(parsed, dict):
-        inner = parsed.get("error")
-        message = str(parsed.get("message") or (inner if isinstance(inner, str) else None) or message)
-    return orjson.dumps({"error": {"message": message, "type": "invalid_request_error", "code": f"upstream_{status}", "param": None}})
+        while True:
+            cut = _event_boundary(pending)
+            if cut:
+                yield pending[:cut] if cut < len(pending) else pending
+                pending = pending[cut:]
+            async with asyncio.timeout(idle_timeout):
+                chunk = await reply.next_chunk()
+            if not chunk:
+                break
+            pending = pending + chunk if pending else chunk
+        if pending:
+            yield pending
+        record(True)
+    except (TimeoutError, *TRANSPORT_ERRORS) as exc:
+        record(False)
+        stalled = isinstance(exc, TimeoutError)
+        log.warning("channel %s: stream %s", channel.name, "stalled" if stalled else f"broke: {type(exc).__name__}")
+        message = (f"Upstream stream stalled for {idle_timeout:g}s on channel '{channel.name}'." if stalled
+                   else f"Upstream stream was cut on channel '{channel.name}'.")
+        yield b"data: " + orjson.dumps({"error": {"message": message, "type": "upstream_error",
+                                                  "code": "stream_stalled" if stalled else "stream_interrupted", "param": None}}) + b"\n\n"
+    finally:
+        reply.close()
 
+
+def _event_boundary(buffer: bytes) -> int:
+    """Length of the prefix of `buffer` that ends with a complete SSE event (LF or CRLF framing); 0 if none."""
+    lf = buffer.rfind(b"\n\n")
+    crlf = buffer.rfind(b"\r\n\r\n")
+    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)

@@ -38,6 +38,8 @@ class Channel:
     def __init__(self, config: ChannelConfig, provider: Provider, endpoint: str):
         self.config = config
         self.name = config.name
+        # what health history is keyed by: the same settings after a reload mean the same channel
+        self.identity = (config.name, repr(config))
         self.provider = provider
         self.endpoint = endpoint
         self.options = {**provider.options, **config.options}

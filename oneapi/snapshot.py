@@ -9,7 +9,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import orjson
 
@@ -124,6 +124,8 @@ class SnapshotHolder:
         self.last_reload_at: float | None = None
         self._seen = fingerprint(self.config_path, self.current)
         self._lock = asyncio.Lock()
+        self.listeners: list[Callable[[Snapshot], None]] = []  # told of every new live snapshot
+        self.on_result: Callable[[bool], None] = lambda ok: None  # told of every reload, refused ones too
 
     async def reload(self, broadcast: bool = False) -> Snapshot:
         """Build a new snapshot off the event loop and swap it in; on failure keep the old one and raise.
@@ -137,12 +139,16 @@ class SnapshotHolder:
             except ConfigError as exc:
                 self._seen = seen
                 self.last_reload_error = str(exc)
+                self.on_result(False)
                 log.error("reload refused, still serving config %s:\n%s", self.current.version, exc)
                 raise
             self._seen = fingerprint(self.config_path, snapshot)
             previous, self.current = self.current, snapshot
+            for listener in self.listeners:
+                listener(snapshot)
             self.last_reload_error = None
             self.last_reload_at = time.time()
+            self.on_result(True)
             if previous.version != snapshot.version:
                 log.info("config %s is live (was %s)", snapshot.version, previous.version)
             return snapshot

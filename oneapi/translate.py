@@ -1,6 +1,6 @@
 """The translated relay: one attempt on a channel whose vendor does not speak OpenAI (or needs a signer).
 
-relay.py hands an operation here when `Operation.translated` is set. The attempt maps the
+relay.py hands an operation here when `Operation.translated` is set, and gets a Response or a Failure back. The attempt maps the
 request (mapping.py), signs it (signers.py), sends it through the shared upstream client,
 and maps the answer back: a body through the response mapping, a stream through its
 framing (framing.py) and state machine (streams.py), an error through the provider's
@@ -9,10 +9,11 @@ framing (framing.py) and state machine (streams.py), an error through the provid
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncIterator, Callable, Mapping
 from urllib.parse import urlencode
 
 import orjson
@@ -20,6 +21,7 @@ from starlette.responses import Response, StreamingResponse
 from yarl import URL
 
 from .errors import GatewayError
+from .failures import Failure, bad_body_failure, parse_retry_after, transport_failure
 from .framing import PARSERS, FramingError
 from .mapping import ErrorSpec, MappingError, map_request, map_response
 from .providers import Operation, Provider, Template
@@ -41,15 +43,16 @@ _ENVELOPES: dict[str, tuple[str, str | None]] = {
 
 
 async def attempt(channel: Channel, key: ChannelKey, operation: Operation, upstream_model: str, body: dict[str, Any],
-                  stream: bool, upstream: Upstream) -> Response | GatewayError:
-    """One try on one channel: a Response for the client, or a GatewayError that moves the relay to the next channel."""
+                  stream: bool, upstream: Upstream, timeouts: Timeouts, record: Callable[[bool], None]) -> Response | Failure:
+    """One try on one channel: a Response for the client, or the Failure that decides what the relay does next."""
     provider = channel.provider
     request = {**body, "model": upstream_model}
     try:
         payload = map_request(operation.mapping, request, channel.options) if operation.mapping else request
     except MappingError as exc:
         log.error("channel %s: request mapping failed: %s", channel.name, exc)
-        return GatewayError(500, f"Provider '{provider.name}' could not map this request: {exc}", type="server_error", code="mapping_failed")
+        return Failure(GatewayError(500, f"Provider '{provider.name}' could not map this request: {exc}", type="server_error",
+                                    code="mapping_failed"), channel_fault=False)
     raw = orjson.dumps(payload)
     url = build_url(channel, operation, upstream_model, key, stream)
     headers = {**key.headers, **operation.headers, "Content-Type": "application/json"}
@@ -60,49 +63,58 @@ async def attempt(channel: Channel, key: ChannelKey, operation: Operation, upstr
             url, headers = await sign(provider.auth, key.secret, channel.options, operation.method, url, headers, raw)
         except SignerError as exc:
             log.warning("channel %s: signing failed: %s", channel.name, exc)
-            return GatewayError(502, f"Could not authenticate to the upstream of channel '{channel.name}': {exc}", type="upstream_error",
-                                code="upstream_auth_failed")
-    timeouts = Timeouts(total=channel.config.timeout, first_byte=channel.config.ttft_timeout)
+            return Failure(GatewayError(502, f"Could not authenticate to the upstream of channel '{channel.name}': {exc}",
+                                        type="upstream_error", code="upstream_auth_failed"))
     try:
         # sent exactly as built: a signature covers the path bytes (e.g. %3A in a model id)
         reply = await upstream.send(operation.method, URL(url, encoded=True), headers, raw, timeouts)  # type: ignore[arg-type]
     except TRANSPORT_ERRORS as exc:
-        kind = "timed out" if isinstance(exc, TimeoutError) else "failed"
-        log.warning("channel %s: upstream request %s: %s", channel.name, kind, type(exc).__name__)
-        return GatewayError(504 if isinstance(exc, TimeoutError) else 502, f"Upstream request {kind} on channel '{channel.name}'.",
-                            type="upstream_error", code="upstream_unavailable")
+        log.warning("channel %s: upstream request failed: %s", channel.name, type(exc).__name__)
+        return transport_failure(channel.name, exc)
 
     if reply.status >= 400:
         content = await _read_quietly(reply)
         return upstream_failure(provider, channel.name, reply.status, content, key.secret, reply.headers.get("Retry-After"))
 
     spec = operation.stream
-    if stream and spec is not None and not (_is_json(reply.content_type) and spec.framing in ("sse", "aws_eventstream")):
-        return StreamingResponse(_translate_stream(channel, operation, reply, request, key.secret), media_type="text/event-stream",
-                                 headers=STREAM_HEADERS)
-    if stream and spec is None:
-        return StreamingResponse(reply.chunks(), status_code=reply.status, media_type=reply.content_type, headers=STREAM_HEADERS)
+    config = channel.config
+    if stream and not (spec is not None and _is_json(reply.content_type) and spec.framing in ("sse", "aws_eventstream")):
+        # wait for the first bytes before answering: a slow or failing start can still fail over
+        try:
+            async with asyncio.timeout(min(config.ttft_timeout or timeouts.total, timeouts.total)):
+                first = await reply.next_chunk()
+        except (TimeoutError, *TRANSPORT_ERRORS) as exc:
+            reply.close()
+            log.warning("channel %s: no first byte: %s", channel.name, type(exc).__name__)
+            return transport_failure(channel.name, exc, "first byte")
+        if not first:
+            reply.close()
+            return bad_body_failure(channel.name, "closed the stream before sending anything")
+        if spec is None:
+            return StreamingResponse(_relay_stream(channel, reply, first, config.idle_timeout, record), status_code=reply.status,
+                                     media_type=reply.content_type, headers=STREAM_HEADERS)
+        return StreamingResponse(_translate_stream(channel, operation, reply, first, request, key.secret, config.idle_timeout, record),
+                                 media_type="text/event-stream", headers=STREAM_HEADERS)
 
     try:
         content = await reply.read()
     except TRANSPORT_ERRORS as exc:
         log.warning("channel %s: reading upstream body failed: %s", channel.name, type(exc).__name__)
-        return GatewayError(502, f"Upstream response was cut on channel '{channel.name}'.", type="upstream_error", code="upstream_unavailable")
+        return transport_failure(channel.name, exc, "response")
     try:
         vendor = orjson.loads(content)
     except orjson.JSONDecodeError:
-        return GatewayError(502, f"Upstream of channel '{channel.name}' answered with a body that is not JSON.", type="upstream_error",
-                            code="upstream_bad_response")
+        return bad_body_failure(channel.name, "answered with a body that is not JSON")
     if is_error_body(provider.errors, vendor):
         return upstream_failure(provider, channel.name, None, content, key.secret, None)
-    if stream:  # the vendor answered a stream request with one JSON body that is not an error
-        return GatewayError(502, f"Upstream of channel '{channel.name}' did not stream.", type="upstream_error", code="upstream_bad_response")
+    if stream:
+        return bad_body_failure(channel.name, "answered a stream request without a stream")
     try:
         answer = map_response(operation.mapping, vendor, request, channel.options) if operation.mapping else vendor
     except MappingError as exc:
         log.error("channel %s: response mapping failed: %s", channel.name, exc)
-        return GatewayError(502, f"Provider '{provider.name}' could not map the upstream answer: {exc}", type="upstream_error",
-                            code="mapping_failed")
+        return bad_body_failure(channel.name, f"answered with a body provider '{provider.name}' could not map ({exc})")
+    record(True)
     return Response(orjson.dumps(with_envelope(operation.name, answer, request)), media_type="application/json")
 
 
@@ -182,8 +194,8 @@ def describe_error(spec: ErrorSpec | None, status: int | None, content: bytes) -
 
 
 def upstream_failure(provider: Provider, channel_name: str, status: int | None, content: bytes, secret: str,
-                     retry_after: str | None) -> Response | GatewayError:
-    """A vendor error: the client's own mistakes are answered; the gateway's problems move on to the next channel."""
+                     retry_after: str | None) -> Failure:
+    """A vendor error: the client's own mistakes are answered as they are; the rest move on to the next channel."""
     status, error, retryable = describe_error(provider.errors, status, content)
     if secret:
         error["message"] = error["message"].replace(secret, "***")
@@ -191,44 +203,83 @@ def upstream_failure(provider: Provider, channel_name: str, status: int | None, 
         retryable = status in (401, 403, 408, 429) or status >= 500
     log.warning("channel %s: upstream error %s (%s)", channel_name, status, error["code"])
     if not retryable:
-        return Response(orjson.dumps({"error": error}), status_code=status if 400 <= status < 600 else 400, media_type="application/json")
+        client_status = status if 400 <= status < 600 else 400
+        return Failure(GatewayError(client_status, error["message"], type=error["type"], code=error["code"]),
+                       retryable=False, channel_fault=False, body=orjson.dumps({"error": error}))
     where = f"on channel '{channel_name}': {error['message']}"
     if status == 429:
-        return GatewayError(429, f"Upstream rate limit {where}", type="rate_limit_error", code="upstream_rate_limited",
-                            headers={"Retry-After": retry_after} if retry_after else None)
+        wait = parse_retry_after(retry_after)
+        return Failure(GatewayError(429, f"Upstream rate limit {where}", type="rate_limit_error", code="upstream_rate_limited",
+                                    headers={"Retry-After": str(max(1, round(wait)))} if wait is not None else None),
+                       channel_fault=False, rate_limited=True, retry_after=wait)
     if status in (401, 403):
-        return GatewayError(502, f"Upstream rejected the credentials {where}", type="upstream_error", code="upstream_auth_failed")
-    return GatewayError(502, f"Upstream error {status} {where}", type="upstream_error", code=str(error["code"]))
+        return Failure(GatewayError(502, f"Upstream rejected the credentials {where}", type="upstream_error", code="upstream_auth_failed"),
+                       channel_fault=False, key_fault="auth")
+    return Failure(GatewayError(502, f"Upstream error {status} {where}", type="upstream_error", code=str(error["code"])))
 
 
-async def _translate_stream(channel: Channel, operation: Operation, reply: Any, request: dict[str, Any], secret: str) -> AsyncIterator[bytes]:
+async def _relay_stream(channel: Channel, reply: Any, first: bytes, idle_timeout: float, record: Callable[[bool], None]) -> AsyncIterator[bytes]:
+    """An OpenAI-format stream from a signed request: relayed as it arrives."""
+    try:
+        chunk = first
+        while chunk:
+            yield chunk
+            async with asyncio.timeout(idle_timeout):
+                chunk = await reply.next_chunk()
+        record(True)
+    except (TimeoutError, *TRANSPORT_ERRORS) as exc:
+        record(False)
+        yield _cut_error(channel, exc, idle_timeout)
+    finally:
+        reply.close()
+
+
+async def _translate_stream(channel: Channel, operation: Operation, reply: Any, first: bytes, request: dict[str, Any], secret: str,
+                            idle_timeout: float, record: Callable[[bool], None]) -> AsyncIterator[bytes]:
     assert operation.stream is not None
     parser = PARSERS[operation.stream.framing]()
     translator = StreamTranslator(operation.stream, request, channel.options)
     try:
-        async for chunk in reply.chunks():
+        chunk = first
+        while chunk:
             for event in parser.feed(chunk):
                 for out in translator.feed(event):
                     yield _sse(out, secret)
                 if translator.failed:
+                    record(True)  # the vendor answered; its error is the client's to see
                     return
+            async with asyncio.timeout(idle_timeout):
+                chunk = await reply.next_chunk()
         for event in parser.close():
             for out in translator.feed(event):
                 yield _sse(out, secret)
             if translator.failed:
+                record(True)
                 return
         for out in translator.finish():
             yield _sse(out, secret)
         if not translator.failed:
             yield b"data: [DONE]\n\n"
+        record(True)
     except (FramingError, MappingError) as exc:
+        record(False)
         log.warning("channel %s: stream translation failed: %s", channel.name, exc)
         yield _sse({"error": {"message": f"Upstream stream could not be read: {exc}", "type": "upstream_error",
                               "code": "upstream_bad_response", "param": None}}, secret)
-    except TRANSPORT_ERRORS as exc:
-        log.warning("channel %s: upstream stream was cut: %s", channel.name, type(exc).__name__)
-        yield _sse({"error": {"message": f"Upstream stream was cut on channel '{channel.name}'.", "type": "upstream_error",
-                              "code": "upstream_unavailable", "param": None}}, secret)
+    except (TimeoutError, *TRANSPORT_ERRORS) as exc:
+        record(False)
+        yield _cut_error(channel, exc, idle_timeout)
+    finally:
+        reply.close()
+
+
+def _cut_error(channel: Channel, exc: BaseException, idle_timeout: float) -> bytes:
+    stalled = isinstance(exc, TimeoutError)
+    log.warning("channel %s: stream %s", channel.name, "stalled" if stalled else f"broke: {type(exc).__name__}")
+    message = (f"Upstream stream stalled for {idle_timeout:g}s on channel '{channel.name}'." if stalled
+               else f"Upstream stream was cut on channel '{channel.name}'.")
+    return b"data: " + orjson.dumps({"error": {"message": message, "type": "upstream_error",
+                                              "code": "stream_stalled" if stalled else "stream_interrupted", "param": None}}) + b"\n\n"
 
 
 def _sse(obj: dict[str, Any], secret: str) -> bytes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import AsyncIterator, Mapping
+from typing import Mapping
 
 import aiohttp
 
@@ -20,7 +20,6 @@ TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, asynci
 @dataclass(frozen=True)
 class Timeouts:
     total: float
-    first_byte: float | None = None
     connect: float = 10.0
 
 
@@ -42,13 +41,9 @@ class UpstreamReply:
         finally:
             self._response.release()
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive, without waiting to fill a buffer: streams stay live."""
-        try:
-            async for chunk in self._response.content.iter_any():
-                yield chunk
-        finally:
-            self._response.release()
+    async def next_chunk(self) -> bytes:
+        """Whatever body bytes have arrived, without waiting to fill a buffer; b"" at the end."""
+        return await self._response.content.readany()
 
     def close(self) -> None:
         self._response.close()
@@ -77,6 +72,6 @@ class Upstream:
 
     async def send(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeouts: Timeouts) -> UpstreamReply:
         assert self._session is not None, "Upstream.start() was not awaited"
-        timeout = aiohttp.ClientTimeout(total=timeouts.total, sock_connect=timeouts.connect, sock_read=timeouts.first_byte)
+        timeout = aiohttp.ClientTimeout(total=timeouts.total, sock_connect=timeouts.connect)
         response = await self._session.request(method, url, headers=headers, data=body, timeout=timeout, allow_redirects=False)
         return UpstreamReply(response)

@@ -70,6 +70,8 @@ class Reply:
     delay: float = 0.0  # seconds before each chunk (or before the body)
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
+    delays: list[float] | None = None  # per-chunk delays, overriding `delay`: [0, 0, 30] stalls before the third
+    cut: bool = False  # drop the connection after the chunks instead of ending the response
 
 
 class FakeVendor:
@@ -77,6 +79,7 @@ class FakeVendor:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.received: list[Received] = []
+        self.disconnects = 0  # streams the gateway hung up on before they ended
         self._routes: dict[tuple[str, str], Reply | Callable[[Received], Reply]] = {}
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -130,7 +133,7 @@ class FakeVendor:
         asyncio.set_event_loop(self._loop)
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         self._loop.run_until_complete(site.start())
@@ -158,9 +161,20 @@ class FakeVendor:
             return web.Response(status=reply.status, body=reply.body, content_type=None, headers={"Content-Type": reply.content_type, **reply.headers})
         response = web.StreamResponse(status=reply.status, headers={"Content-Type": reply.content_type, **reply.headers})
         await response.prepare(request)
-        for chunk in reply.chunks:
-            if reply.delay:
-                await asyncio.sleep(reply.delay)
-            await response.write(chunk)
+        delays = (reply.delays or []) + [reply.delay] * len(reply.chunks)
+        try:
+            for chunk, delay in zip(reply.chunks, delays):
+                if delay:
+                    await asyncio.sleep(delay)
+                await response.write(chunk)
+                if request.transport is None or request.transport.is_closing():
+                    raise ConnectionResetError
+        except (ConnectionResetError, asyncio.CancelledError):
+            self.disconnects += 1
+            raise
+        if reply.cut:
+            assert request.transport is not None
+            request.transport.abort()  # no terminating chunk: the client sees a broken transfer
+            return response
         await response.write_eof()
         return response
