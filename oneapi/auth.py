@@ -7,7 +7,7 @@ from .providers import AuthSpec
 
 def credentials(auth: AuthSpec, key: str) -> tuple[dict[str, str], tuple[tuple[str, str], ...]]:
     """Headers and query parameters that carry `key` in the given style (computed once per key)."""
-    if not key or auth.style == "none":
+    if not key or auth.style == "none" or auth.signer:  # a signer works per request (signers.py)
         return {}, ()
     if auth.style == "bearer":
         return {"Authorization": f"Bearer {key}"}, ()

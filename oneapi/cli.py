@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from .config import load_config
 from .documents import ConfigError
 from .metrics import METRICS_DIR_ENV
+from .selftest import run_selftests
 from .snapshot import RELOAD_SIGNAL_ENV, build_snapshot, signal_reload
 
 if TYPE_CHECKING:
@@ -72,9 +73,15 @@ def check_command(config_path: Path) -> int:
         return 1
     for warning in snapshot.warnings:
         print(f"{warning} (warning)", file=sys.stderr)
+    cases, failures = run_selftests(snapshot.providers.values())
+    for problem in failures:
+        print(problem, file=sys.stderr)
+    if failures:
+        print(f"{len(failures)} of {cases} provider self-test(s) failed", file=sys.stderr)
+        return 1
     print(
         f"ok: {config_path} is valid (config {snapshot.version}: {len(snapshot.providers)} providers, "
-        f"{len(snapshot.channels)} routed channels, {len(snapshot.tokens)} tokens)"
+        f"{len(snapshot.channels)} routed channels, {len(snapshot.tokens)} tokens; {cases} provider self-tests passed)"
     )
     return 0
 

@@ -17,7 +17,7 @@ from .errors import GatewayError
 from .ledger import UsageRecord
 from .limits import Accounting, Admission, Demand, has_limits, refusal
 from .usage import (
-    FREE, StreamTap, Usage, cost_nano, estimate_completion_from_body, estimate_prompt_tokens, requested_completion_tokens,
+    FREE, HIDE_USAGE_CHUNK, HIDE_USAGE_EVERYWHERE, StreamTap, Usage, cost_nano, estimate_completion_from_body, estimate_prompt_tokens, requested_completion_tokens,
     usage_from_body,
 )
 
@@ -117,22 +117,22 @@ class Meter:
             usage = Usage(self.prompt_estimate(), estimate_completion_from_body(content), estimated=True)
         self.record(channel, upstream_model, usage)
 
-    def stream(self, chunks: AsyncIterator[bytes], channel: str, upstream_model: str, strip_usage_chunk: bool,
+    def stream(self, chunks: AsyncIterator[bytes], channel: str, upstream_model: str, hide_usage: str | None,
                slot: str | None) -> "MeteredStream":
-        return MeteredStream(self, chunks, channel, upstream_model, strip_usage_chunk, slot)
+        return MeteredStream(self, chunks, channel, upstream_model, hide_usage, slot)
 
 
 class MeteredStream:
     """The client's stream. Its usage is recorded and its slot released exactly once, however it ends:
     to the last byte, by the client hanging up mid-stream, or before its first byte was ever asked for."""
 
-    def __init__(self, meter: Meter, chunks: AsyncIterator[bytes], channel: str, upstream_model: str, strip_usage_chunk: bool,
+    def __init__(self, meter: Meter, chunks: AsyncIterator[bytes], channel: str, upstream_model: str, hide_usage: str | None,
                  slot: str | None):
         self.meter = meter
         self.channel = channel
         self.upstream_model = upstream_model
         self.slot = slot
-        self.tap = StreamTap(chunks, strip_usage_chunk)
+        self.tap = StreamTap(chunks, hide_usage)
         self._relayed = self.tap.__aiter__()
         self._closed = False
 
@@ -157,18 +157,29 @@ class MeteredStream:
         self.meter.release(self.channel, self.slot)
 
 def upstream_body(raw: bytes, body: Mapping[str, Any], model: str, upstream_model: str, stream: bool, operation: str,
-                  upstream_format: str) -> tuple[bytes, bool]:
-    """The bytes to send upstream, and whether the usage-only chunk they ask for must be hidden from the client.
+                  upstream_format: str) -> tuple[bytes, str | None]:
+    """The bytes to send upstream, and what usage to hide from the client because the gateway asked for it.
     The client's bytes go untouched unless the model is renamed or stream usage has to be asked for."""
     patch: dict[str, Any] = {}
     if upstream_model != model:
         patch["model"] = upstream_model
-    strip = False
+    hide = None
     if stream and upstream_format == "openai" and operation in STREAM_USAGE_OPERATIONS:
         options = stream_usage_patch(body)
         if options is not None:
             patch["stream_options"] = options
-            strip = True
+            hide = HIDE_USAGE_CHUNK
     if patch:
         raw = orjson.dumps({**body, **patch})
-    return raw, strip
+    return raw, hide
+
+
+def translated_body(body: Mapping[str, Any], stream: bool, operation: str, translates_stream: bool) -> tuple[Mapping[str, Any], str | None]:
+    """The request a translated operation works from: asking for stream usage like upstream_body does, so the
+    translator emits it; hidden again (wherever it lands) from a client that did not ask."""
+    if not stream or operation not in STREAM_USAGE_OPERATIONS:
+        return body, None
+    options = stream_usage_patch(body)
+    if options is None:
+        return body, None
+    return {**body, "stream_options": options}, HIDE_USAGE_EVERYWHERE if translates_stream else HIDE_USAGE_CHUNK

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 from urllib.parse import quote, urlsplit
 
 from .documents import ConfigError, Document, Problem, load_document, validate
+from .mapping import BodyMapping, Compiler, ErrorSpec, MappingError, compile_errors
+from .streams import StreamSpec, compile_stream
 
 OPERATIONS = ("chat", "completions", "embeddings", "images", "audio_speech", "audio_transcriptions", "moderations", "rerank", "models")
 
@@ -63,15 +65,31 @@ class Operation:
     method: str
     path: Template
     query: tuple[tuple[str, Template], ...]
-    format: str  # "openai": the request and response are relayed as they are
+    format: str  # "openai": the request and response are relayed as they are; "mapped": translated
+    headers: Mapping[str, str] = field(default_factory=dict)
+    mapping: BodyMapping | None = None
+    stream: StreamSpec | None = None  # how a streamed answer is read; None: relayed as it is
+    stream_path: Template | None = None  # where a streamed request goes when that differs
+    stream_query: tuple[tuple[str, Template], ...] | None = None
+    stream_headers: Mapping[str, str] = field(default_factory=dict)
+    translated: bool = False  # the relay hands this operation to translate.py (mapped format or a signer)
+
+
+# auth styles computed per request by oneapi/signers.py rather than once per key
+SIGNER_STYLES = ("aws_sigv4", "tc3_hmac_sha256", "jwt_hs256", "oauth_client_credentials", "oauth_jwt_bearer")
 
 
 @dataclass(frozen=True)
 class AuthSpec:
-    style: str  # bearer | header | query | none
+    style: str  # bearer | header | query | none | one of SIGNER_STYLES
     header: str | None = None
     prefix: str = ""
     param: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)  # a signer's settings (service, token_url, scope, ...)
+
+    @property
+    def signer(self) -> bool:
+        return self.style in SIGNER_STYLES
 
 
 @dataclass(frozen=True)
@@ -84,6 +102,9 @@ class Provider:
     headers: Mapping[str, str]
     options: Mapping[str, Any]
     operations: Mapping[str, Operation]
+    errors: ErrorSpec | None = None
+    tests: tuple[Any, ...] = ()  # this file's own self-test cases (never inherited)
+    document: Document | None = None
 
     def endpoint(self, base_url: str | None) -> str | None:
         """The URL that operation paths are appended to, One API style: origin plus optional prefix."""
@@ -147,6 +168,8 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     for key, value in override.items():
         if key in ("extends", "name"):
             continue
+        if key == "tests":
+            continue  # a file's self-tests test that file; a child brings its own
         if key == "auth":
             out[key] = value  # an auth style is replaced whole, never blended with the parent's
         elif isinstance(value, dict) and isinstance(out.get(key), dict):
@@ -158,21 +181,25 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 def _compile(name: str, doc: Document, data: dict[str, Any]) -> Provider:
     problems: list[Problem] = []
+    auth_raw = data.get("auth") or {"style": "bearer"}
+    auth = AuthSpec(
+        style=auth_raw["style"], header=auth_raw.get("header"), prefix=auth_raw.get("prefix", ""), param=auth_raw.get("param"),
+        params=MappingProxyType({k: v for k, v in auth_raw.items() if k not in ("style", "header", "prefix", "param")}),
+    )
+    compiler = Compiler(data.get("tables") or {})
     operations: dict[str, Operation] = {}
     for op_name, raw in (data.get("operations") or {}).items():
         if raw is None:  # `embeddings: null` removes an operation inherited through extends
             continue
         try:
-            operations[op_name] = Operation(
-                name=op_name,
-                method=raw.get("method", "GET" if op_name == "models" else "POST"),
-                path=Template.compile(raw["path"]),
-                query=tuple((k, Template.compile(v)) for k, v in (raw.get("query") or {}).items()),
-                format=raw.get("format", "openai"),
-            )
+            operations[op_name] = _compile_operation(op_name, raw, compiler, auth, doc)
         except (ValueError, KeyError) as exc:
             problems.append(doc.problem(("operations", op_name), f"operation {op_name}: {exc}"))
-    auth = data.get("auth") or {"style": "bearer"}
+    errors = None
+    try:
+        errors = compile_errors(data.get("errors"), compiler)
+    except MappingError as exc:
+        problems.append(doc.problem(("errors",), f"errors: {exc}"))
     if problems:
         raise ConfigError(problems)
     return Provider(
@@ -180,8 +207,40 @@ def _compile(name: str, doc: Document, data: dict[str, Any]) -> Provider:
         file=doc.file,
         base_url=data.get("base_url"),
         api_prefix=data.get("api_prefix", ""),
-        auth=AuthSpec(style=auth["style"], header=auth.get("header"), prefix=auth.get("prefix", ""), param=auth.get("param")),
+        auth=auth,
         headers=MappingProxyType(dict(data.get("headers") or {})),
         options=MappingProxyType(dict(data.get("options") or {})),
         operations=MappingProxyType(operations),
+        errors=errors,
+        tests=tuple((doc.data or {}).get("tests") or ()),
+        document=doc,
+    )
+
+
+def _compile_operation(op_name: str, raw: dict[str, Any], compiler: Compiler, auth: AuthSpec, doc: Document) -> Operation:
+    fmt = raw.get("format", "openai")
+    mapping = None
+    if fmt != "openai" or raw.get("request_set"):
+        mapping = BodyMapping(
+            request=compiler.compile(raw["request"]) if raw.get("request") else None,
+            request_set=tuple((k, compiler.compile(v)) for k, v in (raw.get("request_set") or {}).items()),
+            response=compiler.compile(raw["response"]) if raw.get("response") else None,
+        )
+    stream_raw = raw.get("stream") or {}
+    stream = None
+    if stream_raw.get("rules") is not None:
+        stream = compile_stream(stream_raw, compiler, lambda i: doc.line(("operations", op_name, "stream", "rules", i)))
+    return Operation(
+        name=op_name,
+        method=raw.get("method", "GET" if op_name == "models" else "POST"),
+        path=Template.compile(raw["path"]),
+        query=tuple((k, Template.compile(v)) for k, v in (raw.get("query") or {}).items()),
+        format=fmt,
+        headers=MappingProxyType(dict(raw.get("headers") or {})),
+        mapping=mapping,
+        stream=stream,
+        stream_path=Template.compile(stream_raw["path"]) if stream_raw.get("path") else None,
+        stream_query=tuple((k, Template.compile(v)) for k, v in stream_raw["query"].items()) if stream_raw.get("query") is not None else None,
+        stream_headers=MappingProxyType(dict(stream_raw.get("headers") or {})),
+        translated=fmt != "openai" or auth.signer or mapping is not None,
     )

@@ -16,11 +16,12 @@ from .errors import GatewayError, bad_request
 from .failures import Failure, bad_body_failure, classify, in_band_error, in_band_status, transport_failure
 from .health import ChannelHealth, HealthRegistry
 from .limits import Accounting
-from .metering import Meter, MeteredStream, new_request_id, upstream_body
+from .metering import Meter, MeteredStream, new_request_id, translated_body, upstream_body
 from .metrics import Metrics
 from .routing import Channel, ChannelKey
 from .snapshot import Snapshot
 from .tokens import check_model, key_from_headers
+from .translate import attempt as translated_attempt
 from .upstream import TRANSPORT_ERRORS, Timeouts, Upstream, UpstreamReply
 
 log = logging.getLogger("oneapi.relay")
@@ -264,8 +265,13 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
     config = channel.config
     operation = channel.provider.operations[call.endpoint.operation]
     upstream_model = config.upstream_model(call.model)
+    if operation.translated:  # a vendor that does not speak OpenAI, or needs a signer: translate.py
+        timeouts = Timeouts(total=min(config.timeout, time_left), connect=config.connect_timeout)
+        body, hide_usage = translated_body(call.body, call.stream, call.endpoint.operation, operation.stream is not None)
+        answer = await translated_attempt(channel, key, operation, upstream_model, dict(body), call.stream, upstream, timeouts, record)
+        return _metered(answer, call, channel, upstream_model, hide_usage, slot, None)
     # the client's bytes go upstream untouched unless the model is renamed or stream usage must be asked for
-    raw, strip_usage = upstream_body(call.raw, call.body, call.model, upstream_model, call.stream, call.endpoint.operation, operation.format)
+    raw, hide_usage = upstream_body(call.raw, call.body, call.model, upstream_model, call.stream, call.endpoint.operation, operation.format)
     url = channel.url(operation, upstream_model, key)
     headers = {**key.headers, "Content-Type": "application/json", "Accept": "text/event-stream" if call.stream else "application/json"}
     timeouts = Timeouts(total=min(config.timeout, time_left), connect=config.connect_timeout)
@@ -290,11 +296,7 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
 
     if call.stream:
         opened = await _open_stream(channel, reply, call, config, min(config.timeout, time_left), record, overhead, answered)
-        if isinstance(opened, StreamingResponse):
-            chunks = cast(AsyncIterator[bytes], opened.body_iterator)  # _pass_through's bytes
-            metered = call.meter.stream(chunks, channel.name, upstream_model, strip_usage, slot)
-            return MeteredStreamingResponse(metered, reply, status_code=opened.status_code, headers=dict(opened.headers))
-        return opened
+        return _metered(opened, call, channel, upstream_model, hide_usage, slot, reply)
 
     try:
         content = await reply.read()
@@ -310,6 +312,18 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
     call.overhead = overhead
     return Response(content, status_code=reply.status, media_type=reply.content_type,
                     headers={OVERHEAD_HEADER: f"{overhead * 1000:.3f}"})
+
+
+def _metered(answer: Response | Failure, call: Call, channel: Channel, upstream_model: str, hide_usage: str | None, slot: str,
+             reply: UpstreamReply | None) -> Response | Failure:
+    """A successful answer with its usage metered: a stream as it ends, a body now."""
+    if isinstance(answer, StreamingResponse):
+        chunks = cast(AsyncIterator[bytes], answer.body_iterator)  # the relay's own generators yield bytes
+        metered = call.meter.stream(chunks, channel.name, upstream_model, hide_usage, slot)
+        return MeteredStreamingResponse(metered, reply, status_code=answer.status_code, headers=dict(answer.headers))
+    if isinstance(answer, Response) and answer.status_code < 400 and not call.stream:
+        call.meter.finish_body(channel.name, upstream_model, bytes(answer.body))
+    return answer
 
 
 def _check_body(channel: str, content: bytes) -> Failure | None:
@@ -387,7 +401,7 @@ class MeteredStreamingResponse(StreamingResponse):
     """A stream whose accounting and upstream connection are closed when the response ends, however it ends
     (a client gone before the first byte never starts the body iterator, so its finally would never run)."""
 
-    def __init__(self, content: MeteredStream, reply: UpstreamReply, **kwargs: Any):
+    def __init__(self, content: MeteredStream, reply: UpstreamReply | None, **kwargs: Any):
         super().__init__(content, **kwargs)
         self.metered = content
         self.reply = reply
@@ -397,7 +411,8 @@ class MeteredStreamingResponse(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             self.metered.close()
-            self.reply.close()
+            if self.reply is not None:
+                self.reply.close()
 
 
 def _event_boundary(buffer: bytes) -> int:

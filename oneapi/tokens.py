@@ -56,7 +56,7 @@ def _in_subnets(client_ip: str | None, subnets: tuple) -> bool:
 
 
 def key_from_headers(authorization: str | None, x_api_key: str | None) -> str | None:
-    """Bearer key from Authorization (OpenAI clients) or x-api-key (Anthropic clients)."""
+    """Bearer key from Authorization (OpenAI clients) or x-api-key (clients of SDKs that send it there)."""
     if authorization:
         scheme, _, value = authorization.partition(" ")
         if scheme.lower() == "bearer":

@@ -157,26 +157,40 @@ def usage_from_sse(tail: bytes) -> Usage | None:
     return None
 
 
-def _is_usage_only_event(event: bytes) -> bool:
-    """An event that exists only because stream_options.include_usage was asked for: no choices, a usage object."""
+# what a StreamTap hides from a client that did not ask for usage, when the gateway asked for it
+HIDE_USAGE_CHUNK = "chunk"  # an OpenAI-format upstream: its usage-only chunk (choices: [])
+HIDE_USAGE_EVERYWHERE = "everywhere"  # a translated stream: the usage field of every chunk, as if never asked
+
+
+def _without_usage(event: bytes, everywhere: bool) -> bytes:
+    """The event as the client would have had it without asking for usage: b"" to drop it."""
     for line in event.splitlines():
-        if line.startswith(b"data:"):
-            try:
-                payload = orjson.loads(line[5:])
-            except orjson.JSONDecodeError:
-                return False
-            return isinstance(payload, dict) and payload.get("choices") == [] and isinstance(payload.get("usage"), dict)
-    return False
+        if not line.startswith(b"data:"):
+            continue
+        try:
+            payload = orjson.loads(line[5:])
+        except orjson.JSONDecodeError:
+            return event
+        if not isinstance(payload, dict) or not isinstance(payload.get("usage"), dict):
+            return event
+        if payload.get("choices") == []:
+            return b""
+        if not everywhere:
+            return event
+        del payload["usage"]
+        return b"data: " + orjson.dumps(payload)
+    return event
 
 
 class StreamTap:
     """Passes an OpenAI-format SSE stream through while keeping what is needed to account for it:
     the tail (for the usage event), the number of data events (for an estimate), and whether it ended.
-    With `strip_usage_chunk`, the usage-only event that the gateway asked for is removed from the client's view."""
+    With `hide_usage`, the usage the gateway asked for (and the client did not) is removed from the client's view."""
 
-    def __init__(self, chunks: AsyncIterator[bytes], strip_usage_chunk: bool):
+    def __init__(self, chunks: AsyncIterator[bytes], hide_usage: str | None):
         self._chunks = chunks
-        self._strip = strip_usage_chunk
+        self._strip = hide_usage is not None
+        self._everywhere = hide_usage == HIDE_USAGE_EVERYWHERE
         self._tail: deque[bytes] = deque()
         self._tail_size = 0
         self.data_events = 0
@@ -196,7 +210,8 @@ class StreamTap:
                     continue
                 chunk, pending = chunk[:cut + 2], chunk[cut + 2:]
                 if _USAGE_OBJECT.search(chunk):
-                    chunk = b"".join(e + b"\n\n" for e in chunk[:-2].split(b"\n\n") if not _is_usage_only_event(e))
+                    events = (_without_usage(e, self._everywhere) for e in chunk[:-2].split(b"\n\n"))
+                    chunk = b"".join(e + b"\n\n" for e in events if e)
                     if not chunk:
                         continue
             self.bytes_out += len(chunk)

@@ -56,6 +56,7 @@ class Received:
     query: dict[str, str]
     headers: dict[str, str]  # lower-case names
     body: bytes
+    raw_path: str = ""  # the path as it came on the wire, percent-escapes kept
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -146,6 +147,7 @@ class FakeVendor:
             query=dict(request.query),
             headers={k.lower(): v for k, v in request.headers.items()},
             body=await request.read(),
+            raw_path=request.raw_path,
         )
         self.received.append(received)
         reply = self._routes.get((request.method, request.path))

@@ -11,7 +11,7 @@ import pytest
 from fakevendor import fixture_bytes, fixture_json, sse_events
 from oneapi.config import Price
 from oneapi.usage import (
-    StreamTap, Usage, cost_nano, estimate_prompt_tokens, estimate_text_tokens, normalise_usage, requested_completion_tokens,
+    HIDE_USAGE_CHUNK, StreamTap, Usage, cost_nano, estimate_prompt_tokens, estimate_text_tokens, normalise_usage, requested_completion_tokens,
     usage_from_body, usage_from_sse,
 )
 
@@ -97,7 +97,7 @@ def test_tap_strips_only_the_usage_chunk_it_asked_for(size: int) -> None:
     usage_event = [e for e in events if b'"choices":[]' in e]
     assert len(usage_event) == 1
 
-    tap = StreamTap(_chunked(recorded, size), strip_usage_chunk=True)
+    tap = StreamTap(_chunked(recorded, size), HIDE_USAGE_CHUNK)
     out = asyncio.run(_drain(tap))
 
     assert out == b"".join(e for e in events if e not in usage_event)
@@ -107,7 +107,7 @@ def test_tap_strips_only_the_usage_chunk_it_asked_for(size: int) -> None:
 
 def test_tap_without_strip_passes_bytes_unchanged() -> None:
     recorded = fixture_bytes("openai/chat_stream_tool_call_include_usage.sse")
-    tap = StreamTap(_chunked(recorded, 33), strip_usage_chunk=False)
+    tap = StreamTap(_chunked(recorded, 33), None)
     assert asyncio.run(_drain(tap)) == recorded
     assert tap.usage() is not None and tap.usage().prompt_tokens > 0
 
@@ -115,7 +115,7 @@ def test_tap_without_strip_passes_bytes_unchanged() -> None:
 def test_tap_keeps_usage_of_finish_chunks() -> None:
     """mistral reports usage on its finish chunk, which carries choices: never strip it."""
     recorded = fixture_bytes("mistral/chat_stream_thinking.sse")
-    tap = StreamTap(_chunked(recorded, 50), strip_usage_chunk=True)
+    tap = StreamTap(_chunked(recorded, 50), HIDE_USAGE_CHUNK)
     assert asyncio.run(_drain(tap)) == recorded
     assert tap.usage() == Usage(10, 232)
 

@@ -1,0 +1,278 @@
+"""Stream framings: incremental parsers that turn body bytes into events.
+
+Every parser has `feed(bytes) -> list[Event]` (call it with each chunk as it arrives; a
+frame split across chunks is kept until it is complete) and `close() -> list[Event]` (the
+stream ended: flush what is left). The payload of an event is parsed JSON when it is JSON,
+else the text as it came.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import orjson
+
+
+@dataclass
+class Event:
+    name: str | None  # SSE `event:` field, eventstream `:event-type`; None where the framing has no names
+    data: Any  # parsed JSON, or the raw text when it is not JSON
+    meta: dict[str, Any] = field(default_factory=dict)  # SSE id, eventstream headers
+
+
+class FramingError(ValueError):
+    """Bytes that cannot be a frame of this framing (bad checksum, broken JSON array)."""
+
+
+def _payload(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
+class SSEParser:
+    """text/event-stream per the WHATWG rules: LF, CRLF or CR line ends; `data:` with or without a
+    space; several data lines joined by LF; comment lines (starting with ':') ignored."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._event: str | None = None
+        self._data: list[str] = []
+        self._id: str | None = None
+        self._comments: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        self._buffer += chunk
+        events: list[Event] = []
+        while True:
+            cut = _line_end(self._buffer)
+            if cut is None:
+                break
+            end, after = cut
+            line = self._buffer[:end].decode("utf-8", "replace")
+            self._buffer = self._buffer[after:]
+            self._line(line, events)
+        return events
+
+    def close(self) -> list[Event]:
+        events: list[Event] = []
+        if self._buffer:
+            self._line(self._buffer.decode("utf-8", "replace"), events)
+            self._buffer = b""
+        self._dispatch(events)
+        return events
+
+    def _line(self, line: str, events: list[Event]) -> None:
+        if line == "":
+            self._dispatch(events)
+            return
+        if line.startswith(":"):
+            self._comments.append(line[1:].strip())
+            return
+        name, sep, value = line.partition(":")
+        if sep and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id":
+            self._id = value
+
+    def _dispatch(self, events: list[Event]) -> None:
+        if self._data:
+            meta: dict[str, Any] = {}
+            if self._id is not None:
+                meta["id"] = self._id
+            if self._comments:
+                meta["comments"] = self._comments
+            events.append(Event(self._event or None, _payload("\n".join(self._data)), meta))
+        self._event, self._data, self._id, self._comments = None, [], None, []
+
+
+def _line_end(buffer: bytes) -> tuple[int, int] | None:
+    """(end of the first line, start of the next) or None; a CR at the very end waits for a possible LF."""
+    lf = buffer.find(b"\n")
+    cr = buffer.find(b"\r")
+    if cr != -1 and (lf == -1 or cr < lf):
+        if cr + 1 == len(buffer):
+            return None
+        return (cr, cr + 2) if buffer[cr + 1:cr + 2] == b"\n" else (cr, cr + 1)
+    if lf != -1:
+        return lf, lf + 1
+    return None
+
+
+class NDJSONParser:
+    """One JSON value per line (application/x-ndjson); blank lines skipped."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        self._buffer += chunk
+        lines = self._buffer.split(b"\n")
+        self._buffer = lines.pop()
+        return [Event(None, _payload(line.decode("utf-8", "replace"))) for line in lines if line.strip()]
+
+    def close(self) -> list[Event]:
+        rest, self._buffer = self._buffer, b""
+        return [Event(None, _payload(rest.decode("utf-8", "replace")))] if rest.strip() else []
+
+
+class JSONArrayParser:
+    """One JSON array whose elements arrive over time (`[{...},\\n{...}]`): each element is an event."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._started = False
+        self._depth = 0
+        self._in_string = False
+        self._escaped = False
+        self._start = -1
+        self._pos = 0
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        self._buffer += chunk
+        events: list[Event] = []
+        buf = self._buffer
+        i = self._pos
+        while i < len(buf):
+            c = buf[i]
+            if self._in_string:
+                if self._escaped:
+                    self._escaped = False
+                elif c == 0x5C:  # backslash
+                    self._escaped = True
+                elif c == 0x22:
+                    self._in_string = False
+            elif not self._started:
+                if c == 0x5B:  # [
+                    self._started = True
+                elif c not in b" \t\r\n":
+                    raise FramingError("a JSON-array stream must start with '['")
+            elif c == 0x22:
+                self._in_string = True
+                if self._depth == 0:
+                    self._start = i
+            elif c in b"{[":
+                if self._depth == 0:
+                    self._start = i
+                self._depth += 1
+            elif c in b"}]":
+                if self._depth == 0:  # the closing bracket of the outer array
+                    i += 1
+                    continue
+                self._depth -= 1
+                if self._depth == 0:
+                    events.append(Event(None, _payload(buf[self._start:i + 1].decode("utf-8", "replace"))))
+                    self._start = -1
+            i += 1
+        # keep only an unfinished element
+        if self._start >= 0:
+            del buf[:self._start]
+            i -= self._start
+            self._start = 0
+        else:
+            del buf[:i]
+            i = 0
+        self._pos = i
+        return events
+
+    def close(self) -> list[Event]:
+        return []
+
+
+_HEADER_VALUE: dict[int, Callable[[memoryview, int], tuple[Any, int]]] = {
+    0: lambda b, i: (True, i),
+    1: lambda b, i: (False, i),
+    2: lambda b, i: (struct.unpack_from(">b", b, i)[0], i + 1),
+    3: lambda b, i: (struct.unpack_from(">h", b, i)[0], i + 2),
+    4: lambda b, i: (struct.unpack_from(">i", b, i)[0], i + 4),
+    5: lambda b, i: (struct.unpack_from(">q", b, i)[0], i + 8),
+    6: lambda b, i: (bytes(b[i + 2:i + 2 + struct.unpack_from(">H", b, i)[0]]), i + 2 + struct.unpack_from(">H", b, i)[0]),
+    7: lambda b, i: (bytes(b[i + 2:i + 2 + struct.unpack_from(">H", b, i)[0]]).decode(), i + 2 + struct.unpack_from(">H", b, i)[0]),
+    8: lambda b, i: (struct.unpack_from(">q", b, i)[0], i + 8),
+    9: lambda b, i: (bytes(b[i:i + 16]).hex(), i + 16),
+}
+
+
+class EventStreamParser:
+    """AWS vnd.amazon.eventstream: binary frames of prelude (total and header lengths + CRC32),
+    typed headers, payload and message CRC32. The event name is the `:event-type` header, or
+    the `:exception-type` header for an exception frame."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        self._buffer += chunk
+        events: list[Event] = []
+        while len(self._buffer) >= 12:
+            total, headers_len, prelude_crc = struct.unpack_from(">III", self._buffer, 0)
+            if zlib.crc32(self._buffer[:8]) != prelude_crc:
+                raise FramingError("eventstream prelude checksum mismatch")
+            if total < 16 or len(self._buffer) < total:
+                break
+            frame = memoryview(bytes(self._buffer[:total]))
+            del self._buffer[:total]
+            (message_crc,) = struct.unpack_from(">I", frame, total - 4)
+            if zlib.crc32(frame[:total - 4]) != message_crc:
+                raise FramingError("eventstream message checksum mismatch")
+            headers = _headers(frame[12:12 + headers_len])
+            payload = bytes(frame[12 + headers_len:total - 4])
+            name = headers.get(":event-type") or headers.get(":exception-type")
+            text = payload.decode("utf-8", "replace")
+            events.append(Event(name, _payload(text) if text else {}, headers))
+        return events
+
+    def close(self) -> list[Event]:
+        if self._buffer:
+            raise FramingError(f"eventstream ended inside a frame ({len(self._buffer)} bytes left)")
+        return []
+
+
+def _headers(block: memoryview) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    i = 0
+    while i < len(block):
+        name_len = block[i]
+        name = bytes(block[i + 1:i + 1 + name_len]).decode()
+        i += 1 + name_len
+        kind = block[i]
+        value, i = _HEADER_VALUE[kind](block, i + 1)
+        headers[name] = value
+    return headers
+
+
+def encode_eventstream(headers: dict[str, str], payload: bytes) -> bytes:
+    """One eventstream frame with string headers: what a fake upstream or a self-test needs."""
+    block = b"".join(
+        bytes([len(k.encode())]) + k.encode() + b"\x07" + struct.pack(">H", len(v.encode())) + v.encode() for k, v in headers.items()
+    )
+    total = 12 + len(block) + len(payload) + 4
+    prelude = struct.pack(">II", total, len(block))
+    prelude += struct.pack(">I", zlib.crc32(prelude))
+    message = prelude + block + payload
+    return message + struct.pack(">I", zlib.crc32(message))
+
+
+PARSERS: dict[str, Callable[[], Any]] = {
+    "sse": SSEParser,
+    "ndjson": NDJSONParser,
+    "json_array": JSONArrayParser,
+    "aws_eventstream": EventStreamParser,
+}
+
+
+def parse_all(framing: str, body: bytes) -> list[Event]:
+    """Every event of a complete body (self-tests and unit tests)."""
+    parser = PARSERS[framing]()
+    return [*parser.feed(body), *parser.close()]
+
+
+__all__ = ["Event", "FramingError", "PARSERS", "parse_all", "encode_eventstream"]

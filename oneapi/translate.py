@@ -1,0 +1,304 @@
+"""The translated relay: one attempt on a channel whose vendor does not speak OpenAI (or needs a signer).
+
+relay.py hands an operation here when `Operation.translated` is set, and gets a Response or a Failure back. The attempt maps the
+request (mapping.py), signs it (signers.py), sends it through the shared upstream client,
+and maps the answer back: a body through the response mapping, a stream through its
+framing (framing.py) and state machine (streams.py), an error through the provider's
+`errors:` section into OpenAI's error shape, classified retryable or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any, AsyncIterator, Callable, Mapping
+from urllib.parse import urlencode
+
+import orjson
+from starlette.responses import Response, StreamingResponse
+from yarl import URL
+
+from .errors import GatewayError
+from .failures import Failure, bad_body_failure, parse_retry_after, transport_failure
+from .framing import PARSERS, FramingError
+from .mapping import ErrorSpec, MappingError, map_request, map_response
+from .providers import Operation, Provider, Template
+from .routing import Channel, ChannelKey
+from .signers import SignerError, sign
+from .streams import StreamTranslator
+from .upstream import TRANSPORT_ERRORS, Timeouts, Upstream
+
+log = logging.getLogger("oneapi.translate")
+
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+# what the engine fills in when a response mapping leaves it out: OpenAI's envelope per operation
+_ENVELOPES: dict[str, tuple[str, str | None]] = {
+    "chat": ("chat.completion", "chatcmpl-"),
+    "completions": ("text_completion", "cmpl-"),
+    "embeddings": ("list", None),
+}
+
+
+async def attempt(channel: Channel, key: ChannelKey, operation: Operation, upstream_model: str, body: dict[str, Any],
+                  stream: bool, upstream: Upstream, timeouts: Timeouts, record: Callable[[bool], None]) -> Response | Failure:
+    """One try on one channel: a Response for the client, or the Failure that decides what the relay does next."""
+    provider = channel.provider
+    request = {**body, "model": upstream_model}
+    try:
+        payload = map_request(operation.mapping, request, channel.options) if operation.mapping else request
+    except MappingError as exc:
+        log.error("channel %s: request mapping failed: %s", channel.name, exc)
+        return Failure(GatewayError(500, f"Provider '{provider.name}' could not map this request: {exc}", type="server_error",
+                                    code="mapping_failed"), channel_fault=False)
+    raw = orjson.dumps(payload)
+    url = build_url(channel, operation, upstream_model, key, stream)
+    headers = {**key.headers, **operation.headers, "Content-Type": "application/json"}
+    if stream:
+        headers.update(operation.stream_headers)
+    if provider.auth.signer:
+        try:
+            url, headers = await sign(provider.auth, key.secret, channel.options, operation.method, url, headers, raw)
+        except SignerError as exc:
+            log.warning("channel %s: signing failed: %s", channel.name, exc)
+            return Failure(GatewayError(502, f"Could not authenticate to the upstream of channel '{channel.name}': {exc}",
+                                        type="upstream_error", code="upstream_auth_failed"))
+    try:
+        # sent exactly as built: a signature covers the path bytes (e.g. %3A in a model id)
+        reply = await upstream.send(operation.method, URL(url, encoded=True), headers, raw, timeouts)  # type: ignore[arg-type]
+    except TRANSPORT_ERRORS as exc:
+        log.warning("channel %s: upstream request failed: %s", channel.name, type(exc).__name__)
+        return transport_failure(channel.name, exc)
+
+    if reply.status >= 400:
+        content = await _read_quietly(reply)
+        return upstream_failure(provider, channel.name, reply.status, content, key.secret, reply.headers.get("Retry-After"))
+
+    spec = operation.stream
+    config = channel.config
+    if stream and not (spec is not None and _is_json(reply.content_type) and spec.framing in ("sse", "aws_eventstream")):
+        # wait for the first bytes before answering: a slow or failing start can still fail over
+        try:
+            async with asyncio.timeout(min(config.ttft_timeout or timeouts.total, timeouts.total)):
+                first = await reply.next_chunk()
+        except (TimeoutError, *TRANSPORT_ERRORS) as exc:
+            reply.close()
+            log.warning("channel %s: no first byte: %s", channel.name, type(exc).__name__)
+            return transport_failure(channel.name, exc, "first byte")
+        if not first:
+            reply.close()
+            return bad_body_failure(channel.name, "closed the stream before sending anything")
+        if spec is None:
+            return StreamingResponse(_relay_stream(channel, reply, first, config.idle_timeout, record), status_code=reply.status,
+                                     media_type=reply.content_type, headers=STREAM_HEADERS)
+        return StreamingResponse(_translate_stream(channel, operation, reply, first, request, key.secret, config.idle_timeout, record),
+                                 media_type="text/event-stream", headers=STREAM_HEADERS)
+
+    try:
+        content = await reply.read()
+    except TRANSPORT_ERRORS as exc:
+        log.warning("channel %s: reading upstream body failed: %s", channel.name, type(exc).__name__)
+        return transport_failure(channel.name, exc, "response")
+    try:
+        vendor = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return bad_body_failure(channel.name, "answered with a body that is not JSON")
+    if is_error_body(provider.errors, vendor):
+        return upstream_failure(provider, channel.name, None, content, key.secret, None)
+    if stream:
+        return bad_body_failure(channel.name, "answered a stream request without a stream")
+    try:
+        answer = map_response(operation.mapping, vendor, request, channel.options) if operation.mapping else vendor
+    except MappingError as exc:
+        log.error("channel %s: response mapping failed: %s", channel.name, exc)
+        return bad_body_failure(channel.name, f"answered with a body provider '{provider.name}' could not map ({exc})")
+    record(True)
+    return Response(orjson.dumps(with_envelope(operation.name, answer, request)), media_type="application/json")
+
+
+def build_url(channel: Channel, operation: Operation, model: str, key: ChannelKey, stream: bool) -> str:
+    path: Template = operation.stream_path if stream and operation.stream_path else operation.path
+    query = operation.stream_query if stream and operation.stream_query is not None else operation.query
+    url = channel.endpoint + path.render(model, key.secret, channel.options)
+    params = [(name, t.render(model, key.secret, channel.options, escape=False)) for name, t in query]
+    params.extend(key.query)
+    if params:
+        url += ("&" if "?" in url else "?") + urlencode(params)
+    return url
+
+
+def with_envelope(operation: str, answer: Any, request: Mapping[str, Any]) -> Any:
+    """Fill OpenAI's id / object / created / model where the mapping left them out."""
+    envelope = _ENVELOPES.get(operation)
+    if envelope is None or not isinstance(answer, dict):
+        return answer
+    kind, id_prefix = envelope
+    head: dict[str, Any] = {}
+    if id_prefix is not None:
+        head["id"] = answer.get("id") or id_prefix + uuid.uuid4().hex
+    head["object"] = kind
+    if id_prefix is not None:
+        head["created"] = answer.get("created") or int(time.time())
+    head["model"] = answer.get("model") or request.get("model")
+    return {**answer, **head}
+
+
+def is_error_body(spec: ErrorSpec | None, vendor: Any) -> bool:
+    """A 2xx body that is an error all the same (the provider's `errors.when`)."""
+    if spec is None or spec.when is None:
+        return False
+    doc = dict(vendor) if isinstance(vendor, dict) else {"_data": vendor}
+    try:
+        return _truthy(spec.when.search(doc))
+    except MappingError:
+        return False
+
+
+def describe_error(spec: ErrorSpec | None, status: int | None, content: bytes) -> tuple[int, dict[str, Any], bool | None]:
+    """(status, OpenAI error object, retryable or None for 'decide by status') for a vendor error body."""
+    try:
+        parsed: Any = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        parsed = None
+    doc = dict(parsed) if isinstance(parsed, dict) else {"_data": parsed if parsed is not None else content.decode("utf-8", "replace")}
+    doc["_status"] = status
+
+    def pick(expr: Any) -> Any:
+        if expr is None:
+            return None
+        try:
+            return expr.search(doc)
+        except MappingError:
+            return None
+
+    message = pick(spec.message) if spec else None
+    if message is None:
+        inner = doc.get("error")
+        message = (inner.get("message") if isinstance(inner, dict) else inner) or doc.get("message") or doc.get("_data")
+    message = str(message or f"Upstream answered HTTP {status}.").strip()[:2000]
+    if status is None:
+        mapped = pick(spec.status) if spec else None
+        status = int(mapped) if isinstance(mapped, (int, float)) else 502
+    error_type = pick(spec.type) if spec else None
+    code = pick(spec.code) if spec else None
+    retryable = pick(spec.retryable) if spec else None
+    error = {
+        "message": message,
+        "type": str(error_type) if error_type is not None else ("invalid_request_error" if status < 500 else "upstream_error"),
+        "code": str(code) if code is not None else f"upstream_{status}",
+        "param": None,
+    }
+    return status, error, (bool(retryable) if retryable is not None else None)
+
+
+def upstream_failure(provider: Provider, channel_name: str, status: int | None, content: bytes, secret: str,
+                     retry_after: str | None) -> Failure:
+    """A vendor error: the client's own mistakes are answered as they are; the rest move on to the next channel."""
+    status, error, retryable = describe_error(provider.errors, status, content)
+    if secret:
+        error["message"] = error["message"].replace(secret, "***")
+    if retryable is None:
+        retryable = status in (401, 403, 408, 429) or status >= 500
+    log.warning("channel %s: upstream error %s (%s)", channel_name, status, error["code"])
+    if not retryable:
+        client_status = status if 400 <= status < 600 else 400
+        return Failure(GatewayError(client_status, error["message"], type=error["type"], code=error["code"]),
+                       retryable=False, channel_fault=False, body=orjson.dumps({"error": error}))
+    where = f"on channel '{channel_name}': {error['message']}"
+    if status == 429:
+        wait = parse_retry_after(retry_after)
+        return Failure(GatewayError(429, f"Upstream rate limit {where}", type="rate_limit_error", code="upstream_rate_limited",
+                                    headers={"Retry-After": str(max(1, round(wait)))} if wait is not None else None),
+                       channel_fault=False, rate_limited=True, retry_after=wait)
+    if status in (401, 403):
+        return Failure(GatewayError(502, f"Upstream rejected the credentials {where}", type="upstream_error", code="upstream_auth_failed"),
+                       channel_fault=False, key_fault="auth")
+    return Failure(GatewayError(502, f"Upstream error {status} {where}", type="upstream_error", code=str(error["code"])))
+
+
+async def _relay_stream(channel: Channel, reply: Any, first: bytes, idle_timeout: float, record: Callable[[bool], None]) -> AsyncIterator[bytes]:
+    """An OpenAI-format stream from a signed request: relayed as it arrives."""
+    try:
+        chunk = first
+        while chunk:
+            yield chunk
+            async with asyncio.timeout(idle_timeout):
+                chunk = await reply.next_chunk()
+        record(True)
+    except (TimeoutError, *TRANSPORT_ERRORS) as exc:
+        record(False)
+        yield _cut_error(channel, exc, idle_timeout)
+    finally:
+        reply.close()
+
+
+async def _translate_stream(channel: Channel, operation: Operation, reply: Any, first: bytes, request: dict[str, Any], secret: str,
+                            idle_timeout: float, record: Callable[[bool], None]) -> AsyncIterator[bytes]:
+    assert operation.stream is not None
+    parser = PARSERS[operation.stream.framing]()
+    translator = StreamTranslator(operation.stream, request, channel.options)
+    try:
+        chunk = first
+        while chunk:
+            for event in parser.feed(chunk):
+                for out in translator.feed(event):
+                    yield _sse(out, secret)
+                if translator.failed:
+                    record(True)  # the vendor answered; its error is the client's to see
+                    return
+            async with asyncio.timeout(idle_timeout):
+                chunk = await reply.next_chunk()
+        for event in parser.close():
+            for out in translator.feed(event):
+                yield _sse(out, secret)
+            if translator.failed:
+                record(True)
+                return
+        for out in translator.finish():
+            yield _sse(out, secret)
+        if not translator.failed:
+            yield b"data: [DONE]\n\n"
+        record(True)
+    except (FramingError, MappingError) as exc:
+        record(False)
+        log.warning("channel %s: stream translation failed: %s", channel.name, exc)
+        yield _sse({"error": {"message": f"Upstream stream could not be read: {exc}", "type": "upstream_error",
+                              "code": "upstream_bad_response", "param": None}}, secret)
+    except (TimeoutError, *TRANSPORT_ERRORS) as exc:
+        record(False)
+        yield _cut_error(channel, exc, idle_timeout)
+    finally:
+        reply.close()
+
+
+def _cut_error(channel: Channel, exc: BaseException, idle_timeout: float) -> bytes:
+    stalled = isinstance(exc, TimeoutError)
+    log.warning("channel %s: stream %s", channel.name, "stalled" if stalled else f"broke: {type(exc).__name__}")
+    message = (f"Upstream stream stalled for {idle_timeout:g}s on channel '{channel.name}'." if stalled
+               else f"Upstream stream was cut on channel '{channel.name}'.")
+    return b"data: " + orjson.dumps({"error": {"message": message, "type": "upstream_error",
+                                              "code": "stream_stalled" if stalled else "stream_interrupted", "param": None}}) + b"\n\n"
+
+
+def _sse(obj: dict[str, Any], secret: str) -> bytes:
+    data = orjson.dumps(obj)
+    if secret and "error" in obj:
+        data = data.replace(secret.encode(), b"***")
+    return b"data: " + data + b"\n\n"
+
+
+async def _read_quietly(reply: Any) -> bytes:
+    try:
+        return await reply.read()
+    except TRANSPORT_ERRORS:
+        return b""
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type.split(";")[0].strip().lower() == "application/json"
+
+
+def _truthy(value: Any) -> bool:
+    return not (value is None or value is False or value == "" or value == [] or value == {})

@@ -1,0 +1,65 @@
+"""The stream state machine: state across events, emit templates, the _end event, in-band errors."""
+
+from __future__ import annotations
+
+from oneapi.framing import Event
+from oneapi.mapping import Compiler
+from oneapi.streams import StreamTranslator, compile_stream
+
+SPEC = compile_stream({
+    "framing": "sse",
+    "init": {"tool_index": -1, "seen": 0},
+    "rules": [
+        {"event": "start", "set": {"id": "id", "input": "usage.input"}, "emit": "{choices: [{delta: {role: 'assistant'}}]}"},
+        {"event": "tool", "set": {"tool_index": "add(_state.tool_index, `1`)"},
+         "emit": "{choices: [{delta: {tool_calls: [{index: _state.tool_index, function: {name: name}}]}}]}"},
+        {"event": "text", "when": "text != ''", "emit": "{choices: [{delta: {content: text}}]}"},
+        {"set": {"seen": "add(_state.seen, `1`)"}},
+        {"event": "stop", "emit": ["{choices: [{finish_reason: 'stop'}]}",
+                                   "{usage: {prompt_tokens: _state.input, completion_tokens: usage.output}}"]},
+        {"event": "_end", "emit": "{choices: [{delta: {content: join('', ['events: ', to_string(_state.seen)])}}]}"},
+        {"event": "error", "error": "{message: message, type: 'overloaded'}"},
+    ],
+}, Compiler())
+
+
+def run(events: list[Event], include_usage: bool = True) -> list[dict]:
+    translator = StreamTranslator(SPEC, {"model": "m", "stream_options": {"include_usage": include_usage}}, {})
+    out = []
+    for event in events:
+        out.extend(translator.feed(event))
+    return out + translator.finish()
+
+
+def test_state_joins_values_from_different_events() -> None:
+    chunks = run([Event("start", {"id": "msg_1", "usage": {"input": 7}}), Event("stop", {"usage": {"output": 3}})])
+    assert chunks[0]["id"] == "msg_1" and chunks[0]["object"] == "chat.completion.chunk" and chunks[0]["model"] == "m"
+    assert chunks[0]["choices"] == [{"index": 0, "delta": {"role": "assistant"}}]
+    assert chunks[2]["usage"] == {"prompt_tokens": 7, "completion_tokens": 3} and chunks[2]["choices"] == []
+    assert all(c["id"] == "msg_1" for c in chunks)
+
+
+def test_counter_across_events_and_skipped_events() -> None:
+    chunks = run([Event("tool", {"name": "a"}), Event("ping", {}), Event("text", {"text": ""}), Event("tool", {"name": "b"})])
+    calls = [c["choices"][0]["delta"]["tool_calls"][0] for c in chunks if "tool_calls" in c["choices"][0]["delta"]]
+    assert [(c["index"], c["function"]["name"]) for c in calls] == [(0, "a"), (1, "b")]
+    assert chunks[-1]["choices"][0]["delta"]["content"] == "events: 4"  # every event counted, the _end rule saw it
+
+
+def test_usage_only_when_the_client_asked() -> None:
+    chunks = run([Event("stop", {"usage": {"output": 3}})], include_usage=False)
+    assert all("usage" not in c for c in chunks)
+    assert [c["choices"][0].get("finish_reason") for c in chunks] == ["stop", None]
+
+
+def test_error_ends_the_stream() -> None:
+    chunks = run([Event("text", {"text": "a"}), Event("error", {"message": "Overloaded"}), Event("text", {"text": "b"})])
+    assert chunks[-1] == {"error": {"message": "Overloaded", "type": "overloaded", "code": None, "param": None}}
+    assert [c["choices"][0]["delta"]["content"] for c in chunks[:-1]] == ["a"]
+
+
+def test_event_name_from_payload() -> None:
+    spec = compile_stream({"event_name": "type", "rules": [{"event": "delta", "emit": "{choices: [{delta: {content: t}}]}"}]}, Compiler())
+    translator = StreamTranslator(spec, {"model": "m"}, {})
+    assert translator.feed(Event(None, {"type": "delta", "t": "x"}))[0]["choices"][0]["delta"] == {"content": "x"}
+    assert translator.feed(Event(None, {"type": "other", "t": "x"})) == []
