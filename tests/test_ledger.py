@@ -231,3 +231,34 @@ def test_check_warns_about_models_without_a_price(vendor: FakeVendor, tmp_path: 
     assert done.returncode == 0, done.stderr
     assert "'gpt-3.5-turbo-instruct'" in done.stderr and "no price" in done.stderr and "(warning)" in done.stderr
     assert "'gpt-4o-mini'" not in done.stderr
+
+
+GEMINI_PATH = "/v1beta/models/{model}:{method}"
+
+
+def test_translated_vendors_are_metered_and_hide_the_usage_they_were_asked_for(vendor: FakeVendor, start_gateway) -> None:
+    config = base_config(vendor, pricing=PRICING)
+    config["channels"] = [
+        {"name": "claude", "provider": "anthropic", "base_url": vendor.base_url, "keys": ["sk-ant"], "models": ["claude-sonnet-4-5"]},
+        {"name": "gemini", "provider": "gemini", "base_url": vendor.base_url, "keys": ["g-key"], "models": ["gemini-2.0-flash-exp"]},
+    ]
+    gateway = start_gateway(config)
+    vendor.reply_fixture("/v1/messages", "anthropic/message_text.json")
+    sdk = client(gateway)
+    hi = [{"role": "user", "content": "hi"}]
+
+    sdk.chat.completions.create(model="claude-sonnet-4-5", messages=hi)
+    vendor.reply_sse("/v1/messages", "anthropic/stream_text_raw.sse")
+    claude_chunks = list(sdk.chat.completions.create(model="claude-sonnet-4-5", messages=hi, stream=True))
+    vendor.reply_sse(GEMINI_PATH.format(model="gemini-2.0-flash-exp", method="streamGenerateContent"), "gemini/stream_generate_content_alt_sse_text.sse")
+    gemini_chunks = list(sdk.chat.completions.create(model="gemini-2.0-flash-exp", messages=hi, stream=True))
+
+    assert claude_chunks and gemini_chunks
+    assert all(chunk.usage is None for chunk in claude_chunks + gemini_chunks)  # nobody asked for it
+    recorded = fixture_json("anthropic/message_text.json")["usage"]  # 12 in, 29 out; the raw stream reports 20 in, 5 out
+    report = usage(gateway)
+    rows = {r["channel"]: r for r in report["breakdown"]}
+    assert (rows["claude"]["requests"], rows["claude"]["prompt_tokens"], rows["claude"]["completion_tokens"]) == \
+        (2, recorded["input_tokens"] + 20, recorded["output_tokens"] + 5)
+    assert (rows["gemini"]["prompt_tokens"], rows["gemini"]["completion_tokens"]) == (13, 8)
+    assert report["totals"]["estimated_requests"] == 0
