@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from .documents import ConfigError, Document, Problem, load_document, validate
+from .documents import ConfigError, Document, Problem
+from .incremental import PieceCache
 
 DEFAULT_LISTEN = "0.0.0.0:3000"
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
@@ -121,13 +122,58 @@ def sha256_hex(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> tuple[Config, Document]:
+class ItemMemo:
+    """Objects built from parsed items, kept while the very same item object comes back from the piece cache
+    (which hands out the same object as long as the item's text and what its `${...}` read are unchanged)."""
+
+    def __init__(self) -> None:
+        self._last: dict[int, tuple[Any, Any]] = {}
+        self._next: dict[int, tuple[Any, Any]] = {}
+
+    def get(self, raw: Any) -> Any:
+        hit = self._last.get(id(raw))
+        if hit is None or hit[0] is not raw:  # holding `raw` keeps its id from being reused
+            return None
+        self._next[id(raw)] = hit
+        return hit[1]
+
+    def put(self, raw: Any, built: Any) -> None:
+        self._next[id(raw)] = (raw, built)
+
+    def settle(self, loaded: bool) -> None:
+        """After a load: keep what it used, or after a refused one, everything known so far."""
+        if loaded:
+            self._last = self._next
+        else:
+            self._last.update(self._next)
+        self._next = {}
+
+
+@dataclass
+class ConfigCache:
+    """What the next load of the same config.yaml can reuse: its parsed pieces and what was built from them."""
+
+    pieces: PieceCache = field(default_factory=PieceCache)
+    channels: ItemMemo = field(default_factory=ItemMemo)
+    tokens: ItemMemo = field(default_factory=ItemMemo)
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None,
+                cache: ConfigCache | None = None) -> tuple[Config, Document]:
     """Read, interpolate and validate config.yaml; raise ConfigError listing every problem."""
-    path = Path(path)
-    doc = load_document(path, os.environ if environ is None else environ)
-    if doc.data is None:
-        doc.data = {}
-    problems = validate(doc, "config.schema.json")
+    cache = cache or ConfigCache()
+    loaded = False
+    try:
+        result = _load_config(Path(path), os.environ if environ is None else environ, cache)
+        loaded = True
+        return result
+    finally:
+        cache.channels.settle(loaded)
+        cache.tokens.settle(loaded)
+
+
+def _load_config(path: Path, environ: Mapping[str, str], cache: ConfigCache) -> tuple[Config, Document]:
+    doc, problems = cache.pieces.load(str(path), "config.schema.json", environ)
     if problems:
         raise ConfigError(problems)
     data: dict[str, Any] = doc.data
@@ -136,8 +182,27 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> t
     groups = {name: float(spec.get("ratio", 1.0)) for name, spec in (data.get("groups") or {}).items()}
     groups.setdefault(DEFAULT_GROUP, 1.0)
 
-    channels = tuple(_channel(doc, i, raw, groups, problems) for i, raw in enumerate(data.get("channels") or []))
-    tokens = tuple(_token(doc, i, raw, groups, problems, warnings) for i, raw in enumerate(data.get("tokens") or []))
+    channels = []
+    for i, raw in enumerate(data.get("channels") or []):
+        _check_groups(doc, ("channels", i), raw, groups, problems)
+        line = doc.line(("channels", i))
+        channel = cache.channels.get(raw)
+        if channel is None:
+            channel = _channel(raw, line)
+            cache.channels.put(raw, channel)
+        elif channel.line != line:
+            channel = replace(channel, line=line)
+        channels.append(channel)
+    tokens = []
+    for i, raw in enumerate(data.get("tokens") or []):
+        _check_groups(doc, ("tokens", i), raw, groups, problems)
+        token = cache.tokens.get(raw)
+        if token is None:
+            found = len(problems), len(warnings)
+            token = _token(doc, i, raw, problems, warnings)
+            if (len(problems), len(warnings)) == found:  # what it reports depends on the item alone: reported again next time
+                cache.tokens.put(raw, token)
+        tokens.append(token)
     _check_unique(doc, "channels", [c.name for c in channels], problems)
     _check_unique(doc, "tokens", [t.name for t in tokens], problems)
     seen_keys: dict[str, str] = {}
@@ -168,8 +233,8 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> t
         groups=MappingProxyType(groups),
         pricing=MappingProxyType(pricing),
         prices=MappingProxyType(prices),
-        channels=channels,
-        tokens=tokens,
+        channels=tuple(channels),
+        tokens=tuple(tokens),
         referenced_files=frozenset(doc.referenced_files),
         retry=RetrySettings(**(data.get("retry") or {})),
         breaker=BreakerSettings(**(data.get("breaker") or {})),
@@ -179,11 +244,18 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> t
     return config, doc
 
 
-def _channel(doc: Document, i: int, raw: dict[str, Any], groups: Mapping[str, float], problems: list[Problem]) -> ChannelConfig:
-    where = ("channels", i)
+def _check_groups(doc: Document, where: tuple[str, int], raw: dict[str, Any], groups: Mapping[str, float], problems: list[Problem]) -> None:
+    if where[0] == "tokens":
+        group = raw.get("group", DEFAULT_GROUP)
+        if group not in groups:
+            problems.append(doc.problem(where + ("group",), f"token {raw['name']!r} names group {group!r}, which is not under groups:"))
+        return
     for j, group in enumerate(raw.get("groups", [DEFAULT_GROUP])):
         if group not in groups:
             problems.append(doc.problem(where + ("groups", j), f"channel {raw['name']!r} names group {group!r}, which is not under groups:"))
+
+
+def _channel(raw: dict[str, Any], line: int) -> ChannelConfig:
     timeout = float(raw.get("timeout", DEFAULT_TIMEOUT))
     return ChannelConfig(
         name=raw["name"],
@@ -202,16 +274,14 @@ def _channel(doc: Document, i: int, raw: dict[str, Any], groups: Mapping[str, fl
         enabled=bool(raw.get("enabled", True)),
         connect_timeout=float(raw.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)),
         idle_timeout=float(raw.get("idle_timeout", DEFAULT_IDLE_TIMEOUT)),
-        line=doc.line(where),
+        line=line,
         max_concurrency=raw.get("max_concurrency"),
     )
 
 
-def _token(doc: Document, i: int, raw: dict[str, Any], groups: Mapping[str, float], problems: list[Problem], warnings: list[Problem]) -> TokenConfig:
+def _token(doc: Document, i: int, raw: dict[str, Any], problems: list[Problem], warnings: list[Problem]) -> TokenConfig:
     where = ("tokens", i)
     group = raw.get("group", DEFAULT_GROUP)
-    if group not in groups:
-        problems.append(doc.problem(where + ("group",), f"token {raw['name']!r} names group {group!r}, which is not under groups:"))
     if "key_sha256" in raw:
         digest: str | None = raw["key_sha256"].lower()
     elif raw["key"]:

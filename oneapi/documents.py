@@ -12,10 +12,11 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
+import fastjsonschema
 import jsonschema
 import yaml
 
@@ -24,6 +25,10 @@ _HERE = Path(__file__).resolve().parent
 SCHEMA_DIR = _HERE / "schemas" if (_HERE / "schemas").is_dir() else _HERE.parent / "schemas"
 
 Path_ = tuple[Any, ...]
+Environ = Mapping[str, str]
+# what a document's `${...}` read, so that a cached result is reused only while it still holds:
+# ("env", NAME) -> the variable's value, ("file", PATH) -> the file's text; None when unset or unreadable
+Reads = dict[tuple[str, str], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,7 @@ class Document:
     data: Any
     lines: dict[Path_, int] = field(default_factory=dict)
     referenced_files: set[str] = field(default_factory=set)
+    reads: Reads = field(default_factory=dict)
 
     def line(self, path: Iterable[Any]) -> int:
         """The line of the deepest known node on `path` (1-based)."""
@@ -80,11 +86,13 @@ _Loader.yaml_implicit_resolvers = {
 _VAR = re.compile(r"\$\$\{|\$\{([^}]*)\}")
 
 
-class _Interpolator:
-    def __init__(self, doc: Document, environ: dict[str, str] | os._Environ[str]):
-        self.doc = doc
+class Interpolator:
+    """`${VAR}`, `${VAR:-default}` and `${file:/path}`, remembering what was read and what went wrong (by path)."""
+
+    def __init__(self, environ: Environ):
         self.environ = environ
-        self.problems: list[Problem] = []
+        self.problems: list[tuple[Path_, str]] = []
+        self.reads: Reads = {}
 
     def __call__(self, text: str, path: Path_) -> str:
         def replace(match: re.Match[str]) -> str:
@@ -93,56 +101,123 @@ class _Interpolator:
             expr = match.group(1).strip()
             if expr.startswith("file:"):
                 target = expr[5:].strip()
-                self.doc.referenced_files.add(target)
                 try:
-                    return Path(target).read_text().rstrip("\r\n")
+                    content = self.reads[("file", target)] = read_secret_file(target)
                 except OSError as exc:
-                    self.problems.append(self.doc.problem(path, f"cannot read ${{file:{target}}}: {exc.strerror}"))
+                    self.reads[("file", target)] = None
+                    self.problems.append((path, f"cannot read ${{file:{target}}}: {exc.strerror}"))
                     return ""
+                return content
             name, sep, default = expr.partition(":-")
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-                self.problems.append(self.doc.problem(path, f"bad interpolation ${{{expr}}}"))
+                self.problems.append((path, f"bad interpolation ${{{expr}}}"))
                 return ""
-            value = self.environ.get(name)
+            value = self.reads[("env", name)] = self.environ.get(name)
             if value is not None and (value or not sep):
                 return value
             if sep:
                 return default
-            self.problems.append(self.doc.problem(path, f"environment variable {name} is not set (and ${{{name}}} has no :-default)"))
+            self.problems.append((path, f"environment variable {name} is not set (and ${{{name}}} has no :-default)"))
             return ""
 
         return _VAR.sub(replace, text)
 
+    def plain(self, raw: str, value: str) -> Any:
+        """A plain `${PORT:-3000}` means the number, as if it had been written inline."""
+        if _VAR.fullmatch(raw):
+            tag = plain_tag(value)
+            if tag in _NUMERIC_TAGS:
+                return construct_plain(tag, value)
+        return value
 
-def load_document(path: str | Path, environ: dict[str, str] | os._Environ[str] | None = None) -> Document:
+
+def read_secret_file(target: str) -> str:
+    return Path(target).read_text().rstrip("\r\n")
+
+
+def reads_hold(reads: Reads, environ: Environ) -> bool:
+    """Whether every variable and file a document read still has the value it had then."""
+    for (kind, name), value in reads.items():
+        if kind == "env":
+            if environ.get(name) != value:
+                return False
+        else:
+            try:
+                current: str | None = read_secret_file(name)
+            except OSError:
+                current = None
+            if current != value:
+                return False
+    return True
+
+
+def load_document(path: str | Path, environ: Environ | None = None) -> Document:
     """Parse a YAML file, keep the line of every node and interpolate `${VAR}`, `${VAR:-default}`, `${file:/path}`."""
     file = str(path)
+    return parse_document(file, read_text(file), environ)
+
+
+def read_text(file: str) -> str:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(file).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([Problem(file, 1, f"cannot read: {exc.strerror}")]) from None
     except UnicodeDecodeError:
         raise ConfigError([Problem(file, 1, "not UTF-8 text")]) from None
+
+
+def parse_document(file: str, text: str, environ: Environ | None = None) -> Document:
+    """The whole text at once, every node's line kept: the path for any YAML (anchors, tags, merge keys)."""
     doc = Document(file, None)
     loader = _Loader(text)
     try:
         root = loader.get_single_node()
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else 1
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([Problem(file, line, f"invalid YAML: {reason}")]) from None
+        raise ConfigError([yaml_problem(file, exc)]) from None
     finally:
         loader.dispose()
-    interpolate = _Interpolator(doc, os.environ if environ is None else environ)
+    interpolate = Interpolator(os.environ if environ is None else environ)
+    doc.lines = node_lines(root, loader)
     doc.data = _build(root, (), doc, loader, interpolate) if root is not None else None
+    doc.reads = interpolate.reads
+    doc.referenced_files = {name for kind, name in interpolate.reads if kind == "file"}
     if interpolate.problems:
-        raise ConfigError(interpolate.problems)
+        raise ConfigError([doc.problem(path, message) for path, message in interpolate.problems])
     return doc
 
 
-def _build(node: yaml.Node, path: Path_, doc: Document, loader: _Loader, interpolate: _Interpolator) -> Any:
-    doc.lines.setdefault(path, node.start_mark.line + 1)
+def yaml_problem(file: str, exc: yaml.YAMLError, first_line: int = 1) -> Problem:
+    mark = getattr(exc, "problem_mark", None)
+    line = mark.line + first_line if mark else first_line
+    reason = getattr(exc, "problem", None) or str(exc)
+    return Problem(file, line, f"invalid YAML: {reason}")
+
+
+def node_lines(root: yaml.Node | None, loader: _Loader) -> dict[Path_, int]:
+    """The line (1-based) of every node and of every mapping key, by path."""
+    lines: dict[Path_, int] = {}
+    if root is not None:
+        _record_lines(root, (), lines, loader)
+    return lines
+
+
+def _record_lines(node: yaml.Node, path: Path_, lines: dict[Path_, int], loader: _Loader) -> None:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True) if isinstance(key_node, yaml.ScalarNode) else None
+            if not isinstance(key, (str, int, float, bool)):
+                return  # _build reports it
+            key = str(key) if not isinstance(key, str) else key
+            lines[path + (key,)] = key_node.start_mark.line + 1
+            _record_lines(value_node, path + (key,), lines, loader)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _record_lines(item, path + (i,), lines, loader)
+
+
+def _build(node: yaml.Node, path: Path_, doc: Document, loader: _Loader, interpolate: Interpolator) -> Any:
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)
         out: dict[Any, Any] = {}
@@ -153,7 +228,6 @@ def _build(node: yaml.Node, path: Path_, doc: Document, loader: _Loader, interpo
             key = str(key) if not isinstance(key, str) else key
             if key in out:
                 raise ConfigError([Problem(doc.file, key_node.start_mark.line + 1, f"duplicate key {key!r}")])
-            doc.lines[path + (key,)] = key_node.start_mark.line + 1
             out[key] = _build(value_node, path + (key,), doc, loader, interpolate)
         return out
     if isinstance(node, yaml.SequenceNode):
@@ -161,12 +235,29 @@ def _build(node: yaml.Node, path: Path_, doc: Document, loader: _Loader, interpo
     value = loader.construct_object(node, deep=True)
     if isinstance(value, str) and "$" in value:
         value = interpolate(value, path)
-        if node.style is None and node.tag == "tag:yaml.org,2002:str" and _VAR.fullmatch(node.value):
-            # a plain `${PORT:-3000}` means the number, as if it had been written inline
-            tag = loader.resolve(yaml.ScalarNode, value, (True, False))
-            if tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool"):
-                value = loader.construct_object(yaml.ScalarNode(tag, value), deep=True)
+        if node.style is None and node.tag == _STR:
+            value = interpolate.plain(node.value, value)
     return value
+
+
+_STR = "tag:yaml.org,2002:str"
+_NUMERIC_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool")
+# the loader's implicit resolvers by first character, wildcard ones appended, as Resolver.resolve reads them
+_RESOLVERS = {first: tuple(resolvers) + tuple(_Loader.yaml_implicit_resolvers.get(None, ()))
+              for first, resolvers in _Loader.yaml_implicit_resolvers.items() if first is not None}
+_CONSTRUCTOR = yaml.constructor.SafeConstructor()
+
+
+def plain_tag(value: str) -> str:
+    """The tag the loader gives a plain (unquoted, untagged) scalar: what Resolver.resolve does, minus its overhead."""
+    for tag, regexp in _RESOLVERS.get(value[:1], ()):
+        if regexp.match(value):
+            return tag
+    return _STR
+
+
+def construct_plain(tag: str, value: str) -> Any:
+    return value if tag == _STR else _Loader.yaml_constructors[tag](_CONSTRUCTOR, yaml.ScalarNode(tag, value))
 
 
 @lru_cache(maxsize=None)
@@ -176,12 +267,79 @@ def schema_validator(name: str) -> jsonschema.protocols.Validator:
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
 
+class SchemaCheck:
+    """A JSON Schema, or the item schema of one of its array properties: a compiled validator says yes in
+    microseconds; only a no pays for jsonschema, which explains every problem and has the last word."""
+
+    def __init__(self, name: str, items_of: str | None = None):
+        explainer = schema_validator(name)
+        root = explainer.schema
+        schema = root if items_of is None else root["properties"][items_of]["items"]
+        self.explainer = explainer if items_of is None else explainer.evolve(schema=schema)
+        self.accepts = _compile({**schema, "$defs": root.get("$defs", {})}, type(explainer).FORMAT_CHECKER)
+
+    def problems(self, doc: Document, instance: Any, at: Path_ = ()) -> list[Problem]:
+        """Problems of `instance`, found at `at` in `doc`, unsorted."""
+        if self.accepts is not None:
+            try:
+                self.accepts(instance)
+                return []
+            except fastjsonschema.JsonSchemaException:
+                pass
+        problems: list[Problem] = []
+        for error in self.explainer.iter_errors(instance):
+            problems.extend(_explain(doc, at + tuple(error.absolute_path), error))
+        return problems
+
+
+@lru_cache(maxsize=None)
+def schema_check(name: str, items_of: str | None = None) -> SchemaCheck:
+    return SchemaCheck(name, items_of)
+
+
+# keywords that draft 7 (fastjsonschema) lacks or reads differently from 2020-12 (jsonschema)
+_NOT_DRAFT7 = frozenset({"prefixItems", "unevaluatedProperties", "unevaluatedItems", "dependentRequired", "dependentSchemas",
+                         "$dynamicRef", "$dynamicAnchor", "$anchor", "minContains", "maxContains", "$recursiveRef"})
+
+
+def _compile(schema: dict[str, Any], format_checker: jsonschema.FormatChecker) -> Callable[[Any], Any] | None:
+    """fastjsonschema's validator for `schema`, or None where it might accept what jsonschema would not."""
+    if not _reads_the_same_in_draft7(schema):
+        return None
+    schema = json.loads(json.dumps(schema))  # fastjsonschema rewrites $refs in place
+    # jsonschema's own format checks, so that neither is the more lenient one
+    formats = {f: partial(format_checker.conforms, format=f) for f in _formats(schema)}
+    return fastjsonschema.compile(schema, formats=formats, use_default=False, handlers={"http": _no_fetch, "https": _no_fetch})
+
+
+def _no_fetch(uri: str) -> Any:
+    raise ValueError(f"schemas are local: will not fetch {uri}")
+
+
+def _reads_the_same_in_draft7(schema: Any) -> bool:
+    if isinstance(schema, list):
+        return all(_reads_the_same_in_draft7(v) for v in schema)
+    if not isinstance(schema, dict):
+        return True
+    if _NOT_DRAFT7 & schema.keys() or isinstance(schema.get("items"), list):
+        return False
+    if "$ref" in schema and schema.keys() - {"$ref", "$defs", "description", "title", "$comment"}:
+        return False  # draft 7 ignores the keywords beside a $ref
+    return all(_reads_the_same_in_draft7(v) for k, v in schema.items() if k not in ("enum", "const"))
+
+
+def _formats(schema: Any) -> set[str]:
+    if isinstance(schema, dict):
+        found = {schema["format"]} if isinstance(schema.get("format"), str) else set()
+        return found.union(*(_formats(v) for v in schema.values()))
+    if isinstance(schema, list):
+        return set().union(*(_formats(v) for v in schema))
+    return set()
+
+
 def validate(doc: Document, schema_name: str) -> list[Problem]:
     """Schema problems of a document, each at the line of the offending key."""
-    problems: list[Problem] = []
-    for error in schema_validator(schema_name).iter_errors(doc.data):
-        path = tuple(error.absolute_path)
-        problems.extend(_explain(doc, path, error))
+    problems = schema_check(schema_name).problems(doc, doc.data)
     problems.sort(key=lambda p: p.line)
     return problems
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import string
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 from urllib.parse import quote, urlsplit
 
-from .documents import ConfigError, Document, Problem, load_document, validate
+from .documents import ConfigError, Document, Problem, parse_document, read_text, reads_hold, validate
 from .mapping import BodyMapping, Compiler, ErrorSpec, MappingError, compile_errors
 from .streams import StreamSpec, compile_stream
 
@@ -116,15 +117,41 @@ class Provider:
         return base + self.api_prefix.rstrip("/")
 
 
-def load_providers(directory: Path) -> tuple[dict[str, Provider], list[Document]]:
+@dataclass
+class ProviderCache:
+    """The last compiled provider files: reused while every file's text, and what its `${...}` read, is the same."""
+
+    texts: dict[Path, str | ConfigError] = field(default_factory=dict)
+    loaded: tuple[dict[str, Provider], list[Document]] | None = None
+
+
+def load_providers(directory: Path, cache: ProviderCache | None = None) -> tuple[dict[str, Provider], list[Document]]:
     """Read every provider file in `directory`, resolve `extends`, validate and compile; raise on any problem."""
     if not directory.is_dir():
         raise ConfigError([Problem(str(directory), 1, "providers_dir is not a folder")])
-    docs: dict[str, Document] = {}
-    problems: list[Problem] = []
+    texts: dict[Path, str | ConfigError] = {}
     for path in sorted(directory.glob("*.yaml")):
         try:
-            doc = load_document(path)
+            texts[path] = read_text(str(path))
+        except ConfigError as exc:
+            texts[path] = exc  # never equal to another: a file that cannot be read is never taken from the cache
+    if cache is not None and cache.loaded is not None and cache.texts == texts:
+        if all(reads_hold(doc.reads, os.environ) for doc in cache.loaded[1]):
+            return cache.loaded
+    loaded = _load_providers(texts)
+    if cache is not None:
+        cache.texts, cache.loaded = texts, loaded
+    return loaded
+
+
+def _load_providers(texts: dict[Path, str | ConfigError]) -> tuple[dict[str, Provider], list[Document]]:
+    docs: dict[str, Document] = {}
+    problems: list[Problem] = []
+    for path, text in texts.items():
+        try:
+            if isinstance(text, ConfigError):
+                raise text
+            doc = parse_document(str(path), text)
         except ConfigError as exc:
             problems.extend(exc.problems)
             continue

@@ -92,12 +92,18 @@ class Routes:
         tiers: dict[tuple[str, str, str], dict[int, Tier]] = {}
         self.models_by_group: dict[str, dict[str, Channel]] = {}
         for channel in channels:
+            priority = channel.config.priority
+            serves = channel.config.serves()
             for group in channel.config.groups:
-                for model in channel.config.serves():
-                    self.models_by_group.setdefault(group, {}).setdefault(model, channel)
+                models = self.models_by_group.setdefault(group, {})
+                for model in serves:
+                    models.setdefault(model, channel)
                     for op in channel.provider.operations:
                         by_priority = tiers.setdefault((group, model, op), {})
-                        by_priority.setdefault(channel.config.priority, Tier(channel.config.priority)).add(channel)
+                        tier = by_priority.get(priority)
+                        if tier is None:
+                            tier = by_priority[priority] = Tier(priority)
+                        tier.add(channel)
         self._tiers = {
             route: [by_priority[p] for p in sorted(by_priority, reverse=True)] for route, by_priority in tiers.items()
         }

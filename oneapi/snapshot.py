@@ -7,15 +7,15 @@ import hashlib
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import orjson
 
-from .config import Config, load_config
-from .documents import ConfigError, Problem
-from .providers import Provider, load_providers
+from .config import Config, ConfigCache, load_config
+from .documents import ConfigError, Document, Problem
+from .providers import Provider, ProviderCache, load_providers
 from .routing import Channel, Routes
 from .tokens import TokenIndex
 
@@ -37,10 +37,22 @@ class Snapshot:
     warnings: tuple[Problem, ...]
 
 
-def build_snapshot(config_path: str | Path, environ: Mapping[str, str] | None = None) -> Snapshot:
-    """Read config.yaml and every provider file into a new Snapshot; raise ConfigError on any problem."""
-    config, doc = load_config(config_path, environ)
-    providers, provider_docs = load_providers(config.providers_dir)
+@dataclass
+class ReloadCache:
+    """What a worker's next build can take from its last one when the files did not change (or changed a little)."""
+
+    config: ConfigCache = field(default_factory=ConfigCache)
+    providers: ProviderCache = field(default_factory=ProviderCache)
+    channels: Mapping[str, Channel] = field(default_factory=dict)  # of the last snapshot built
+    provider_digest: tuple[list[Document], bytes] | None = None  # the provider files' part of the version
+
+
+def build_snapshot(config_path: str | Path, environ: Mapping[str, str] | None = None, cache: ReloadCache | None = None) -> Snapshot:
+    """Read config.yaml and every provider file into a new Snapshot; raise ConfigError on any problem.
+    With `cache`, whatever did not change since the last build is reused rather than built again."""
+    cache = cache or ReloadCache()
+    config, doc = load_config(config_path, environ, cache.config)
+    providers, provider_docs = load_providers(config.providers_dir, cache.providers)
     problems: list[Problem] = []
     warnings = list(config.warnings)
     channels: dict[str, Channel] = {}
@@ -61,15 +73,18 @@ def build_snapshot(config_path: str | Path, environ: Mapping[str, str] | None = 
             continue
         if not cc.serves():
             warnings.append(doc.problem(("channels", i), f"channel {cc.name!r} lists no models, so it serves nothing"))
-        channels[cc.name] = Channel(cc, provider, endpoint)
+        last = cache.channels.get(cc.name)
+        if last is not None and last.config is cc and last.provider is provider and last.endpoint == endpoint:
+            channels[cc.name] = last  # its key rotation goes on where it was
+        else:
+            channels[cc.name] = Channel(cc, provider, endpoint)
     if problems:
         raise ConfigError(problems)
 
     digest = hashlib.sha256()
     digest.update(orjson.dumps(doc.data, option=orjson.OPT_SORT_KEYS, default=str))
-    for pdoc in provider_docs:
-        digest.update(Path(pdoc.file).name.encode())
-        digest.update(orjson.dumps(pdoc.data, option=orjson.OPT_SORT_KEYS, default=str))
+    digest.update(_provider_digest(provider_docs, cache))
+    cache.channels = channels
     return Snapshot(
         config=config,
         providers=providers,
@@ -80,6 +95,14 @@ def build_snapshot(config_path: str | Path, environ: Mapping[str, str] | None = 
         loaded_at=time.time(),
         warnings=tuple(warnings),
     )
+
+
+def _provider_digest(provider_docs: list[Document], cache: ReloadCache) -> bytes:
+    if cache.provider_digest is None or cache.provider_digest[0] is not provider_docs:
+        part = b"".join(Path(pdoc.file).name.encode() + orjson.dumps(pdoc.data, option=orjson.OPT_SORT_KEYS, default=str)
+                        for pdoc in provider_docs)
+        cache.provider_digest = (provider_docs, part)
+    return cache.provider_digest[1]
 
 
 def fingerprint(config_path: Path, snapshot: Snapshot | None) -> tuple[Any, ...]:
@@ -119,7 +142,8 @@ class SnapshotHolder:
 
     def __init__(self, config_path: str | Path):
         self.config_path = Path(config_path).absolute()
-        self.current = build_snapshot(self.config_path)
+        self._cache = ReloadCache()
+        self.current = build_snapshot(self.config_path, cache=self._cache)
         self.last_reload_error: str | None = None
         self.last_reload_at: float | None = None
         self._seen = fingerprint(self.config_path, self.current)
@@ -135,7 +159,7 @@ class SnapshotHolder:
                 signal_reload()
             seen = fingerprint(self.config_path, self.current)
             try:
-                snapshot = await asyncio.to_thread(build_snapshot, self.config_path)
+                snapshot = await asyncio.to_thread(build_snapshot, self.config_path, None, self._cache)
             except ConfigError as exc:
                 self._seen = seen
                 self.last_reload_error = str(exc)
