@@ -233,13 +233,16 @@ class PieceCache:
 
     def __init__(self) -> None:
         self._parsed: dict[str | None, dict[str, Parsed]] = {}  # by array (None: whole blocks), then by text
-        self.last_was_whole = False  # whether the last load read the file whole (for tests and benchmarks)
+        # what the last load did, for tests and benchmarks: read the file whole, or parse this many pieces
+        self.last_was_whole = False
+        self.last_parsed = 0
 
     def load(self, file: str, schema_name: str, environ: Environ | None = None) -> tuple[Document, list[Problem]]:
         """Parse and interpolate `file` (raising ConfigError on YAML or `${...}` problems) and return it with its
         schema problems, sorted by line."""
         environ = os.environ if environ is None else environ
         text = read_text(file)
+        self.last_parsed = 0
         try:
             return self._load_pieces(file, text, schema_name, environ)
         except _NeedsWholeFile:
@@ -307,9 +310,9 @@ class PieceCache:
         self.last_was_whole = False
         return doc, found
 
-    @staticmethod
-    def _parse(text: str, one_item: bool, path: Path_, environ: Environ, keep: dict[str, Parsed],
+    def _parse(self, text: str, one_item: bool, path: Path_, environ: Environ, keep: dict[str, Parsed],
                problems: list[tuple[Path_, str]]) -> Parsed:
+        self.last_parsed += 1
         interpolate = Interpolator(environ)
         parsed = Parsed(text, _EventBuilder(text, interpolate).document(path, one_item), interpolate.reads)
         if interpolate.problems:

@@ -1,0 +1,325 @@
+"""Reading config.yaml piece by piece gives what reading it whole gives: data, lines, problems, version."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import PROVIDERS_DIR
+from oneapi import incremental
+from oneapi.config import ConfigCache, load_config
+from oneapi.documents import ConfigError, parse_document, read_text, schema_check, schema_validator, validate
+from oneapi.incremental import PieceCache
+from oneapi.snapshot import ReloadCache, build_snapshot
+
+SCHEMA = "config.schema.json"
+
+CONFIG = f"""\
+# the gateway's config
+listen: 127.0.0.1:${{PORT:-4000}}
+providers_dir: {PROVIDERS_DIR}
+groups:
+  default: {{ratio: 1.0}}
+  vip: {{ratio: 2}}
+channels:
+  - name: a
+    provider: openai
+    keys: ["${{UPSTREAM_KEY:-sk-up}}"]
+    models: [gpt-4o-mini, gpt-4o]
+  # a comment between items
+  - name: b
+    provider: openai
+    base_url: http://127.0.0.1:1
+    keys:
+      - sk-b
+    models:
+      - gpt-4o-mini
+    groups: [vip]
+
+  -
+    name: c
+    provider: deepseek
+    keys: [sk-c]
+    models: [deepseek-chat]
+    options:
+      note: |
+        a block scalar
+        over two lines
+tokens:
+- name: t1
+  key: ${{TOKEN_1:-sk-client-1}}
+  expires: 2099-01-01T00:00:00Z
+- name: t2
+  key_sha256: {hashlib.sha256(b"sk-client-2").hexdigest()}
+  subnets: [10.0.0.0/8]
+  rpm: 10
+- {{name: t3, key: sk-client-3, models: [gpt-4o]}}
+"""
+
+
+def whole(path: Path, environ: dict[str, str]) -> tuple[Any, list[str]]:
+    """What reading the file whole (the path every file took before pieces) gives."""
+    doc = parse_document(str(path), read_text(str(path)), environ)
+    return doc, [str(p) for p in validate(doc, SCHEMA)]
+
+
+def assert_same_as_whole(cache: PieceCache, path: Path, environ: dict[str, str], *, cut: bool = True) -> None:
+    doc, problems = cache.load(str(path), SCHEMA, environ)
+    assert cache.last_was_whole is not cut
+    expected, expected_problems = whole(path, environ)
+    assert doc.data == expected.data
+    assert [str(p) for p in problems] == expected_problems
+    assert doc.referenced_files == expected.referenced_files
+    for where in expected.lines:
+        assert doc.line(where) == expected.line(where), where
+        assert doc.line(where + ("no-such-key", 7)) == expected.line(where + ("no-such-key", 7)), where
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG)
+    return path
+
+
+def test_pieces_give_the_same_data_lines_and_files_as_the_whole_file(path: Path) -> None:
+    assert_same_as_whole(PieceCache(), path, {"UPSTREAM_KEY": "sk-env"})
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "parsed"),
+    [
+        ("    models: [gpt-4o-mini, gpt-4o]\n", "    models: [gpt-4o]\n", 1),  # change a channel
+        ("  # a comment between items\n", "  - {name: z, provider: openai, keys: [k], models: [m]}\n", 2),  # add one (and a's comment went)
+        ("  - name: a\n    provider: openai\n    keys: [\"${UPSTREAM_KEY:-sk-up}\"]\n    models: [gpt-4o-mini, gpt-4o]\n", "", 0),  # remove
+        ("  rpm: 10\n", "  rpm: 11\n", 1),  # change a token
+        ("- {name: t3", "- name: t0\n  key: sk-client-0\n- {name: t3", 1),  # add a token
+        ("- name: t1\n  key: ${TOKEN_1:-sk-client-1}\n  expires: 2099-01-01T00:00:00Z\n", "", 0),  # remove a token
+        ("  vip: {ratio: 2}\n", "  vip: {ratio: 3}\n", 1),  # a block that is not cut
+    ],
+)
+def test_an_edit_parses_only_what_changed(path: Path, old: str, new: str, parsed: int) -> None:
+    cache = PieceCache()
+    cache.load(str(path), SCHEMA, {})
+    assert CONFIG.count(old) == 1
+    path.write_text(CONFIG.replace(old, new))
+
+    assert_same_as_whole(cache, path, {})
+    assert cache.last_parsed == parsed
+
+
+def test_an_environment_variable_that_changed_is_read_again(path: Path) -> None:
+    cache = ConfigCache()
+    first, _ = load_config(path, {"TOKEN_1": "sk-one"}, cache)
+    second, _ = load_config(path, {"TOKEN_1": "sk-rotated"}, cache)
+    assert second.tokens[0].key_sha256 == hashlib.sha256(b"sk-rotated").hexdigest() != first.tokens[0].key_sha256
+    assert cache.pieces.last_parsed == 1
+    assert second.tokens[1] is first.tokens[1]  # built once, kept while its item is unchanged
+
+
+def test_a_secret_file_that_changed_is_never_served_stale(path: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "admin"
+    secret.write_text("first\n")
+    path.write_text(CONFIG + f"admin_key: ${{file:{secret}}}\n")
+    cache = ConfigCache()
+    assert load_config(path, {}, cache)[0].admin_key == "first"
+    secret.write_text("second\n")
+    config, doc = load_config(path, {}, cache)
+    assert config.admin_key == "second" and str(secret) in config.referenced_files
+
+    secret.unlink()
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {}, cache)
+    assert [str(p) for p in caught.value.problems] == [f"{path}:{CONFIG.count(chr(10)) + 1}: cannot read ${{file:{secret}}}: No such file or directory"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "base: &base {provider: openai, keys: [k], models: [m]}\nchannels:\n  - <<: *base\n    name: a\n",  # anchors, merge keys
+        "channels:\n  - &c {name: a, provider: openai}\n  - *c\n",  # an alias across items
+        "channels: [\n  {name: a, provider: openai}\n]\n",  # flow style over several lines
+        "channels:\n\t- name: a\n",  # a tab
+        "%YAML 1.1\n---\nlisten: 0.0.0.0:1\n",  # a directive
+        "listen: 0.0.0.0:1\n---\nlisten: 0.0.0.0:2\n",  # two documents
+        "listen: !!str 0.0.0.0:1\n",  # a tag
+        "tokens:\n  - name: a\n    key: \"one\n  two\"\n",  # a quoted string across the cut
+        "tokens:\n  - name: a\n key: k\n",  # an item line less indented than its dash
+        "listen: 0.0.0.0:1\nlisten: 0.0.0.0:2\n",  # a duplicate top-level key
+        "tokens:\n  - name: a\n    name: b\n",  # a duplicate key inside an item
+        "- a\n- b\n",  # not a mapping at all
+        "channels:\n  - name: a\n    provider: [unclosed\n",  # invalid YAML
+    ],
+)
+def test_text_that_does_not_cut_cleanly_is_read_whole(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    cache = PieceCache()
+    try:
+        expected: Any = whole(path, {})
+    except ConfigError as exc:
+        with pytest.raises(ConfigError) as caught:
+            cache.load(str(path), SCHEMA, {})
+        assert [str(p) for p in caught.value.problems] == [str(p) for p in exc.problems]
+    else:
+        assert_same_as_whole(cache, path, {}, cut=False)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "---\n# leading comments\n\nlisten: 0.0.0.0:1\n",
+        "tokens:\n  # before the first item\n  - name: a\n    key: k\n\n# between\n  - name: b\n    key: j\nlisten: 0.0.0.0:1\n",
+        "tokens: []\nchannels:\n",
+        "tokens:\n- name: a\n  key: k\n- name: b\n  key: |\n    multi\n    line\n",
+        "tokens:\n  - \"name\": a\n    'key': k\n",
+        "channels:\n  - name: a\n    provider: openai\n    enabled: yes\n    priority: 0x10\n    weight: 1_000\n    timeout: .5\n    options: {1: one, true: yes}\n",
+    ],
+)
+def test_yaml_that_cuts_cleanly_reads_the_same(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    cache = PieceCache()
+    assert_same_as_whole(cache, path, {})
+    assert_same_as_whole(cache, path, {})  # and again from the cache
+    assert cache.last_parsed == 0
+
+
+BROKEN = [
+    ("    models: [gpt-4o-mini, gpt-4o]\n", "    modles: [gpt-4o-mini, gpt-4o]\n    priority: high\n"),
+    ("  rpm: 10\n", "  rpm: 0\n  key: both\n"),
+    ("- {name: t3, key: sk-client-3, models: [gpt-4o]}\n", "- {name: t3, key: sk-client-3, models: [gpt-4o, gpt-4o]}\n- name: t1\n  key: sk-client-1\n"),
+    ("  expires: 2099-01-01T00:00:00Z\n", "  expires: 2099-13-01T00:00:00Z\n"),
+    ("  key: ${TOKEN_1:-sk-client-1}\n", "  key: ${TOKEN_1}\n"),
+    ("    groups: [vip]\n", "    groups: [gold]\n"),
+    ("  subnets: [10.0.0.0/8]\n", "  subnets: [10.0.0.0/88]\n"),
+    ("listen: 127.0.0.1:${PORT:-4000}\n", "listen: 127.0.0.1:${PORT:-4000}\nlistn: 1\n"),
+    ("    provider: deepseek\n", "    provider: nosuchvendor\n"),
+    ("    keys: [sk-c]\n", "    keys: [sk-c]\n   bad: indent\n"),
+]
+
+
+@pytest.mark.parametrize(("old", "new"), BROKEN)
+def test_problems_are_reported_as_reading_the_whole_file_reports_them(path: Path, monkeypatch: pytest.MonkeyPatch, old: str, new: str) -> None:
+    cache = ReloadCache()
+    build_snapshot(path, {}, cache)  # warm: the pieces that did not change come from the cache
+    assert CONFIG.count(old) == 1
+    path.write_text(CONFIG.replace(old, new))
+    with pytest.raises(ConfigError) as cut:
+        build_snapshot(path, {}, cache)
+
+    monkeypatch.setattr(incremental, "split_blocks", lambda text, itemized: None)  # every file read whole, as before
+    with pytest.raises(ConfigError) as read_whole:
+        build_snapshot(path, {})
+    assert [str(p) for p in cut.value.problems] == [str(p) for p in read_whole.value.problems]
+
+    path.write_text(CONFIG)  # fixed: served from the cache again
+    build_snapshot(path, {}, cache)
+    assert cache.config.pieces.last_parsed <= 2
+
+
+def test_warnings_version_and_objects_match_a_whole_read(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path.write_text(CONFIG.replace("key: ${TOKEN_1:-sk-client-1}", "key: ${UNSET:-}"))
+    cache = ReloadCache()
+    first = build_snapshot(path, {}, cache)
+    again = build_snapshot(path, {}, cache)
+    monkeypatch.setattr(incremental, "split_blocks", lambda text, itemized: None)
+    read_whole = build_snapshot(path, {})
+
+    assert first.version == again.version == read_whole.version
+    assert [str(w) for w in again.warnings] == [str(w) for w in read_whole.warnings] and again.warnings
+    assert again.config.channels == read_whole.config.channels and again.config.tokens == read_whole.config.tokens
+    assert [c.line for c in again.config.channels] == [c.line for c in read_whole.config.channels] == [8, 13, 23]
+    assert again.channels["a"] is first.channels["a"]  # unchanged channels keep their objects (and key rotation)
+
+
+def test_a_changed_channel_is_rebuilt_and_the_others_kept(path: Path) -> None:
+    cache = ReloadCache()
+    first = build_snapshot(path, {}, cache)
+    path.write_text(CONFIG.replace("  - name: a\n", "  - name: inserted\n    provider: openai\n    keys: [k]\n    models: [m]\n  - name: a\n"))
+    second = build_snapshot(path, {}, cache)
+    assert second.channels["b"] is not first.channels["b"] and second.channels["b"].config.line == first.channels["b"].config.line + 4
+    path.write_text(CONFIG.replace("rpm: 10", "rpm: 12"))
+    third = build_snapshot(path, {}, cache)
+    assert third.channels["b"].config.line == first.channels["b"].config.line
+    fourth = build_snapshot(path, {}, cache)
+    assert all(fourth.channels[name] is third.channels[name] for name in "abc")
+    assert fourth.providers is third.providers
+
+
+def test_a_provider_file_is_compiled_again_only_when_its_text_changes(tmp_path: Path) -> None:
+    providers = tmp_path / "providers.d"
+    providers.mkdir()
+    (providers / "openai.yaml").write_text((PROVIDERS_DIR / "openai.yaml").read_text())
+    path = tmp_path / "config.yaml"
+    path.write_text("providers_dir: providers.d\nchannels:\n  - {name: a, provider: openai, keys: [k], models: [m]}\n")
+    cache = ReloadCache()
+    first = build_snapshot(path, {}, cache)
+    assert build_snapshot(path, {}, cache).providers["openai"] is first.providers["openai"]
+    (providers / "openai.yaml").write_text((PROVIDERS_DIR / "openai.yaml").read_text().replace("api_prefix: /v1", "api_prefix: /v2"))
+    changed = build_snapshot(path, {}, cache)
+    assert changed.providers["openai"].api_prefix == "/v2" and changed.version != first.version
+
+
+# --- the compiled validator never accepts what jsonschema rejects --------------------------------------
+
+_values = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(-2, 2, allow_nan=False), st.sampled_from(
+    ["", "a", "ok-name", "bad name", "2099-01-01T00:00:00Z", "2099-13-01T00:00:00Z", "http://x", "daily", "x" * 64,
+     "a" * 64 + "\n", "0" * 64]), st.lists(st.sampled_from(["m", "m", "", "n"]), max_size=3))
+_token_keys = ["name", "key", "key_sha256", "group", "models", "budget", "budget_period", "expires", "subnets", "rpm", "tpm",
+               "enabled", "nmae"]
+_channel_keys = ["name", "provider", "base_url", "keys", "models", "model_map", "groups", "priority", "weight", "timeout",
+                 "headers", "options", "enabled", "max_concurrency", "modles"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(["tokens", "channels"]), st.data())
+def test_compiled_validator_is_never_more_lenient_than_jsonschema(array: str, data: st.DataObject) -> None:
+    keys = _token_keys if array == "tokens" else _channel_keys
+    item = data.draw(st.dictionaries(st.sampled_from(keys), _values, max_size=6))
+    check = schema_check(SCHEMA, array)
+    assert check.accepts is not None
+    try:
+        check.accepts(item)
+    except Exception:
+        return
+    errors = [e.message for e in schema_validator(SCHEMA).evolve(schema=check.explainer.schema).iter_errors(item)]
+    assert errors == [], (item, errors)
+
+
+def test_both_schemas_compile_and_agree_on_every_shipped_file() -> None:
+    for name in ("config.schema.json", "provider.schema.json"):
+        assert schema_check(name).accepts is not None
+    for file in sorted(PROVIDERS_DIR.glob("*.yaml")):
+        data = yaml.safe_load(file.read_text())
+        schema_check("provider.schema.json").accepts(data)
+
+
+# --- the issue's numbers: a one-token edit of a 10,000-token config ----------------------------------
+
+def test_one_token_edit_of_a_10000_token_config_reloads_in_well_under_a_second(tmp_path: Path) -> None:
+    config = {"providers_dir": str(PROVIDERS_DIR),
+              "channels": [{"name": f"c{i}", "provider": "openai", "base_url": "http://127.0.0.1:1", "keys": [f"sk-{i}"],
+                            "models": [f"m{i % 50}", "gpt-4o-mini"]} for i in range(1000)],
+              "tokens": [{"name": f"t{i}", "key_sha256": hashlib.sha256(str(i).encode()).hexdigest(), "rpm": 100} for i in range(10000)]}
+    path = tmp_path / "config.yaml"
+    text = yaml.safe_dump(config)
+    path.write_text(text)
+    cache = ReloadCache()
+    first = build_snapshot(path, {}, cache)
+    path.write_text(text.replace("name: t5000\n  rpm: 100", "name: t5000\n  rpm: 7"))
+
+    started = time.perf_counter()
+    second = build_snapshot(path, {}, cache)
+    elapsed = time.perf_counter() - started
+
+    assert cache.config.pieces.last_parsed == 1 and not cache.config.pieces.last_was_whole
+    assert second.version != first.version and len(second.tokens) == 10000
+    assert elapsed < 1.0, f"{elapsed:.3f} s"
