@@ -182,7 +182,7 @@ def _load_config(path: Path, environ: Mapping[str, str], cache: ConfigCache) -> 
     groups = {name: float(spec.get("ratio", 1.0)) for name, spec in (data.get("groups") or {}).items()}
     groups.setdefault(DEFAULT_GROUP, 1.0)
 
-    channels = []
+    channels: list[ChannelConfig] = []
     for i, raw in enumerate(data.get("channels") or []):
         _check_groups(doc, ("channels", i), raw, groups, problems)
         line = doc.line(("channels", i))
@@ -193,7 +193,7 @@ def _load_config(path: Path, environ: Mapping[str, str], cache: ConfigCache) -> 
         elif channel.line != line:
             channel = replace(channel, line=line)
         channels.append(channel)
-    tokens = []
+    tokens: list[TokenConfig] = []
     for i, raw in enumerate(data.get("tokens") or []):
         _check_groups(doc, ("tokens", i), raw, groups, problems)
         token = cache.tokens.get(raw)
@@ -217,7 +217,7 @@ def _load_config(path: Path, environ: Mapping[str, str], cache: ConfigCache) -> 
     pricing = dict((data.get("pricing") or {}).get("models") or {})
     prices = {model: Price(float(p.get("input", 0.0)), float(p.get("output", 0.0)),
                            None if p.get("cached_input") is None else float(p["cached_input"])) for model, p in pricing.items()}
-    _warn_unpriced(doc, channels, prices, warnings)
+    _warn_unpriced(doc, tuple(channels), prices, warnings)
 
     host, _, port = str(data.get("listen", DEFAULT_LISTEN)).rpartition(":")
     admin_key = data.get("admin_key") or None

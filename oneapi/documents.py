@@ -86,11 +86,46 @@ _Loader.yaml_implicit_resolvers = {
 _VAR = re.compile(r"\$\$\{|\$\{([^}]*)\}")
 
 
+class Sources:
+    """The environment and the secret files as one load sees them: each variable and each file read once."""
+
+    def __init__(self, environ: Environ | None = None):
+        self.environ = dict(os.environ if environ is None else environ)
+        self._files: dict[str, str | OSError] = {}
+
+    def file(self, target: str) -> str:
+        """The text of a `${file:...}`, its trailing newline cut; raises OSError."""
+        found = self._files.get(target)
+        if found is None:
+            try:
+                found = Path(target).read_text().rstrip("\r\n")
+            except OSError as exc:
+                found = exc
+            self._files[target] = found
+        if isinstance(found, OSError):
+            raise found
+        return found
+
+    def hold(self, reads: Reads) -> bool:
+        """Whether every variable and file that a document read still has the value it had then."""
+        for (kind, name), value in reads.items():
+            if kind == "env":
+                current = self.environ.get(name)
+            else:
+                try:
+                    current = self.file(name)
+                except OSError:
+                    current = None
+            if current != value:
+                return False
+        return True
+
+
 class Interpolator:
     """`${VAR}`, `${VAR:-default}` and `${file:/path}`, remembering what was read and what went wrong (by path)."""
 
-    def __init__(self, environ: Environ):
-        self.environ = environ
+    def __init__(self, sources: Sources):
+        self.sources = sources
         self.problems: list[tuple[Path_, str]] = []
         self.reads: Reads = {}
 
@@ -102,7 +137,7 @@ class Interpolator:
             if expr.startswith("file:"):
                 target = expr[5:].strip()
                 try:
-                    content = self.reads[("file", target)] = read_secret_file(target)
+                    content = self.reads[("file", target)] = self.sources.file(target)
                 except OSError as exc:
                     self.reads[("file", target)] = None
                     self.problems.append((path, f"cannot read ${{file:{target}}}: {exc.strerror}"))
@@ -112,7 +147,7 @@ class Interpolator:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
                 self.problems.append((path, f"bad interpolation ${{{expr}}}"))
                 return ""
-            value = self.reads[("env", name)] = self.environ.get(name)
+            value = self.reads[("env", name)] = self.sources.environ.get(name)
             if value is not None and (value or not sep):
                 return value
             if sep:
@@ -129,26 +164,6 @@ class Interpolator:
             if tag in _NUMERIC_TAGS:
                 return construct_plain(tag, value)
         return value
-
-
-def read_secret_file(target: str) -> str:
-    return Path(target).read_text().rstrip("\r\n")
-
-
-def reads_hold(reads: Reads, environ: Environ) -> bool:
-    """Whether every variable and file a document read still has the value it had then."""
-    for (kind, name), value in reads.items():
-        if kind == "env":
-            if environ.get(name) != value:
-                return False
-        else:
-            try:
-                current: str | None = read_secret_file(name)
-            except OSError:
-                current = None
-            if current != value:
-                return False
-    return True
 
 
 def load_document(path: str | Path, environ: Environ | None = None) -> Document:
@@ -176,7 +191,7 @@ def parse_document(file: str, text: str, environ: Environ | None = None) -> Docu
         raise ConfigError([yaml_problem(file, exc)]) from None
     finally:
         loader.dispose()
-    interpolate = Interpolator(os.environ if environ is None else environ)
+    interpolate = Interpolator(Sources(environ))
     doc.lines = node_lines(root, loader)
     doc.data = _build(root, (), doc, loader, interpolate) if root is not None else None
     doc.reads = interpolate.reads

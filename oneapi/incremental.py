@@ -12,7 +12,6 @@ place holds) the whole file is read by documents.parse_document, exactly as befo
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -27,7 +26,7 @@ from yaml.events import (
 
 from .documents import (
     _STR, ConfigError, Document, Environ, Interpolator, Path_, Problem, Reads, _Loader, construct_plain,
-    node_lines, parse_document, plain_tag, read_text, reads_hold, schema_check, schema_validator, validate,
+    Sources, node_lines, parse_document, plain_tag, read_text, schema_check, schema_validator, validate,
 )
 
 # libyaml's bare event parser when present: half the cost of a whole loader per piece
@@ -240,11 +239,10 @@ class PieceCache:
     def load(self, file: str, schema_name: str, environ: Environ | None = None) -> tuple[Document, list[Problem]]:
         """Parse and interpolate `file` (raising ConfigError on YAML or `${...}` problems) and return it with its
         schema problems, sorted by line."""
-        environ = os.environ if environ is None else environ
         text = read_text(file)
         self.last_parsed = 0
         try:
-            return self._load_pieces(file, text, schema_name, environ)
+            return self._load_pieces(file, text, schema_name, Sources(environ))
         except _NeedsWholeFile:
             self.last_was_whole = True
             doc = parse_document(file, text, environ)
@@ -252,7 +250,7 @@ class PieceCache:
                 doc.data = {}
             return doc, validate(doc, schema_name)
 
-    def _load_pieces(self, file: str, text: str, schema_name: str, environ: Environ) -> tuple[Document, list[Problem]]:
+    def _load_pieces(self, file: str, text: str, schema_name: str, sources: Sources) -> tuple[Document, list[Problem]]:
         blocks = split_blocks(text, _itemized(schema_name))
         if blocks is None:
             raise _NeedsWholeFile
@@ -266,8 +264,8 @@ class PieceCache:
             known, keep = self._parsed.get(key, {}), kept.setdefault(key, {})
             if key is None:
                 parsed = known.get(block.text)
-                if parsed is None or parsed.reads and not reads_hold(parsed.reads, environ):
-                    parsed = self._parse(block.text, False, (), environ, keep, problems)
+                if parsed is None or parsed.reads and not sources.hold(parsed.reads):
+                    parsed = self._parse(block.text, False, (), sources, keep, problems)
                 else:
                     keep[block.text] = parsed
                 (key, value), = parsed.value.items()
@@ -277,8 +275,8 @@ class PieceCache:
                 entries = []
                 for i, item in enumerate(block.items):  # the loop a reload spends its time in: kept lean
                     parsed = known.get(item)
-                    if parsed is None or parsed.reads and not reads_hold(parsed.reads, environ):
-                        parsed = self._parse(item, True, (key, i), environ, keep, problems)
+                    if parsed is None or parsed.reads and not sources.hold(parsed.reads):
+                        parsed = self._parse(item, True, (key, i), sources, keep, problems)
                         fresh.append((key, i, parsed))
                     else:
                         keep[item] = parsed
@@ -310,10 +308,10 @@ class PieceCache:
         self.last_was_whole = False
         return doc, found
 
-    def _parse(self, text: str, one_item: bool, path: Path_, environ: Environ, keep: dict[str, Parsed],
+    def _parse(self, text: str, one_item: bool, path: Path_, sources: Sources, keep: dict[str, Parsed],
                problems: list[tuple[Path_, str]]) -> Parsed:
         self.last_parsed += 1
-        interpolate = Interpolator(environ)
+        interpolate = Interpolator(sources)
         parsed = Parsed(text, _EventBuilder(text, interpolate).document(path, one_item), interpolate.reads)
         if interpolate.problems:
             problems.extend(interpolate.problems)  # not kept: parsed again next time, to report them again

