@@ -184,7 +184,9 @@ def _load_config(path: Path, environ: Mapping[str, str], cache: ConfigCache) -> 
 
     channels: list[ChannelConfig] = []
     for i, raw in enumerate(data.get("channels") or []):
-        _check_groups(doc, ("channels", i), raw, groups, problems)
+        for j, group in enumerate(raw.get("groups", [DEFAULT_GROUP])):
+            if group not in groups:
+                problems.append(doc.problem(("channels", i, "groups", j), f"channel {raw['name']!r} names group {group!r}, which is not under groups:"))
         line = doc.line(("channels", i))
         channel = cache.channels.get(raw)
         if channel is None:
@@ -195,7 +197,9 @@ def _load_config(path: Path, environ: Mapping[str, str], cache: ConfigCache) -> 
         channels.append(channel)
     tokens: list[TokenConfig] = []
     for i, raw in enumerate(data.get("tokens") or []):
-        _check_groups(doc, ("tokens", i), raw, groups, problems)
+        group = raw.get("group", DEFAULT_GROUP)
+        if group not in groups:
+            problems.append(doc.problem(("tokens", i, "group"), f"token {raw['name']!r} names group {group!r}, which is not under groups:"))
         token = cache.tokens.get(raw)
         if token is None:
             found = len(problems), len(warnings)
@@ -205,13 +209,7 @@ def _load_config(path: Path, environ: Mapping[str, str], cache: ConfigCache) -> 
         tokens.append(token)
     _check_unique(doc, "channels", [c.name for c in channels], problems)
     _check_unique(doc, "tokens", [t.name for t in tokens], problems)
-    seen_keys: dict[str, str] = {}
-    for i, token in enumerate(tokens):
-        if token.key_sha256 is None:
-            continue
-        if token.key_sha256 in seen_keys:
-            problems.append(doc.problem(("tokens", i), f"token {token.name!r} has the same key as token {seen_keys[token.key_sha256]!r}"))
-        seen_keys.setdefault(token.key_sha256, token.name)
+    _check_unique_keys(doc, tokens, problems)
     if problems:
         raise ConfigError(problems)
     pricing = dict((data.get("pricing") or {}).get("models") or {})
@@ -242,17 +240,6 @@ def _load_config(path: Path, environ: Mapping[str, str], cache: ConfigCache) -> 
         warnings=tuple(warnings),
     )
     return config, doc
-
-
-def _check_groups(doc: Document, where: tuple[str, int], raw: dict[str, Any], groups: Mapping[str, float], problems: list[Problem]) -> None:
-    if where[0] == "tokens":
-        group = raw.get("group", DEFAULT_GROUP)
-        if group not in groups:
-            problems.append(doc.problem(where + ("group",), f"token {raw['name']!r} names group {group!r}, which is not under groups:"))
-        return
-    for j, group in enumerate(raw.get("groups", [DEFAULT_GROUP])):
-        if group not in groups:
-            problems.append(doc.problem(where + ("groups", j), f"channel {raw['name']!r} names group {group!r}, which is not under groups:"))
 
 
 def _channel(raw: dict[str, Any], line: int) -> ChannelConfig:
@@ -333,7 +320,22 @@ def _warn_unpriced(doc: Document, channels: tuple[ChannelConfig, ...], prices: M
                                                          "its requests are recorded as free and never count against a budget"))
 
 
+def _check_unique_keys(doc: Document, tokens: list[TokenConfig], problems: list[Problem]) -> None:
+    digests = [t.key_sha256 for t in tokens if t.key_sha256 is not None]
+    if len(set(digests)) == len(digests):
+        return  # the usual case, decided in C
+    seen_keys: dict[str, str] = {}
+    for i, token in enumerate(tokens):
+        if token.key_sha256 is None:
+            continue
+        if token.key_sha256 in seen_keys:
+            problems.append(doc.problem(("tokens", i), f"token {token.name!r} has the same key as token {seen_keys[token.key_sha256]!r}"))
+        seen_keys.setdefault(token.key_sha256, token.name)
+
+
 def _check_unique(doc: Document, section: str, names: list[str], problems: list[Problem]) -> None:
+    if len(set(names)) == len(names):
+        return  # the usual case, decided in C
     first: dict[str, int] = {}
     for i, name in enumerate(names):
         if name in first:

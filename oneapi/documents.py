@@ -74,11 +74,11 @@ class Document:
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
+class YamlLoader(_BaseLoader):  # type: ignore[misc, valid-type]
     """SafeLoader without the timestamp resolver: dates stay strings so the schema sees what was written."""
 
 
-_Loader.yaml_implicit_resolvers = {
+YamlLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
@@ -89,9 +89,11 @@ _VAR = re.compile(r"\$\$\{|\$\{([^}]*)\}")
 class Sources:
     """The environment and the secret files as one load sees them: each variable and each file read once."""
 
-    def __init__(self, environ: Environ | None = None):
+    def __init__(self, environ: Environ | None = None, checked_against: dict[str, str] | None = None):
         self.environ = dict(os.environ if environ is None else environ)
         self._files: dict[str, str | OSError] = {}
+        # reads last checked against an environment equal to this one hold for every variable: skip those
+        self._environ_unchanged = self.environ == checked_against
 
     def file(self, target: str) -> str:
         """The text of a `${file:...}`, its trailing newline cut; raises OSError."""
@@ -110,6 +112,8 @@ class Sources:
         """Whether every variable and file that a document read still has the value it had then."""
         for (kind, name), value in reads.items():
             if kind == "env":
+                if self._environ_unchanged:
+                    continue
                 current = self.environ.get(name)
             else:
                 try:
@@ -184,7 +188,7 @@ def read_text(file: str) -> str:
 def parse_document(file: str, text: str, environ: Environ | None = None) -> Document:
     """The whole text at once, every node's line kept: the path for any YAML (anchors, tags, merge keys)."""
     doc = Document(file, None)
-    loader = _Loader(text)
+    loader = YamlLoader(text)
     try:
         root = loader.get_single_node()
     except yaml.YAMLError as exc:
@@ -208,7 +212,7 @@ def yaml_problem(file: str, exc: yaml.YAMLError, first_line: int = 1) -> Problem
     return Problem(file, line, f"invalid YAML: {reason}")
 
 
-def node_lines(root: yaml.Node | None, loader: _Loader) -> dict[Path_, int]:
+def node_lines(root: yaml.Node | None, loader: YamlLoader) -> dict[Path_, int]:
     """The line (1-based) of every node and of every mapping key, by path."""
     lines: dict[Path_, int] = {}
     if root is not None:
@@ -216,7 +220,7 @@ def node_lines(root: yaml.Node | None, loader: _Loader) -> dict[Path_, int]:
     return lines
 
 
-def _record_lines(node: yaml.Node, path: Path_, lines: dict[Path_, int], loader: _Loader) -> None:
+def _record_lines(node: yaml.Node, path: Path_, lines: dict[Path_, int], loader: YamlLoader) -> None:
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)
@@ -232,7 +236,7 @@ def _record_lines(node: yaml.Node, path: Path_, lines: dict[Path_, int], loader:
             _record_lines(item, path + (i,), lines, loader)
 
 
-def _build(node: yaml.Node, path: Path_, doc: Document, loader: _Loader, interpolate: Interpolator) -> Any:
+def _build(node: yaml.Node, path: Path_, doc: Document, loader: YamlLoader, interpolate: Interpolator) -> Any:
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)
         out: dict[Any, Any] = {}
@@ -250,16 +254,16 @@ def _build(node: yaml.Node, path: Path_, doc: Document, loader: _Loader, interpo
     value = loader.construct_object(node, deep=True)
     if isinstance(value, str) and "$" in value:
         value = interpolate(value, path)
-        if node.style is None and node.tag == _STR:
+        if node.style is None and node.tag == STR_TAG:
             value = interpolate.plain(node.value, value)
     return value
 
 
-_STR = "tag:yaml.org,2002:str"
+STR_TAG = "tag:yaml.org,2002:str"
 _NUMERIC_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool")
 # the loader's implicit resolvers by first character, wildcard ones appended, as Resolver.resolve reads them
-_RESOLVERS = {first: tuple(resolvers) + tuple(_Loader.yaml_implicit_resolvers.get(None, ()))
-              for first, resolvers in _Loader.yaml_implicit_resolvers.items() if first is not None}
+_RESOLVERS = {first: tuple(resolvers) + tuple(YamlLoader.yaml_implicit_resolvers.get(None, ()))
+              for first, resolvers in YamlLoader.yaml_implicit_resolvers.items() if first is not None}
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
 
 
@@ -268,11 +272,11 @@ def plain_tag(value: str) -> str:
     for tag, regexp in _RESOLVERS.get(value[:1], ()):
         if regexp.match(value):
             return tag
-    return _STR
+    return STR_TAG
 
 
 def construct_plain(tag: str, value: str) -> Any:
-    return value if tag == _STR else _Loader.yaml_constructors[tag](_CONSTRUCTOR, yaml.ScalarNode(tag, value))
+    return value if tag == STR_TAG else YamlLoader.yaml_constructors[tag](_CONSTRUCTOR, yaml.ScalarNode(tag, value))
 
 
 @lru_cache(maxsize=None)

@@ -25,14 +25,14 @@ from yaml.events import (
 )
 
 from .documents import (
-    _STR, ConfigError, Document, Environ, Interpolator, Path_, Problem, Reads, _Loader, construct_plain,
+    STR_TAG, ConfigError, Document, Environ, Interpolator, Path_, Problem, Reads, YamlLoader, construct_plain,
     Sources, node_lines, parse_document, plain_tag, read_text, schema_check, schema_validator, validate,
 )
 
 # libyaml's bare event parser when present: half the cost of a whole loader per piece
 _EventParser: Any = getattr(yaml.cyaml, "CParser", None) if yaml.__with_libyaml__ else None
-_EventParser = _EventParser or _Loader
-_SIMPLE_TAGS = frozenset({_STR, "tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null"})
+_EventParser = _EventParser or YamlLoader
+_SIMPLE_TAGS = frozenset({STR_TAG, "tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null"})
 
 # Patterns start at a line's "\n" rather than at `^`: re then skips to newlines instead of trying every position.
 _BLOCK_START = re.compile(r"\n(?=[^\s#-])")  # a top-level key: column 0, not a comment, not an indentless item
@@ -79,7 +79,7 @@ class Parsed:
         if self._lines is None:
             if path == (0,) and _ITEM_ON_FIRST_LINE.match(self.text):
                 return 0  # an item's own line, the one asked for most (ChannelConfig.line): no need to parse
-            loader = _Loader(self.text)
+            loader = YamlLoader(self.text)
             try:
                 self._lines = node_lines(loader.get_single_node(), loader)
             finally:
@@ -162,18 +162,11 @@ class _EventBuilder:
     def node(self, event: Any, path: Path_) -> Any:
         kind = type(event)
         if kind is ScalarEvent:
-            raw = self._untagged(event).value
-            if event.style:  # quoted or a block scalar: a string as written
-                value = raw
-            else:
-                tag = plain_tag(raw)
-                if tag not in _SIMPLE_TAGS:
-                    raise _NeedsWholeFile  # `<<` merge keys and `=`
-                value = construct_plain(tag, raw)
+            value = self._scalar(self._untagged(event))
             if isinstance(value, str) and "$" in value:
                 value = self.interpolate(value, path)
                 if not event.style:
-                    value = self.interpolate.plain(raw, value)
+                    value = self.interpolate.plain(event.value, value)
             return value
         if kind is MappingStartEvent:
             self._untagged(event)
@@ -181,9 +174,8 @@ class _EventBuilder:
             while type(event := self.next()) is not MappingEndEvent:
                 if type(event) is not ScalarEvent:
                     raise _NeedsWholeFile
-                raw = self._untagged(event).value
-                key = raw if event.style else construct_plain(plain_tag(raw), raw)
-                if key is None or not isinstance(key, (str, int, float, bool)) or raw == "<<":
+                key = self._scalar(self._untagged(event))
+                if key is None or not isinstance(key, (str, int, float, bool)):
                     raise _NeedsWholeFile
                 key = key if isinstance(key, str) else str(key)
                 if key in out:
@@ -197,6 +189,15 @@ class _EventBuilder:
                 items.append(self.node(event, path + (len(items),)))
             return items
         raise _NeedsWholeFile  # an alias
+
+    @staticmethod
+    def _scalar(event: ScalarEvent) -> Any:
+        if event.style:  # quoted, or a block scalar: a string as written
+            return event.value
+        tag = plain_tag(event.value)
+        if tag not in _SIMPLE_TAGS:
+            raise _NeedsWholeFile  # `<<` (merge keys) and `=`
+        return construct_plain(tag, event.value)
 
     @staticmethod
     def _untagged(event: Any) -> Any:
@@ -235,6 +236,7 @@ class PieceCache:
         # what the last load did, for tests and benchmarks: read the file whole, or parse this many pieces
         self.last_was_whole = False
         self.last_parsed = 0
+        self._environ: dict[str, str] | None = None  # every kept piece's reads hold in this environment
 
     def load(self, file: str, schema_name: str, environ: Environ | None = None) -> tuple[Document, list[Problem]]:
         """Parse and interpolate `file` (raising ConfigError on YAML or `${...}` problems) and return it with its
@@ -242,7 +244,7 @@ class PieceCache:
         text = read_text(file)
         self.last_parsed = 0
         try:
-            return self._load_pieces(file, text, schema_name, Sources(environ))
+            return self._load_pieces(file, text, schema_name, Sources(environ, checked_against=self._environ))
         except _NeedsWholeFile:
             self.last_was_whole = True
             doc = parse_document(file, text, environ)
@@ -304,7 +306,7 @@ class PieceCache:
                 found.extend(item_problems)
                 kept[key].pop(parsed.text, None)  # only items known to be valid are kept
         found.sort(key=lambda p: p.line)
-        self._parsed = kept
+        self._parsed, self._environ = kept, sources.environ
         self.last_was_whole = False
         return doc, found
 

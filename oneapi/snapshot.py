@@ -47,6 +47,7 @@ class ReloadCache:
     providers: ProviderCache = field(default_factory=ProviderCache)
     channels: Mapping[str, Channel] = field(default_factory=dict)  # of the last snapshot built
     provider_digest: tuple[list[Document], bytes] | None = None  # the provider files' part of the version
+    routes: tuple[tuple[Channel, ...], Routes] | None = None  # the last routes, and the channels they route
 
 
 def build_snapshot(config_path: str | Path, environ: Mapping[str, str] | None = None, cache: ReloadCache | None = None) -> Snapshot:
@@ -108,12 +109,19 @@ def _build_snapshot(config_path: str | Path, environ: Mapping[str, str] | None, 
         config=config,
         providers=providers,
         channels=channels,
-        routes=Routes(list(channels.values())),
+        routes=_routes(tuple(channels.values()), cache),
         tokens=TokenIndex(config.tokens),
         version=digest.hexdigest()[:16],
         loaded_at=time.time(),
         warnings=tuple(warnings),
     )
+
+
+def _routes(channels: tuple[Channel, ...], cache: ReloadCache) -> Routes:
+    """The last routes when they route the very same channels (a token edit, say): they are read-only."""
+    if cache.routes is None or cache.routes[0] != channels:  # Channel compares by identity
+        cache.routes = (channels, Routes(list(channels)))
+    return cache.routes[1]
 
 
 def _provider_digest(provider_docs: list[Document], cache: ReloadCache) -> bytes:

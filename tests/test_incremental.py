@@ -144,6 +144,7 @@ def test_a_secret_file_that_changed_is_never_served_stale(path: Path, tmp_path: 
     "text",
     [
         "base: &base {provider: openai, keys: [k], models: [m]}\nchannels:\n  - <<: *base\n    name: a\n",  # anchors, merge keys
+        "tokens:\n  - <<: {name: a}\n    key: k\n",  # a merge key with no alias
         "channels:\n  - &c {name: a, provider: openai}\n  - *c\n",  # an alias across items
         "channels: [\n  {name: a, provider: openai}\n]\n",  # flow style over several lines
         "channels:\n\t- name: a\n",  # a tab
@@ -163,7 +164,7 @@ def test_text_that_does_not_cut_cleanly_is_read_whole(tmp_path: Path, text: str)
     path.write_text(text)
     cache = PieceCache()
     try:
-        expected: Any = whole(path, {})
+        whole(path, {})
     except ConfigError as exc:
         with pytest.raises(ConfigError) as caught:
             cache.load(str(path), SCHEMA, {})
@@ -199,6 +200,7 @@ BROKEN = [
     ("  expires: 2099-01-01T00:00:00Z\n", "  expires: 2099-13-01T00:00:00Z\n"),
     ("  key: ${TOKEN_1:-sk-client-1}\n", "  key: ${TOKEN_1}\n"),
     ("    groups: [vip]\n", "    groups: [gold]\n"),
+    ("  rpm: 10\n", "  rpm: 10\n  group: gold\n"),
     ("  subnets: [10.0.0.0/8]\n", "  subnets: [10.0.0.0/88]\n"),
     ("listen: 127.0.0.1:${PORT:-4000}\n", "listen: 127.0.0.1:${PORT:-4000}\nlistn: 1\n"),
     ("    provider: deepseek\n", "    provider: nosuchvendor\n"),
