@@ -205,9 +205,9 @@ def parse_document(file: str, text: str, environ: Environ | None = None) -> Docu
     return doc
 
 
-def yaml_problem(file: str, exc: yaml.YAMLError, first_line: int = 1) -> Problem:
+def yaml_problem(file: str, exc: yaml.YAMLError) -> Problem:
     mark = getattr(exc, "problem_mark", None)
-    line = mark.line + first_line if mark else first_line
+    line = mark.line + 1 if mark else 1
     reason = getattr(exc, "problem", None) or str(exc)
     return Problem(file, line, f"invalid YAML: {reason}")
 
