@@ -208,13 +208,26 @@ def _compile(name: str, doc: Document, data: dict[str, Any]) -> Provider:
         base_url=data.get("base_url"),
         api_prefix=data.get("api_prefix", ""),
         auth=auth,
-        headers=MappingProxyType(dict(data.get("headers") or {})),
+        headers=MappingProxyType(_headers(data.get("headers"))),
         options=MappingProxyType(dict(data.get("options") or {})),
         operations=MappingProxyType(operations),
         errors=errors,
         tests=tuple((doc.data or {}).get("tests") or ()),
         document=doc,
     )
+
+
+def _headers(raw: Mapping[str, str | None] | None) -> dict[str, str]:
+    """Headers after `extends` merged them: a null value removes the header (any spelling of its name)
+    that a parent file set, e.g. `headers: {anthropic-version: null}`."""
+    out: dict[str, str] = {}
+    for name, value in (raw or {}).items():
+        if value is None:
+            for existing in [k for k in out if k.lower() == name.lower()]:
+                del out[existing]
+        else:
+            out[name] = value
+    return out
 
 
 def _compile_operation(op_name: str, raw: dict[str, Any], compiler: Compiler, auth: AuthSpec, doc: Document) -> Operation:
@@ -236,11 +249,11 @@ def _compile_operation(op_name: str, raw: dict[str, Any], compiler: Compiler, au
         path=Template.compile(raw["path"]),
         query=tuple((k, Template.compile(v)) for k, v in (raw.get("query") or {}).items()),
         format=fmt,
-        headers=MappingProxyType(dict(raw.get("headers") or {})),
+        headers=MappingProxyType(_headers(raw.get("headers"))),
         mapping=mapping,
         stream=stream,
         stream_path=Template.compile(stream_raw["path"]) if stream_raw.get("path") else None,
         stream_query=tuple((k, Template.compile(v)) for k, v in stream_raw["query"].items()) if stream_raw.get("query") is not None else None,
-        stream_headers=MappingProxyType(dict(stream_raw.get("headers") or {})),
+        stream_headers=MappingProxyType(_headers(stream_raw.get("headers"))),
         translated=fmt != "openai" or auth.signer or mapping is not None,
     )
