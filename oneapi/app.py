@@ -25,6 +25,7 @@ from .health import HealthRegistry
 from .routing import Channel
 from .metrics import METRICS_DIR_ENV, Metrics
 from .relay import ENDPOINTS, Endpoint, Services, client_key, relay
+from .signers import token_exchanges
 from .snapshot import SnapshotHolder
 from .upstream import Upstream
 
@@ -72,6 +73,7 @@ class Gateway:
             task.cancel()
         self.metrics.publish()
         await self.services.upstream.close()
+        await token_exchanges().close()  # the signers' token-exchange client, opened on first use
 
     # --- routes -------------------------------------------------------------
 
