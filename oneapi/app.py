@@ -216,6 +216,7 @@ def create_app(config_path: str | Path | None = None) -> Starlette:
         Route("/v1/embeddings", gateway.relay_route(ENDPOINTS["embeddings"]), methods=["POST"]),
         Route("/v1/moderations", gateway.relay_route(ENDPOINTS["moderations"]), methods=["POST"]),
         Route("/v1/images/generations", gateway.relay_route(ENDPOINTS["images"]), methods=["POST"]),
+        Route("/v1/rerank", gateway.relay_route(ENDPOINTS["rerank"]), methods=["POST"]),
         Route("/v1/models", gateway.list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", gateway.get_model, methods=["GET"]),
         Route("/health", gateway.health, methods=["GET"]),

@@ -12,6 +12,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from .config import TokenConfig
 from .errors import GatewayError, bad_request
 from .failures import Failure, bad_body_failure, classify, in_band_error, in_band_status, transport_failure
 from .health import ChannelHealth, HealthRegistry
@@ -45,6 +46,19 @@ def _require(field: str) -> Callable[[dict[str, Any]], None]:
     return check
 
 
+def _require_rerank(body: dict[str, Any]) -> None:
+    """The rerank shape most gateways and vendors share: {model, query, documents, top_n}."""
+    query = body.get("query")
+    if not isinstance(query, (str, dict)) or not query:
+        raise bad_request("'query' is required and must be a non-empty string.", param="query")
+    documents = body.get("documents")
+    if not isinstance(documents, list) or not documents:
+        raise bad_request("'documents' must be a non-empty array.", param="documents")
+    top_n = body.get("top_n")
+    if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 1):
+        raise bad_request("'top_n' must be a positive integer.", param="top_n")
+
+
 @dataclass(frozen=True)
 class Endpoint:
     operation: str  # the provider operation it maps to
@@ -58,6 +72,7 @@ ENDPOINTS = {
     "embeddings": Endpoint("embeddings", _require("input"), streams=False),
     "moderations": Endpoint("moderations", _require("input"), streams=False),
     "images": Endpoint("images", _require("prompt"), streams=True),
+    "rerank": Endpoint("rerank", _require_rerank, streams=False),
 }
 
 
@@ -116,14 +131,21 @@ async def relay(request: Request, snapshot: Snapshot, services: Services, endpoi
     endpoint.validate(body)
     if stream and not endpoint.streams:
         raise bad_request("'stream' is not supported on this endpoint.", param="stream")
-    check_model(token, model)
-    if not snapshot.routes.knows(token.group, model):
-        raise GatewayError(404, f"The model '{model}' does not exist or you do not have access to it.", code="model_not_found", param="model")
+    _check_route(snapshot, token, model, endpoint)
     call = Call(endpoint, model, raw, body, stream, received)
     response = await _failover(call, snapshot, services, token.group)
     if call.overhead is not None:
         services.metrics.observe("oneapi_overhead_seconds", (endpoint.operation,), call.overhead)
     return response
+
+
+def _check_route(snapshot: Snapshot, token: TokenConfig, model: str, endpoint: Endpoint) -> None:
+    check_model(token, model)
+    if not snapshot.routes.knows(token.group, model):
+        raise GatewayError(404, f"The model '{model}' does not exist or you do not have access to it.", code="model_not_found", param="model")
+    if not snapshot.routes.offers(token.group, model, endpoint.operation):
+        raise GatewayError(404, f"The model '{model}' does not support this endpoint: no channel serving it offers "
+                                f"'{endpoint.operation}'.", code="operation_not_supported", param="model")
 
 
 @dataclass
