@@ -15,6 +15,8 @@ from .mapping import BodyMapping, Compiler, ErrorSpec, MappingError, compile_err
 from .streams import StreamSpec, compile_stream
 
 OPERATIONS = ("chat", "completions", "embeddings", "images", "audio_speech", "audio_transcriptions", "moderations", "rerank", "models")
+# operations whose bodies are not JSON both ways (a multipart upload, an audio answer): relayed as they are only
+RELAYED_ONLY = ("audio_speech", "audio_transcriptions")
 
 # a base URL whose path already ends like this is used as given: .../v1, .../api/v1, .../openai/v1, .../api/paas/v4
 _VERSION_SEGMENT = re.compile(r"/v\d+(?:[a-z]+\d*)?/?$")
@@ -239,6 +241,10 @@ def _compile_operation(op_name: str, raw: dict[str, Any], compiler: Compiler, au
             request_set=tuple((k, compiler.compile(v)) for k, v in (raw.get("request_set") or {}).items()),
             response=compiler.compile(raw["response"]) if raw.get("response") else None,
         )
+    translated = fmt != "openai" or auth.signer or mapping is not None
+    if translated and op_name in RELAYED_ONLY:
+        # an upload is streamed and an audio answer is bytes: neither passes through a JSON mapping or a body signature
+        raise ValueError("is relayed as it is: it cannot be mapped (format: mapped, request_set) or use a signer auth style")
     stream_raw = raw.get("stream") or {}
     stream = None
     if stream_raw.get("rules") is not None:
@@ -255,5 +261,5 @@ def _compile_operation(op_name: str, raw: dict[str, Any], compiler: Compiler, au
         stream_path=Template.compile(stream_raw["path"]) if stream_raw.get("path") else None,
         stream_query=tuple((k, Template.compile(v)) for k, v in stream_raw["query"].items()) if stream_raw.get("query") is not None else None,
         stream_headers=MappingProxyType(_headers(stream_raw.get("headers"))),
-        translated=fmt != "openai" or auth.signer or mapping is not None,
+        translated=translated,
     )

@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable
 
 import orjson
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from .config import TokenConfig
 from .errors import GatewayError, bad_request
 from .failures import Failure, bad_body_failure, classify, in_band_error, in_band_status, transport_failure
+from .forms import Upload, form_boundary
 from .health import ChannelHealth, HealthRegistry
 from .metrics import Metrics
 from .routing import Channel, ChannelKey
@@ -46,6 +48,14 @@ def _require(field: str) -> Callable[[dict[str, Any]], None]:
     return check
 
 
+def _require_text(field: str) -> Callable[[dict[str, Any]], None]:
+    def check(body: dict[str, Any]) -> None:
+        if not isinstance(body.get(field), str):
+            raise bad_request(f"'{field}' is required and must be a string.", param=field)
+
+    return check
+
+
 def _require_rerank(body: dict[str, Any]) -> None:
     """The rerank shape most gateways and vendors share: {model, query, documents, top_n}."""
     query = body.get("query")
@@ -59,11 +69,17 @@ def _require_rerank(body: dict[str, Any]) -> None:
         raise bad_request("'top_n' must be a positive integer.", param="top_n")
 
 
+def _no_check(body: dict[str, Any]) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Endpoint:
     operation: str  # the provider operation it maps to
     validate: Callable[[dict[str, Any]], None]
     streams: bool
+    form: bool = False  # the body is multipart/form-data (a file upload), not JSON
+    any_answer: bool = False  # the answer is relayed by its own content type (audio, text, SSE), not only JSON
 
 
 ENDPOINTS = {
@@ -72,6 +88,8 @@ ENDPOINTS = {
     "embeddings": Endpoint("embeddings", _require("input"), streams=False),
     "moderations": Endpoint("moderations", _require("input"), streams=False),
     "images": Endpoint("images", _require("prompt"), streams=True),
+    "audio_speech": Endpoint("audio_speech", _require_text("input"), streams=True, any_answer=True),
+    "audio_transcriptions": Endpoint("audio_transcriptions", _no_check, streams=True, form=True, any_answer=True),
     "rerank": Endpoint("rerank", _require_rerank, streams=False),
 }
 
@@ -121,6 +139,8 @@ async def relay(request: Request, snapshot: Snapshot, services: Services, endpoi
     received = time.perf_counter()
     client = request.client
     token = snapshot.tokens.authenticate(client_key(request), client.host if client else None)
+    if endpoint.form:
+        return await _relay_upload(request, snapshot, services, endpoint, token, received)
     raw, body = await read_json_body(request, snapshot.config.max_body_bytes)
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -132,7 +152,7 @@ async def relay(request: Request, snapshot: Snapshot, services: Services, endpoi
     if stream and not endpoint.streams:
         raise bad_request("'stream' is not supported on this endpoint.", param="stream")
     _check_route(snapshot, token, model, endpoint)
-    call = Call(endpoint, model, raw, body, stream, received)
+    call = Call(endpoint, model, raw, body, stream, received, accept=request.headers.get("accept"))
     response = await _failover(call, snapshot, services, token.group)
     if call.overhead is not None:
         services.metrics.observe("oneapi_overhead_seconds", (endpoint.operation,), call.overhead)
@@ -148,6 +168,41 @@ def _check_route(snapshot: Snapshot, token: TokenConfig, model: str, endpoint: E
                                 f"'{endpoint.operation}'.", code="operation_not_supported", param="model")
 
 
+async def _relay_upload(request: Request, snapshot: Snapshot, services: Services, endpoint: Endpoint,
+                        token: TokenConfig, received: float) -> Response:
+    """A multipart upload: routed once its `model` field has arrived, while the rest is still on its way."""
+    limit = snapshot.config.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise bad_request("Content-Length is not a number.")
+        if int(declared) > limit:
+            raise GatewayError(413, f"Request body is larger than {limit} bytes.", code="request_too_large")
+    upload = Upload(request.stream(), form_boundary(request.headers.get("content-type")), limit,
+                    int(declared) if declared is not None else None)
+    try:
+        model = await upload.read_fields()
+        if upload.failure is not None:
+            raise upload.failure
+        fields = upload.fields
+        endpoint.validate(fields)
+        _check_route(snapshot, token, model, endpoint)
+        call = Call(endpoint, model, b"", fields, fields.get("stream") == "true", received,
+                    accept=request.headers.get("accept"), upload=upload,
+                    content_type=request.headers.get("content-type", ""))
+        response = await _failover(call, snapshot, services, token.group)
+    except BaseException:
+        upload.close()
+        raise
+    if isinstance(response, StreamingResponse):
+        response.background = BackgroundTask(upload.close)  # the spool outlives the answer's first bytes
+    else:
+        upload.close()
+    if call.overhead is not None:
+        services.metrics.observe("oneapi_overhead_seconds", (endpoint.operation,), call.overhead)
+    return response
+
+
 @dataclass
 class Call:
     """One client request on its way upstream."""
@@ -159,6 +214,9 @@ class Call:
     stream: bool
     received: float  # perf_counter() when the request arrived, for the overhead header
     overhead: float | None = None  # seconds the gateway itself spent, once known
+    accept: str | None = None  # the client's Accept header, passed on where the answer is not only JSON
+    upload: Upload | None = None  # a multipart body, streamed from its spool instead of `raw`
+    content_type: str = ""  # the client's Content-Type, for a multipart body (its boundary)
 
 
 async def _failover(call: Call, snapshot: Snapshot, services: Services, group: str) -> Response:
@@ -247,17 +305,34 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
     if operation.translated:  # a vendor that does not speak OpenAI, or needs a signer: translate.py
         timeouts = Timeouts(total=min(config.timeout, time_left), connect=config.connect_timeout)
         return await translated_attempt(channel, key, operation, upstream_model, call.body, call.stream, upstream, timeouts, record)
-    raw = call.raw
-    if upstream_model != call.model:
-        # otherwise the fast path: the client's bytes go upstream untouched
-        raw = orjson.dumps({**call.body, "model": upstream_model})
     url = channel.url(operation, upstream_model, key)
-    headers = {**key.headers, "Content-Type": "application/json", "Accept": "text/event-stream" if call.stream else "application/json"}
+    upload = call.upload
+    body: bytes | AsyncIterator[bytes]
+    if upload is not None:
+        if upload.failure is not None:
+            raise upload.failure
+        body = upload.body(upstream_model)
+        headers = {**key.headers, "Content-Type": call.content_type}
+        length = upload.length(upstream_model)
+        if length is not None:
+            headers["Content-Length"] = str(length)
+    else:
+        body = call.raw
+        if upstream_model != call.model:
+            # otherwise the fast path: the client's bytes go upstream untouched
+            body = orjson.dumps({**call.body, "model": upstream_model})
+        headers = {**key.headers, "Content-Type": "application/json"}
+    if call.endpoint.any_answer:
+        headers["Accept"] = call.accept or "*/*"
+    else:
+        headers["Accept"] = "text/event-stream" if call.stream else "application/json"
     timeouts = Timeouts(total=min(config.timeout, time_left), connect=config.connect_timeout)
     sent = time.perf_counter()
     try:
-        reply = await upstream.send(operation.method, url, headers, raw, timeouts)
+        reply = await upstream.send(operation.method, url, headers, body, timeouts)
     except TRANSPORT_ERRORS as exc:
+        if upload is not None and upload.failure is not None:
+            raise upload.failure from None  # the client's body, not the channel, is at fault
         log.warning("channel %s: upstream request failed: %s", channel.name, type(exc).__name__)
         return transport_failure(channel.name, exc)
     answered = time.perf_counter()
@@ -273,8 +348,10 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
         log.warning("channel %s: upstream answered %s", channel.name, reply.status)
         return classify(channel.name, reply.status, content, reply.headers)
 
-    if call.stream:
+    if call.stream or (call.endpoint.any_answer and _is_event_stream(reply.content_type)):
         return await _open_stream(channel, reply, call, config, min(config.timeout, time_left), record, overhead, answered)
+    if call.endpoint.any_answer and not _is_json(reply.content_type):
+        return await _open_bytes(channel, reply, call, config, min(config.timeout, time_left), record, overhead, answered)
 
     try:
         content = await reply.read()
@@ -347,8 +424,8 @@ async def _pass_through(channel: Channel, reply: UpstreamReply, first: bytes, id
             if not chunk:
                 break
             pending = pending + chunk if pending else chunk
-        if pending:
-            yield pending
+        if pending:  # a last event without its blank line: completed, or SSE clients would drop it
+            yield pending + (b"\r\n" if pending.endswith(b"\r\n") else b"\n" if pending.endswith(b"\n") else b"\n\n")
         record(True)
     except (TimeoutError, *TRANSPORT_ERRORS) as exc:
         record(False)
@@ -360,6 +437,74 @@ async def _pass_through(channel: Channel, reply: UpstreamReply, first: bytes, id
                                                   "code": "stream_stalled" if stalled else "stream_interrupted", "param": None}}) + b"\n\n"
     finally:
         reply.close()
+
+
+async def _open_bytes(channel: Channel, reply: UpstreamReply, call: Call, config: Any, time_left: float,
+                      record: Callable[[bool], None], overhead: float, answered: float) -> Response | Failure:
+    """An answer that is not JSON (audio, plain text, subtitles): relayed as it arrives, with its content type,
+    once its first bytes are in (until then a failure can still move to the next channel)."""
+    try:
+        async with asyncio.timeout(min(config.ttft_timeout or time_left, time_left)):
+            first = await reply.next_chunk()
+    except (TimeoutError, *TRANSPORT_ERRORS) as exc:
+        reply.close()
+        log.warning("channel %s: no first byte: %s", channel.name, type(exc).__name__)
+        return transport_failure(channel.name, exc, "first byte")
+    overhead += time.perf_counter() - answered
+    call.overhead = overhead
+    headers = {OVERHEAD_HEADER: f"{overhead * 1000:.3f}"}
+    if not first:  # an empty answer (a transcript of silence in text format) is still an answer
+        reply.close()
+        record(True)
+        return Response(b"", status_code=reply.status, media_type=reply.content_type, headers=headers)
+    return BytesResponse(_pass_bytes(channel, reply, first, config.idle_timeout, record),
+                         status_code=reply.status, media_type=reply.content_type, headers=headers)
+
+
+class UpstreamCut(Exception):
+    """A binary answer broke off upstream."""
+
+
+class BytesResponse(StreamingResponse):
+    """A streamed answer that is left unfinished when its upstream breaks off: the server then drops the
+    connection, so the client cannot take truncated audio for a whole file (a binary body has no place
+    for an in-band error)."""
+
+    async def stream_response(self, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        try:
+            async for chunk in self.body_iterator:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except UpstreamCut:
+            return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _pass_bytes(channel: Channel, reply: UpstreamReply, first: bytes, idle_timeout: float,
+                      record: Callable[[bool], None]) -> AsyncIterator[bytes]:
+    try:
+        chunk = first
+        while chunk:
+            yield chunk
+            async with asyncio.timeout(idle_timeout):
+                chunk = await reply.next_chunk()
+        record(True)
+    except (TimeoutError, *TRANSPORT_ERRORS) as exc:
+        record(False)
+        stalled = isinstance(exc, TimeoutError)
+        log.warning("channel %s: answer %s", channel.name, "stalled" if stalled else f"broke: {type(exc).__name__}")
+        raise UpstreamCut(f"upstream answer on channel '{channel.name}' {'stalled' if stalled else 'was cut'}") from None
+    finally:
+        reply.close()
+
+
+def _is_event_stream(content_type: str) -> bool:
+    return content_type.split(";")[0].strip().lower() == "text/event-stream"
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";")[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
 
 
 def _event_boundary(buffer: bytes) -> int:
