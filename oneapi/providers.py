@@ -244,7 +244,8 @@ def _compile_operation(op_name: str, raw: dict[str, Any], compiler: Compiler, au
     translated = fmt != "openai" or auth.signer or mapping is not None
     if translated and op_name in RELAYED_ONLY:
         # an upload is streamed and an audio answer is bytes: neither passes through a JSON mapping or a body signature
-        raise ValueError("is relayed as it is: it cannot be mapped (format: mapped, request_set) or use a signer auth style")
+        raise ValueError(f"is relayed as it is: it cannot be mapped (format: mapped, request_set) or use a signer auth style "
+                         f"(if the vendor has no such API, remove the inherited one with `{op_name}: null`)")
     stream_raw = raw.get("stream") or {}
     stream = None
     if stream_raw.get("rules") is not None:
