@@ -19,9 +19,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .config import Config
 from .documents import ConfigError
-from .errors import GatewayError
+from .errors import GatewayError, bad_request
 from .health import HealthRegistry
+from .ledger import GROUP_FIELDS, SqliteLedger, UsageQuery, parse_time, sqlite_path
+from .limits import Accounting, SqliteAccounting
 from .routing import Channel
 from .metrics import METRICS_DIR_ENV, Metrics
 from .relay import ENDPOINTS, Endpoint, Services, client_key, relay
@@ -38,21 +41,49 @@ def json_response(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
+def open_accounting(config: Config) -> Accounting:
+    """The limits and ledger for config.store: SQLite (the default, shared by the processes of one host)
+    or redis (shared by every replica). Chosen at start-up: a reload never moves the ledger."""
+    if config.store.startswith(("redis://", "rediss://")):
+        from .redisstore import RedisAccounting  # the redis client is needed only by those who use it
+
+        return RedisAccounting(config.store)
+    return SqliteAccounting(SqliteLedger(sqlite_path(config.store, config.path.parent)))
+
+
+def usage_query(params: Any) -> UsageQuery:
+    """The filters of GET /admin/usage (and `oneapi usage`): token, channel, model, since, until, group_by."""
+    try:
+        since = parse_time(params["since"]) if params.get("since") else None
+        until = parse_time(params["until"]) if params.get("until") else None
+    except ValueError:
+        raise bad_request("'since' and 'until' take unix seconds or an ISO 8601 date-time.", param="since") from None
+    group_by = tuple(g for g in (params.get("group_by") or "token,channel,model").split(",") if g)
+    unknown = [g for g in group_by if g not in GROUP_FIELDS]
+    if unknown:
+        raise bad_request(f"group_by takes {', '.join(GROUP_FIELDS)}; not {', '.join(unknown)}.", param="group_by")
+    return UsageQuery(token=params.get("token") or None, channel=params.get("channel") or None, model=params.get("model") or None,
+                      since=since, until=until, group_by=group_by)
+
+
 class Gateway:
-    """Per-worker state: the live snapshot holder and the upstream client."""
+    """Per-worker state: the live snapshot holder, the upstream client, and the limits and ledger, which
+    outlive every reload."""
 
     def __init__(self, config_path: str | Path):
         self.holder = SnapshotHolder(config_path)
+        self.accounting = open_accounting(self.holder.current.config)
         self.channel_health = HealthRegistry(self.holder.current.config.breaker)
         self.holder.listeners.append(lambda s: self.channel_health.update(s.config.breaker, s.channels.values()))
         self.metrics = Metrics(os.environ.get(METRICS_DIR_ENV))
         self.metrics.gauge_sources.append(self.channel_health.gauges)
         self.metrics.gauge_sources.append(lambda: [("oneapi_config_info", (self.holder.current.version,), 1.0)])
         self.holder.on_result = lambda ok: self.metrics.inc("oneapi_config_reloads_total", ("ok" if ok else "refused",))
-        self.services = Services(Upstream(), self.channel_health, self.metrics)
+        self.services = Services(Upstream(), self.channel_health, self.metrics, self.accounting)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        await self.accounting.start()
         await self.services.upstream.start()
         self._tasks.append(asyncio.create_task(self.holder.watch()))
         self._tasks.append(asyncio.create_task(self.metrics.publish_forever()))
@@ -73,6 +104,7 @@ class Gateway:
             task.cancel()
         self.metrics.publish()
         await self.services.upstream.close()
+        await self.accounting.close()  # SIGTERM: every pending record is written before the worker exits
         await token_exchanges().close()  # the signers' token-exchange client, opened on first use
 
     # --- routes -------------------------------------------------------------
@@ -148,6 +180,11 @@ class Gateway:
             }, status=422)
         return json_response({"reloaded": True, "config_version": snapshot.version})
 
+    async def admin_usage(self, request: Request) -> Response:
+        self._require_admin(request)
+        report = await self.accounting.query(usage_query(request.query_params))
+        return json_response(report.as_dict())
+
     async def admin_channels(self, request: Request) -> Response:
         self._require_admin(request)
         snapshot = self.holder.current
@@ -165,6 +202,7 @@ class Gateway:
                 "priority": cc.priority,
                 "weight": cc.weight,
                 "keys": [k.masked for k in channel.keys] if channel else [],
+                "max_concurrency": cc.max_concurrency,
                 **self._health_of(channel),
             })
         return json_response({"config_version": snapshot.version, "channels": data})
@@ -225,6 +263,7 @@ def create_app(config_path: str | Path | None = None) -> Starlette:
         Route("/metrics", gateway.prometheus, methods=["GET"]),
         Route("/admin/reload", gateway.admin_reload, methods=["POST"]),
         Route("/admin/channels", gateway.admin_channels, methods=["GET"]),
+        Route("/admin/usage", gateway.admin_usage, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,

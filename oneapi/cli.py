@@ -1,8 +1,10 @@
-"""The `oneapi` command: serve, check, key."""
+"""The `oneapi` command: serve, check, key, usage."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import csv
 import hashlib
 import logging
 import os
@@ -11,11 +13,16 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from .config import load_config
 from .documents import ConfigError
 from .metrics import METRICS_DIR_ENV
 from .selftest import run_selftests
 from .snapshot import RELOAD_SIGNAL_ENV, build_snapshot, signal_reload
+
+if TYPE_CHECKING:
+    from .ledger import UsageQuery, UsageReport
 
 DEFAULT_CONFIG = "config.yaml"
 
@@ -36,11 +43,23 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("key", help="print a new client key and its sha256 for tokens[].key_sha256")
 
+    usage = commands.add_parser("usage", help="print usage and cost from the ledger (the store in config.yaml)")
+    usage.add_argument("--config", default=DEFAULT_CONFIG, help="path to config.yaml (default: ./config.yaml)")
+    usage.add_argument("--token", help="only this token")
+    usage.add_argument("--channel", help="only this channel")
+    usage.add_argument("--model", help="only this model (the name clients asked for)")
+    usage.add_argument("--since", help="from this time on: unix seconds or ISO 8601 (UTC unless an offset is given)")
+    usage.add_argument("--until", help="before this time")
+    usage.add_argument("--group-by", default="token,channel,model", help="comma list of token, channel, model, day")
+    usage.add_argument("--csv", action="store_true", help="CSV of the breakdown instead of a table")
+
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve_command(args)
     if args.command == "check":
         return check_command(Path(args.config))
+    if args.command == "usage":
+        return usage_command(args)
     return key_command()
 
 
@@ -72,6 +91,64 @@ def key_command() -> int:
     print(f"key:        {key}")
     print(f"key_sha256: {hashlib.sha256(key.encode()).hexdigest()}")
     return 0
+
+
+USAGE_COLUMNS = ("requests", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "estimated_requests", "cost_usd")
+
+
+def usage_command(args: argparse.Namespace) -> int:
+    from .app import usage_query
+    from .errors import GatewayError
+    from .ledger import connect, query_usage, sqlite_path
+
+    try:
+        config, _ = load_config(Path(args.config))
+        query = usage_query({"token": args.token, "channel": args.channel, "model": args.model, "since": args.since,
+                             "until": args.until, "group_by": args.group_by})
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except GatewayError as exc:
+        print(exc.message, file=sys.stderr)
+        return 2
+    if config.store.startswith(("redis://", "rediss://")):
+        report = asyncio.run(_redis_usage(config.store, query))
+    else:
+        path = sqlite_path(config.store, config.path.parent)
+        if path is None or not path.exists():
+            print(f"no ledger at {path or config.store}: nothing has been recorded yet", file=sys.stderr)
+            return 1
+        db = connect(path, readonly=True)
+        try:
+            report = query_usage(db, query)
+        finally:
+            db.close()
+    data = report.as_dict()
+    header = [*data["group_by"], *USAGE_COLUMNS]
+    rows = [[str(row[c]) for c in header] for row in data["breakdown"]]
+    if args.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        return 0
+    total = ["TOTAL", *[""] * (len(data["group_by"]) - 1)] if data["group_by"] else []
+    rows.append([*total, *(str(data["totals"][c]) for c in USAGE_COLUMNS)])
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    numeric = len(data["group_by"])
+    for line in [header, ["-" * w for w in widths], *rows[:-1], ["-" * w for w in widths], rows[-1]]:
+        print("  ".join(cell.rjust(w) if i >= numeric else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths))).rstrip())
+    return 0
+
+
+async def _redis_usage(url: str, query: "UsageQuery") -> "UsageReport":
+    from .redisstore import RedisAccounting
+
+    accounting = RedisAccounting(url)
+    try:
+        return await accounting.query(query)
+    finally:
+        await accounting.redis.aclose()
 
 
 def serve_command(args: argparse.Namespace) -> int:

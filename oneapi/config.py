@@ -26,6 +26,15 @@ DEFAULT_GROUP = "default"
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per 1M tokens, as vendors publish them."""
+
+    input: float = 0.0
+    output: float = 0.0
+    cached_input: float | None = None  # None: cached input costs the full input price
+
+
 @dataclass(frozen=True)
 class ChannelConfig:
     name: str
@@ -45,6 +54,7 @@ class ChannelConfig:
     connect_timeout: float
     idle_timeout: float
     line: int = field(default=0, compare=False, repr=False)
+    max_concurrency: int | None = None  # upstream capacity shared by every worker and replica
 
     def serves(self) -> tuple[str, ...]:
         """Every model name a client may ask this channel for."""
@@ -97,6 +107,7 @@ class Config:
     watch_interval: float
     groups: Mapping[str, float]
     pricing: Mapping[str, Mapping[str, float]]
+    prices: Mapping[str, Price]
     channels: tuple[ChannelConfig, ...]
     tokens: tuple[TokenConfig, ...]
     referenced_files: frozenset[str]
@@ -138,6 +149,10 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> t
         seen_keys.setdefault(token.key_sha256, token.name)
     if problems:
         raise ConfigError(problems)
+    pricing = dict((data.get("pricing") or {}).get("models") or {})
+    prices = {model: Price(float(p.get("input", 0.0)), float(p.get("output", 0.0)),
+                           None if p.get("cached_input") is None else float(p["cached_input"])) for model, p in pricing.items()}
+    _warn_unpriced(doc, channels, prices, warnings)
 
     host, _, port = str(data.get("listen", DEFAULT_LISTEN)).rpartition(":")
     admin_key = data.get("admin_key") or None
@@ -151,7 +166,8 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> t
         max_body_bytes=int(data.get("max_body_bytes", DEFAULT_MAX_BODY)),
         watch_interval=float(data.get("watch_interval", 1.0)),
         groups=MappingProxyType(groups),
-        pricing=MappingProxyType(dict((data.get("pricing") or {}).get("models") or {})),
+        pricing=MappingProxyType(pricing),
+        prices=MappingProxyType(prices),
         channels=channels,
         tokens=tokens,
         referenced_files=frozenset(doc.referenced_files),
@@ -187,6 +203,7 @@ def _channel(doc: Document, i: int, raw: dict[str, Any], groups: Mapping[str, fl
         connect_timeout=float(raw.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)),
         idle_timeout=float(raw.get("idle_timeout", DEFAULT_IDLE_TIMEOUT)),
         line=doc.line(where),
+        max_concurrency=raw.get("max_concurrency"),
     )
 
 
@@ -230,6 +247,20 @@ def _token(doc: Document, i: int, raw: dict[str, Any], groups: Mapping[str, floa
         tpm=raw.get("tpm"),
         enabled=bool(raw.get("enabled", True)),
     )
+
+
+def _warn_unpriced(doc: Document, channels: tuple[ChannelConfig, ...], prices: Mapping[str, Price], warnings: list[Problem]) -> None:
+    """A served model without a price costs nothing and counts nothing against budgets: say so once per model."""
+    warned: set[str] = set()
+    for i, channel in enumerate(channels):
+        if not channel.enabled:
+            continue
+        for model in channel.serves():
+            if model in warned or model in prices or channel.upstream_model(model) in prices:
+                continue
+            warned.add(model)
+            warnings.append(doc.problem(("channels", i), f"model {model!r} (channel {channel.name!r}) has no price under pricing.models: "
+                                                         "its requests are recorded as free and never count against a budget"))
 
 
 def _check_unique(doc: Document, section: str, names: list[str], problems: list[Problem]) -> None:

@@ -6,10 +6,9 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, cast
 
 import orjson
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -18,6 +17,8 @@ from .errors import GatewayError, bad_request
 from .failures import Failure, bad_body_failure, classify, in_band_error, in_band_status, transport_failure
 from .forms import Upload, form_boundary
 from .health import ChannelHealth, HealthRegistry
+from .limits import Accounting
+from .metering import Meter, MeteredStream, new_request_id, translated_body, upstream_body
 from .metrics import Metrics
 from .routing import Channel, ChannelKey
 from .snapshot import Snapshot
@@ -133,14 +134,25 @@ class Services:
     upstream: Upstream
     health: HealthRegistry
     metrics: Metrics
+    accounting: Accounting
 
 
 async def relay(request: Request, snapshot: Snapshot, services: Services, endpoint: Endpoint) -> Response:
     received = time.perf_counter()
+    request_id = new_request_id()
+    try:
+        return await _relay(request, snapshot, services, endpoint, received, request_id)
+    except GatewayError as exc:
+        exc.headers.setdefault("x-request-id", request_id)
+        raise
+
+
+async def _relay(request: Request, snapshot: Snapshot, services: Services, endpoint: Endpoint, received: float,
+                 request_id: str) -> Response:
     client = request.client
     token = snapshot.tokens.authenticate(client_key(request), client.host if client else None)
     if endpoint.form:
-        return await _relay_upload(request, snapshot, services, endpoint, token, received)
+        return await _relay_upload(request, snapshot, services, endpoint, token, received, request_id)
     raw, body = await read_json_body(request, snapshot.config.max_body_bytes)
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -152,11 +164,9 @@ async def relay(request: Request, snapshot: Snapshot, services: Services, endpoi
     if stream and not endpoint.streams:
         raise bad_request("'stream' is not supported on this endpoint.", param="stream")
     _check_route(snapshot, token, model, endpoint)
-    call = Call(endpoint, model, raw, body, stream, received, accept=request.headers.get("accept"))
-    response = await _failover(call, snapshot, services, token.group)
-    if call.overhead is not None:
-        services.metrics.observe("oneapi_overhead_seconds", (endpoint.operation,), call.overhead)
-    return response
+    call = Call(endpoint, model, raw, body, stream, received, _meter(services, snapshot, token, endpoint, model, body, stream, request_id),
+                accept=request.headers.get("accept"))
+    return await _metered_failover(call, snapshot, services, token.group)
 
 
 def _check_route(snapshot: Snapshot, token: TokenConfig, model: str, endpoint: Endpoint) -> None:
@@ -168,8 +178,37 @@ def _check_route(snapshot: Snapshot, token: TokenConfig, model: str, endpoint: E
                                 f"'{endpoint.operation}'.", code="operation_not_supported", param="model")
 
 
+def _meter(services: Services, snapshot: Snapshot, token: TokenConfig, endpoint: Endpoint, model: str, body: dict[str, Any],
+           stream: bool, request_id: str) -> Meter:
+    return Meter(services.accounting, token, endpoint.operation, model, body, stream, request_id,
+                 snapshot.config.prices, snapshot.config.groups.get(token.group, 1.0))
+
+
+async def _metered_failover(call: Call, snapshot: Snapshot, services: Services, group: str) -> Response:
+    """Admission, the tries, and the accounting of their outcome."""
+    meter = call.meter
+    try:
+        await meter.admit()
+    except GatewayError as exc:
+        exc.headers.update(meter.headers)
+        raise
+    try:
+        response = await _failover(call, snapshot, services, group)
+    except BaseException as exc:
+        meter.abandon()
+        if isinstance(exc, GatewayError):
+            exc.headers.update(meter.headers)
+        raise
+    if not isinstance(response, MeteredStreamingResponse) and response.status_code >= 400:
+        meter.abandon()  # the client's own mistake passed back, or every channel failed: nothing was used
+    response.headers.update(meter.headers)
+    if call.overhead is not None:
+        services.metrics.observe("oneapi_overhead_seconds", (call.endpoint.operation,), call.overhead)
+    return response
+
+
 async def _relay_upload(request: Request, snapshot: Snapshot, services: Services, endpoint: Endpoint,
-                        token: TokenConfig, received: float) -> Response:
+                        token: TokenConfig, received: float, request_id: str) -> Response:
     """A multipart upload: routed once its `model` field has arrived, while the rest is still on its way."""
     limit = snapshot.config.max_body_bytes
     declared = request.headers.get("content-length")
@@ -187,19 +226,17 @@ async def _relay_upload(request: Request, snapshot: Snapshot, services: Services
         fields = upload.fields
         endpoint.validate(fields)
         _check_route(snapshot, token, model, endpoint)
-        call = Call(endpoint, model, b"", fields, fields.get("stream") == "true", received,
-                    accept=request.headers.get("accept"), upload=upload,
-                    content_type=request.headers.get("content-type", ""))
-        response = await _failover(call, snapshot, services, token.group)
+        stream = fields.get("stream") == "true"
+        call = Call(endpoint, model, b"", fields, stream, received, _meter(services, snapshot, token, endpoint, model, fields, stream, request_id),
+                    accept=request.headers.get("accept"), upload=upload, content_type=request.headers.get("content-type", ""))
+        response = await _metered_failover(call, snapshot, services, token.group)
     except BaseException:
         upload.close()
         raise
-    if isinstance(response, StreamingResponse):
-        response.background = BackgroundTask(upload.close)  # the spool outlives the answer's first bytes
+    if isinstance(response, MeteredStreamingResponse):
+        response.closers.append(upload.close)  # the spool outlives the answer's first bytes
     else:
         upload.close()
-    if call.overhead is not None:
-        services.metrics.observe("oneapi_overhead_seconds", (endpoint.operation,), call.overhead)
     return response
 
 
@@ -213,6 +250,7 @@ class Call:
     body: dict[str, Any]
     stream: bool
     received: float  # perf_counter() when the request arrived, for the overhead header
+    meter: Meter
     overhead: float | None = None  # seconds the gateway itself spent, once known
     accept: str | None = None  # the client's Accept header, passed on where the answer is not only JSON
     upload: Upload | None = None  # a multipart body, streamed from its spool instead of `raw`
@@ -230,6 +268,7 @@ async def _failover(call: Call, snapshot: Snapshot, services: Services, group: s
     failed_keys: set[str] = set()
     failure: Failure | None = None
     attempts = 0
+    full = False
     while channel is not None and attempts < retry.attempts:
         now = time.monotonic()
         if now >= deadline:
@@ -239,8 +278,18 @@ async def _failover(call: Call, snapshot: Snapshot, services: Services, group: s
         if key is None or not state.breaker.allows(now):
             channel = next(plan, None)
             continue
+        slot = await call.meter.acquire(channel.name, channel.config.max_concurrency, channel.config.timeout)
+        if slot is None:
+            full = True  # at its max_concurrency: the next channel may have room, and this was no attempt
+            channel = next(plan, None)
+            continue
         attempts += 1
-        outcome = await _attempt(channel, state, key, call, services, deadline - now)
+        outcome: Response | Failure | None = None
+        try:
+            outcome = await _attempt(channel, state, key, call, services, deadline - now, slot)
+        finally:
+            if not isinstance(outcome, MeteredStreamingResponse):
+                call.meter.release(channel.name, slot)  # a stream releases its slot when it ends
         if isinstance(outcome, Response):
             return outcome
         failure = outcome
@@ -266,6 +315,8 @@ async def _failover(call: Call, snapshot: Snapshot, services: Services, group: s
         if failure.key_fault and health.next_key(channel, state, failed_keys, time.monotonic()) is not None:
             continue  # same channel, another of its keys
         channel = next(plan, None)
+    if failure is None and full:
+        raise call.meter.refuse_full()
     if failure is None:
         raise GatewayError(503, f"No channel is available for model '{call.model}' right now.", type="upstream_error",
                            code="no_available_channel", headers={"Retry-After": "5"})
@@ -273,7 +324,7 @@ async def _failover(call: Call, snapshot: Snapshot, services: Services, group: s
 
 
 async def _attempt(channel: Channel, state: ChannelHealth, key: ChannelKey, call: Call, services: Services,
-                   time_left: float) -> Response | Failure:
+                   time_left: float, slot: str) -> Response | Failure:
     """One try on one channel: a Response for the client, or the Failure that decides what happens next."""
     recorded = False
 
@@ -283,7 +334,7 @@ async def _attempt(channel: Channel, state: ChannelHealth, key: ChannelKey, call
         state.record(ok, time.monotonic())
 
     try:
-        outcome = await _send(channel, key, call, services.upstream, time_left, record)
+        outcome = await _send(channel, key, call, services.upstream, time_left, record, slot)
         if isinstance(outcome, Failure):
             if not recorded:
                 record(not outcome.channel_fault)
@@ -298,16 +349,19 @@ async def _attempt(channel: Channel, state: ChannelHealth, key: ChannelKey, call
 
 
 async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstream, time_left: float,
-                record: Callable[[bool], None]) -> Response | Failure:
+                record: Callable[[bool], None], slot: str) -> Response | Failure:
     config = channel.config
     operation = channel.provider.operations[call.endpoint.operation]
     upstream_model = config.upstream_model(call.model)
     if operation.translated:  # a vendor that does not speak OpenAI, or needs a signer: translate.py
         timeouts = Timeouts(total=min(config.timeout, time_left), connect=config.connect_timeout)
-        return await translated_attempt(channel, key, operation, upstream_model, call.body, call.stream, upstream, timeouts, record)
+        body, hide_usage = translated_body(call.body, call.stream, call.endpoint.operation, operation.stream is not None)
+        answer = await translated_attempt(channel, key, operation, upstream_model, dict(body), call.stream, upstream, timeouts, record)
+        return _metered(answer, call, channel, upstream_model, hide_usage, slot, None)
     url = channel.url(operation, upstream_model, key)
     upload = call.upload
     body: bytes | AsyncIterator[bytes]
+    hide_usage = None
     if upload is not None:
         if upload.failure is not None:
             raise upload.failure
@@ -317,10 +371,9 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
         if length is not None:
             headers["Content-Length"] = str(length)
     else:
-        body = call.raw
-        if upstream_model != call.model:
-            # otherwise the fast path: the client's bytes go upstream untouched
-            body = orjson.dumps({**call.body, "model": upstream_model})
+        # the client's bytes go upstream untouched unless the model is renamed or stream usage must be asked for
+        body, hide_usage = upstream_body(call.raw, call.body, call.model, upstream_model, call.stream, call.endpoint.operation,
+                                         operation.format)
         headers = {**key.headers, "Content-Type": "application/json"}
     if call.endpoint.any_answer:
         headers["Accept"] = call.accept or "*/*"
@@ -349,9 +402,11 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
         return classify(channel.name, reply.status, content, reply.headers)
 
     if call.stream or (call.endpoint.any_answer and _is_event_stream(reply.content_type)):
-        return await _open_stream(channel, reply, call, config, min(config.timeout, time_left), record, overhead, answered)
+        opened = await _open_stream(channel, reply, call, config, min(config.timeout, time_left), record, overhead, answered)
+        return _metered(opened, call, channel, upstream_model, hide_usage, slot, reply)
     if call.endpoint.any_answer and not _is_json(reply.content_type):
-        return await _open_bytes(channel, reply, call, config, min(config.timeout, time_left), record, overhead, answered)
+        opened = await _open_bytes(channel, reply, call, config, min(config.timeout, time_left), record, overhead, answered)
+        return _metered(opened, call, channel, upstream_model, None, slot, reply)
 
     try:
         content = await reply.read()
@@ -362,10 +417,23 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
     if problem is not None:
         return problem
     record(True)
+    call.meter.finish_body(channel.name, upstream_model, content)
     overhead += time.perf_counter() - answered
     call.overhead = overhead
     return Response(content, status_code=reply.status, media_type=reply.content_type,
                     headers={OVERHEAD_HEADER: f"{overhead * 1000:.3f}"})
+
+
+def _metered(answer: Response | Failure, call: Call, channel: Channel, upstream_model: str, hide_usage: str | None, slot: str,
+             reply: UpstreamReply | None) -> Response | Failure:
+    """A successful answer with its usage metered: a stream as it ends, a body now."""
+    if isinstance(answer, StreamingResponse):
+        chunks = cast(AsyncIterator[bytes], answer.body_iterator)  # the relay's own generators yield bytes
+        metered = call.meter.stream(chunks, channel.name, upstream_model, hide_usage, slot)
+        return MeteredStreamingResponse(metered, reply, status_code=answer.status_code, headers=dict(answer.headers))
+    if isinstance(answer, Response) and answer.status_code < 400 and not call.stream:
+        call.meter.finish_body(channel.name, upstream_model, bytes(answer.body))
+    return answer
 
 
 def _check_body(channel: str, content: bytes) -> Failure | None:
@@ -439,6 +507,36 @@ async def _pass_through(channel: Channel, reply: UpstreamReply, first: bytes, id
         reply.close()
 
 
+class MeteredStreamingResponse(StreamingResponse):
+    """A stream whose accounting and upstream connection are closed when the response ends, however it ends
+    (a client gone before the first byte never starts the body iterator, so its finally would never run)."""
+
+    def __init__(self, content: MeteredStream, reply: UpstreamReply | None, **kwargs: Any):
+        super().__init__(content, **kwargs)
+        self.metered = content
+        self.reply = reply
+        self.closers: list[Callable[[], None]] = []  # more to release when the response ends (an upload's spool)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.metered.close()
+            if self.reply is not None:
+                self.reply.close()
+            for close in self.closers:
+                close()
+
+    async def stream_response(self, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        try:
+            async for chunk in self.body_iterator:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except UpstreamCut:
+            return  # left unfinished on purpose: see UpstreamCut
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
 async def _open_bytes(channel: Channel, reply: UpstreamReply, call: Call, config: Any, time_left: float,
                       record: Callable[[bool], None], overhead: float, answered: float) -> Response | Failure:
     """An answer that is not JSON (audio, plain text, subtitles): relayed as it arrives, with its content type,
@@ -452,32 +550,15 @@ async def _open_bytes(channel: Channel, reply: UpstreamReply, call: Call, config
         return transport_failure(channel.name, exc, "first byte")
     overhead += time.perf_counter() - answered
     call.overhead = overhead
-    headers = {OVERHEAD_HEADER: f"{overhead * 1000:.3f}"}
-    if not first:  # an empty answer (a transcript of silence in text format) is still an answer
-        reply.close()
-        record(True)
-        return Response(b"", status_code=reply.status, media_type=reply.content_type, headers=headers)
-    return BytesResponse(_pass_bytes(channel, reply, first, config.idle_timeout, record),
-                         status_code=reply.status, media_type=reply.content_type, headers=headers)
+    # an empty answer (a transcript of silence in text format) is still an answer
+    return StreamingResponse(_pass_bytes(channel, reply, first, config.idle_timeout, record), status_code=reply.status,
+                             media_type=reply.content_type, headers={OVERHEAD_HEADER: f"{overhead * 1000:.3f}"})
 
 
 class UpstreamCut(Exception):
-    """A binary answer broke off upstream."""
-
-
-class BytesResponse(StreamingResponse):
-    """A streamed answer that is left unfinished when its upstream breaks off: the server then drops the
-    connection, so the client cannot take truncated audio for a whole file (a binary body has no place
-    for an in-band error)."""
-
-    async def stream_response(self, send: Any) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        try:
-            async for chunk in self.body_iterator:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except UpstreamCut:
-            return
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    """A binary answer broke off upstream: the response is left unfinished (MeteredStreamingResponse), so the
+    server drops the connection and the client cannot take truncated audio for a whole file (a binary body
+    has no place for an in-band error)."""
 
 
 async def _pass_bytes(channel: Channel, reply: UpstreamReply, first: bytes, idle_timeout: float,

@@ -114,15 +114,25 @@ def signal_reload() -> None:
         Path(signal_file).write_text(f"{time.time_ns()} {os.getpid()}\n")
 
 
+def _settled(before: tuple[Any, ...], after: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """The fingerprint to remember after a build, or None when a file changed while it was being read,
+    so that the watcher reads it again instead of keeping a snapshot of the older content."""
+    earlier = dict((entry[0], entry) for entry in before)
+    if any(earlier.get(entry[0], entry) != entry for entry in after):
+        return None
+    return after
+
+
 class SnapshotHolder:
     """The live snapshot of one worker, and the watcher that replaces it."""
 
     def __init__(self, config_path: str | Path):
         self.config_path = Path(config_path).absolute()
+        before = fingerprint(self.config_path, None)
         self.current = build_snapshot(self.config_path)
         self.last_reload_error: str | None = None
         self.last_reload_at: float | None = None
-        self._seen = fingerprint(self.config_path, self.current)
+        self._seen = _settled(before, fingerprint(self.config_path, self.current))
         self._lock = asyncio.Lock()
         self.listeners: list[Callable[[Snapshot], None]] = []  # told of every new live snapshot
         self.on_result: Callable[[bool], None] = lambda ok: None  # told of every reload, refused ones too
@@ -142,7 +152,7 @@ class SnapshotHolder:
                 self.on_result(False)
                 log.error("reload refused, still serving config %s:\n%s", self.current.version, exc)
                 raise
-            self._seen = fingerprint(self.config_path, snapshot)
+            self._seen = _settled(seen, fingerprint(self.config_path, snapshot))
             previous, self.current = self.current, snapshot
             for listener in self.listeners:
                 listener(snapshot)

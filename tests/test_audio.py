@@ -22,6 +22,7 @@ from conftest import CLIENT_KEY, PROVIDERS_DIR, UPSTREAM_KEY, GatewayProcess, wr
 from fakevendor import FakeVendor, Received, Reply, fixture_bytes, fixture_json, sse_events
 
 MAX_BODY = 2_000_000
+ADMIN_KEY = "admin-secret-key-for-audio-tests"
 TRANSCRIBE = "/v1/audio/transcriptions"
 SPEECH = "/v1/audio/speech"
 
@@ -38,6 +39,7 @@ def gateway(vendor: FakeVendor, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "listen": "127.0.0.1:3000",
         "providers_dir": str(PROVIDERS_DIR),
         "max_body_bytes": MAX_BODY,
+        "admin_key": ADMIN_KEY,
         "channels": [
             {"name": "main", "provider": "openai", "base_url": vendor.base_url, "keys": [UPSTREAM_KEY],
              "models": ["whisper-1", "gpt-4o-transcribe", "tts-1", "gpt-4o-mini-tts"], "model_map": {"whisper-alias": "whisper-1"}},
@@ -277,3 +279,33 @@ def test_speech_errors(sdk: openai.OpenAI, gateway: GatewayProcess, vendor: Fake
     assert check_error(httpx.post(gateway.url(SPEECH), headers=auth(), json={"model": "deepseek-chat", "input": "x"}), 404)["code"] == "operation_not_supported"
     vendor.reply_json(SPEECH, {"error": {"message": "upstream overloaded", "code": 503}})  # an error in a 200
     check_error(httpx.post(gateway.url(SPEECH), headers=auth(), json={"model": "tts-1", "voice": "alloy", "input": "x"}), 502)
+
+
+# --- accounting ---------------------------------------------------------------
+
+def model_usage(gateway: GatewayProcess, model: str, requests: int, since: float) -> dict[str, Any]:
+    deadline = time.monotonic() + 10
+    while True:
+        totals = httpx.get(gateway.url("/admin/usage"), params={"model": model, "since": since},
+                           headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10).json()["totals"]
+        if totals["requests"] >= requests or time.monotonic() > deadline:
+            return totals
+        time.sleep(0.1)
+
+
+def test_audio_is_metered_from_the_vendors_usage_or_estimated(sdk: openai.OpenAI, gateway: GatewayProcess, vendor: FakeVendor) -> None:
+    since = time.time()
+    vendor.reply_fixture(TRANSCRIBE, "openai/docs_audio_transcription.json")
+    sdk.audio.transcriptions.create(model="gpt-4o-transcribe", file=("a.mp3", os.urandom(3000)))
+    vendor.reply_sse(TRANSCRIBE, "openai/docs_audio_transcription_stream.sse")
+    list(sdk.audio.transcriptions.create(model="gpt-4o-transcribe", file=("a.mp3", os.urandom(3000)), stream=True))
+
+    recorded = fixture_json("openai/docs_audio_transcription.json")["usage"]  # both answers report 14 in, 45 out
+    totals = model_usage(gateway, "gpt-4o-transcribe", 2, since)
+    assert totals["requests"] == 2 and totals["estimated_requests"] == 0
+    assert totals["prompt_tokens"] == 2 * recorded["input_tokens"] and totals["completion_tokens"] == 2 * recorded["output_tokens"]
+
+    vendor.reply("POST", SPEECH, Reply(body=b"ID3" + os.urandom(5000), content_type="audio/mpeg"))
+    sdk.audio.speech.create(model="gpt-4o-mini-tts", voice="alloy", input="The quick brown fox jumps over the lazy dog.")
+    speech = model_usage(gateway, "gpt-4o-mini-tts", 1, since)
+    assert speech["requests"] == 1 and speech["estimated_requests"] == 1 and speech["prompt_tokens"] > 0  # estimated from `input`

@@ -1,0 +1,384 @@
+"""The ledger: one durable record per relayed request, the spend per token and period, and the shared
+limit state that workers and gateway processes draw their allotments from.
+
+The embedded store is one SQLite file in WAL mode. Every process writes through one thread of its own, in
+short `BEGIN IMMEDIATE` transactions, so the event loop never waits on the file lock; records are written
+in batches, never on the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, TypeVar
+
+from .usage import nano_to_usd
+
+T = TypeVar("T")
+
+# grants of a process not heard from for this long are taken back (it crashed or was killed)
+STALE_GRANT_SECONDS = 30.0
+BUSY_TIMEOUT_MS = 5000
+
+RECORD_FIELDS = ("ts", "request_id", "token", "channel", "model", "upstream_model", "operation", "stream",
+                 "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "estimated",
+                 "cost_nano", "duration_ms")
+GROUP_FIELDS = ("token", "channel", "model", "day")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS usage (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    request_id TEXT NOT NULL,
+    token TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    model TEXT NOT NULL,
+    upstream_model TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    stream INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    cached_tokens INTEGER NOT NULL,
+    reasoning_tokens INTEGER NOT NULL,
+    estimated INTEGER NOT NULL,
+    cost_nano INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_ts ON usage (ts);
+CREATE INDEX IF NOT EXISTS usage_token_ts ON usage (token, ts);
+CREATE TABLE IF NOT EXISTS spend (
+    token TEXT NOT NULL,
+    window TEXT NOT NULL,
+    cost_nano INTEGER NOT NULL,
+    PRIMARY KEY (token, window)
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    window INTEGER NOT NULL,
+    used INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS grants (
+    owner TEXT NOT NULL,
+    name TEXT NOT NULL,
+    amount INTEGER NOT NULL,
+    seen REAL NOT NULL,
+    PRIMARY KEY (owner, name)
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    ts: float
+    request_id: str
+    token: str
+    channel: str
+    model: str
+    upstream_model: str
+    operation: str
+    stream: bool
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    reasoning_tokens: int
+    estimated: bool
+    cost_nano: int
+    duration_ms: int
+
+    def row(self) -> tuple[Any, ...]:
+        return (self.ts, self.request_id, self.token, self.channel, self.model, self.upstream_model, self.operation,
+                int(self.stream), self.prompt_tokens, self.completion_tokens, self.cached_tokens, self.reasoning_tokens,
+                int(self.estimated), self.cost_nano, self.duration_ms)
+
+
+_windows_of_day: tuple[int, tuple[str, str, str]] = (-1, ("all", "", ""))
+
+
+def spend_windows(ts: float) -> tuple[str, str, str]:
+    """The spend counters one request adds to: all time, its UTC day, its UTC month."""
+    global _windows_of_day
+    day_number = int(ts // 86400)
+    if _windows_of_day[0] != day_number:  # strftime per request would cost more than the rest of the accounting
+        day = time.strftime("%Y-%m-%d", time.gmtime(ts))
+        _windows_of_day = (day_number, ("all", "d:" + day, "m:" + day[:7]))
+    return _windows_of_day[1]
+
+
+def budget_window(period: str | None, ts: float) -> str:
+    return spend_windows(ts)[{None: 0, "daily": 1, "monthly": 2}[period]]
+
+
+# --- queries -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UsageQuery:
+    token: str | None = None
+    channel: str | None = None
+    model: str | None = None
+    since: float | None = None
+    until: float | None = None
+    group_by: tuple[str, ...] = ("token", "channel", "model")
+
+    def matches(self, record: Mapping[str, Any]) -> bool:
+        ts = record["ts"]
+        return ((self.token is None or record["token"] == self.token)
+                and (self.channel is None or record["channel"] == self.channel)
+                and (self.model is None or record["model"] == self.model)
+                and (self.since is None or ts >= self.since)
+                and (self.until is None or ts < self.until))
+
+
+def parse_time(text: str) -> float:
+    """Unix seconds, an ISO 8601 date-time or a date (UTC when no offset is given)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def _day(ts: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ts))
+
+
+@dataclass
+class Totals:
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated_requests: int = 0
+    cost_nano: int = 0
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        self.requests += 1
+        self.prompt_tokens += record["prompt_tokens"]
+        self.completion_tokens += record["completion_tokens"]
+        self.cached_tokens += record["cached_tokens"]
+        self.reasoning_tokens += record["reasoning_tokens"]
+        self.estimated_requests += int(bool(record["estimated"]))
+        self.cost_nano += record["cost_nano"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "cached_tokens": self.cached_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "estimated_requests": self.estimated_requests,
+            "cost_usd": nano_to_usd(self.cost_nano),
+        }
+
+
+@dataclass
+class UsageReport:
+    query: UsageQuery
+    totals: Totals = field(default_factory=Totals)
+    groups: dict[tuple[str, ...], Totals] = field(default_factory=dict)
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        self.totals.add(record)
+        key = tuple(_day(record["ts"]) if g == "day" else str(record[g]) for g in self.query.group_by)
+        self.groups.setdefault(key, Totals()).add(record)
+
+    def as_dict(self) -> dict[str, Any]:
+        q = self.query
+        return {
+            "filters": {"token": q.token, "channel": q.channel, "model": q.model, "since": q.since, "until": q.until},
+            "group_by": list(q.group_by),
+            "totals": self.totals.as_dict(),
+            "breakdown": [{**dict(zip(q.group_by, key)), **totals.as_dict()} for key, totals in sorted(self.groups.items())],
+        }
+
+
+# --- the SQLite store ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    granted: int
+    used: int  # consumed in the current window, as the store knows it
+    held: int  # allotted to all processes (this one included) and not yet consumed
+
+
+@dataclass
+class Batch:
+    """One flush of one process: records, the counters they move, and what it hands back of its grants."""
+
+    records: list[UsageRecord] = field(default_factory=list)
+    counter_deltas: dict[tuple[str, int], int] = field(default_factory=dict)  # (name, window) -> consumed
+    grant_deltas: dict[str, int] = field(default_factory=dict)  # name -> amount no longer held
+    release_all: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.records or self.counter_deltas or self.grant_deltas or self.release_all)
+
+
+def sqlite_path(store: str, base_dir: Path) -> Path | None:
+    """The file of a `sqlite:///relative` or `sqlite:////absolute` URL (None for `memory://`)."""
+    if store.startswith("memory://"):
+        return None
+    rest = store[len("sqlite:///"):]
+    path = Path(rest)
+    return path if path.is_absolute() else (base_dir / path)
+
+
+def connect(path: Path | None, readonly: bool = False) -> sqlite3.Connection:
+    if path is None:
+        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+    elif readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    if not readonly:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across process crashes, one fsync per checkpoint
+        conn.executescript(_SCHEMA)
+    return conn
+
+
+class SqliteLedger:
+    """The SQLite file, used from one thread of this process; every method is awaited from the event loop."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="oneapi-ledger")
+        self._conn: sqlite3.Connection | None = None
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def open(self) -> None:
+        self._conn = await self._run(connect, self.path)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await self._run(conn.close)
+        self._executor.shutdown(wait=True)
+
+    async def write(self, batch: Batch, owner: str) -> None:
+        await self._run(self._write, batch, owner, time.time())
+
+    async def grant(self, owner: str, name: str, cap: int, need: int, share: int, used_from: tuple[str, str, Any] | None) -> Grant:
+        return await self._run(self._grant, owner, name, cap, need, share, used_from, time.time())
+
+    async def query(self, query: UsageQuery) -> UsageReport:
+        return await self._run(query_usage, self._db(), query)
+
+    def _db(self) -> sqlite3.Connection:
+        assert self._conn is not None, "SqliteLedger.open() was not awaited"
+        return self._conn
+
+    def _write(self, batch: Batch, owner: str, now: float) -> None:
+        db = self._db()
+        spend: dict[tuple[str, str], int] = {}
+        for record in batch.records:
+            if record.cost_nano:
+                for window in spend_windows(record.ts):
+                    spend[(record.token, window)] = spend.get((record.token, window), 0) + record.cost_nano
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if batch.records:
+                db.executemany(f"INSERT INTO usage ({', '.join(RECORD_FIELDS)}) VALUES ({', '.join('?' * len(RECORD_FIELDS))})",
+                               [r.row() for r in batch.records])
+            db.executemany("INSERT INTO spend (token, window, cost_nano) VALUES (?, ?, ?) "
+                           "ON CONFLICT (token, window) DO UPDATE SET cost_nano = cost_nano + excluded.cost_nano",
+                           [(t, w, c) for (t, w), c in spend.items()])
+            db.executemany("INSERT INTO counters (name, window, used) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                           "used = CASE WHEN excluded.window > window THEN excluded.used ELSE used + excluded.used END, "
+                           "window = MAX(window, excluded.window)",
+                           [(name, window, used) for (name, window), used in batch.counter_deltas.items()])
+            db.executemany("UPDATE grants SET amount = MAX(0, amount - ?) WHERE owner = ? AND name = ?",
+                           [(delta, owner, name) for name, delta in batch.grant_deltas.items()])
+            if batch.release_all:
+                db.execute("DELETE FROM grants WHERE owner = ?", (owner,))
+            else:
+                db.execute("UPDATE grants SET seen = ? WHERE owner = ?", (now, owner))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _grant(self, owner: str, name: str, cap: int, need: int, share: int, used_from: tuple[str, str, Any] | None, now: float) -> Grant:
+        """Allot `need` of `cap` to `owner`, or more (1/`share` of what is free) so that the next requests need no
+        round trip; nothing when less than `need` is free. Atomic across processes."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("DELETE FROM grants WHERE seen < ?", (now - STALE_GRANT_SECONDS,))
+            used = 0
+            if used_from is not None:
+                table, key, window = used_from
+                if table == "spend":
+                    row = db.execute("SELECT cost_nano FROM spend WHERE token = ? AND window = ?", (key, window)).fetchone()
+                else:
+                    row = db.execute("SELECT used FROM counters WHERE name = ? AND window = ?", (key, window)).fetchone()
+                used = row[0] if row else 0
+            held = db.execute("SELECT COALESCE(SUM(amount), 0) FROM grants WHERE name = ?", (name,)).fetchone()[0]
+            free = cap - used - held
+            granted = min(free, max(need, free // share if share else 0)) if free >= need else 0
+            if granted > 0:
+                db.execute("INSERT INTO grants (owner, name, amount, seen) VALUES (?, ?, ?, ?) ON CONFLICT (owner, name) "
+                           "DO UPDATE SET amount = amount + excluded.amount, seen = excluded.seen", (owner, name, granted, now))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return Grant(granted, used, held + granted)
+
+
+def query_usage(db: sqlite3.Connection, query: UsageQuery) -> UsageReport:
+    """Totals and a breakdown over the usage table, aggregated by SQLite."""
+    where, args = [], []
+    for column in ("token", "channel", "model"):
+        value = getattr(query, column)
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if query.since is not None:
+        where.append("ts >= ?")
+        args.append(query.since)
+    if query.until is not None:
+        where.append("ts < ?")
+        args.append(query.until)
+    columns = [("strftime('%Y-%m-%d', ts, 'unixepoch')" if g == "day" else g) for g in query.group_by]
+    select = ", ".join([*columns, "COUNT(*)", "SUM(prompt_tokens)", "SUM(completion_tokens)", "SUM(cached_tokens)",
+                        "SUM(reasoning_tokens)", "SUM(estimated)", "SUM(cost_nano)"])
+    sql = f"SELECT {select} FROM usage" + (f" WHERE {' AND '.join(where)}" if where else "")
+    if columns:
+        sql += f" GROUP BY {', '.join(columns)}"
+    report = UsageReport(query)
+    n = len(columns)
+    for row in db.execute(sql, args):
+        if row[n] == 0:
+            continue
+        totals = Totals(*row[n:])
+        report.groups[tuple(str(v) for v in row[:n])] = totals
+        for name in ("requests", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "estimated_requests", "cost_nano"):
+            setattr(report.totals, name, getattr(report.totals, name) + getattr(totals, name))
+    return report
+
+
+def aggregate(records: Iterable[Mapping[str, Any]], query: UsageQuery) -> UsageReport:
+    """The same report, aggregated here from records that a store hands over one by one."""
+    report = UsageReport(query)
+    for record in records:
+        if query.matches(record):
+            report.add(record)
+    return report
+

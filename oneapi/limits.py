@@ -1,0 +1,420 @@
+"""Budgets, rpm/tpm and channel concurrency: admit a request by reserving what it may cost, settle it with
+what it did cost, and refuse with a 429 that says which limit and when to come back.
+
+`Accounting` is the interface the relay talks to; this module holds its SQLite implementation
+(redisstore.py holds the redis one). Over SQLite every process draws *allotments* from the shared file:
+a grant of part of what is free under a limit, taken in one short transaction and then spent in memory,
+so a limited request costs a dictionary lookup, not a file lock. The sum of all grants plus what was
+already used never exceeds the limit, so two workers or two gateway processes sharing one file cannot
+overspend it; unused allotments flow back after a second idle, and a dead process's after 30 seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import logging
+import os
+import socket
+import time
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import TokenConfig
+from .errors import GatewayError
+from .ledger import Batch, SqliteLedger, UsageQuery, UsageRecord, UsageReport, budget_window
+from .usage import NANO_USD
+
+log = logging.getLogger("oneapi.limits")
+
+# seconds a record may wait before it is written (the environment override exists for tests of the SIGTERM flush)
+FLUSH_INTERVAL = float(os.environ.get("ONEAPI_FLUSH_INTERVAL", "0.2"))
+HEARTBEAT_INTERVAL = 5.0
+IDLE_RETURN_SECONDS = 1.0  # an allotment unused this long goes back for other processes
+GRANT_SHARE = 4  # a grant takes up to a quarter of what is free, so the next requests need no round trip
+FLUSH_BATCH = 2000
+ALL_TIME_RETRY_AFTER = 3600  # an all-time budget does not reset by itself: come back after the operator raised it
+HOLD_SECONDS = 3600.0  # a reservation of a process that died is dropped after this long (redis)
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """What a request may cost at most, as far as can be known before it is sent."""
+
+    cost_nano: int
+    tokens: int
+
+
+@dataclass(slots=True)
+class Admission:
+    """A request let in: what it reserved, and the limit headers to answer with."""
+
+    token: TokenConfig
+    demand: Demand
+    request_id: str
+    headers: dict[str, str] = field(default_factory=dict)
+    window: int = 0  # the rpm/tpm minute it was admitted in
+    settled: bool = False
+
+
+def has_limits(token: TokenConfig) -> bool:
+    return token.budget is not None or token.rpm is not None or token.tpm is not None
+
+
+def minute_window(now: float) -> int:
+    return int(now // 60) * 60
+
+
+def seconds_to_next_minute(now: float) -> int:
+    return max(1, int(minute_window(now) + 60 - now + 0.999))
+
+
+def seconds_to_period_end(period: str | None, now: float) -> int:
+    if period is None:
+        return ALL_TIME_RETRY_AFTER
+    if period == "daily":
+        end = (int(now) // 86400 + 1) * 86400
+    else:
+        t = time.gmtime(now)
+        year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
+        end = calendar.timegm((year, month, 1, 0, 0, 0, 0, 0, 0))
+    return max(1, int(end - now + 0.999))
+
+
+def reset_text(seconds: float) -> str:
+    """OpenAI's x-ratelimit-reset-* format: 1s, 6m0s."""
+    seconds = max(0, int(seconds + 0.999))
+    return f"{seconds}s" if seconds < 60 else f"{seconds // 60}m{seconds % 60}s"
+
+
+def budget_cap(token: TokenConfig) -> int:
+    return round((token.budget or 0.0) * NANO_USD)
+
+
+def refusal(limit: str, token: TokenConfig, retry_after: int, detail: str = "") -> GatewayError:
+    """The 429 for one limit, OpenAI-shaped, with the limit named in the code and Retry-After set."""
+    if limit == "budget":
+        period = f" {token.budget_period}" if token.budget_period else ""
+        message = f"Token {token.name!r} has used its{period} budget of ${token.budget:.2f}."
+        kind, code = "insufficient_quota", "budget_exceeded"
+    elif limit == "concurrency":
+        message = "Every channel for this model is at its max_concurrency."
+        kind, code = "rate_limit_error", "concurrency_limit_exceeded"
+    else:
+        cap = token.rpm if limit == "rpm" else token.tpm
+        unit = "requests" if limit == "rpm" else "tokens"
+        message = f"Rate limit reached for token {token.name!r} on {unit} per min ({limit.upper()}): limit {cap}."
+        kind, code = "rate_limit_error", f"{limit}_limit_exceeded"
+    message += detail + f" Please try again in {reset_text(retry_after)}."
+    return GatewayError(429, message, type=kind, code=code, headers={"Retry-After": str(retry_after)})
+
+
+class Accounting(ABC):
+    """Limits and ledger of one worker process, shared with its sibling workers and replicas through the store."""
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Write everything still pending and hand back every allotment (SIGTERM)."""
+
+    @abstractmethod
+    async def admit(self, token: TokenConfig, demand: Demand, request_id: str) -> Admission:
+        """Reserve `demand` under the token's budget, rpm and tpm, or raise the 429 of the first limit that refuses."""
+
+    @abstractmethod
+    def settle(self, admission: Admission | None, record: UsageRecord | None) -> None:
+        """Replace the reservation by the real cost and queue the record; never blocks, never raises."""
+
+    @abstractmethod
+    async def acquire_slot(self, channel: str, limit: int, hold_seconds: float) -> str | None:
+        """One of the channel's `limit` concurrent slots: a handle to release it with, or None when all are taken."""
+
+    @abstractmethod
+    def release_slot(self, channel: str, handle: str) -> None: ...
+
+    @abstractmethod
+    async def flush(self) -> None: ...
+
+    @abstractmethod
+    async def query(self, query: UsageQuery) -> UsageReport: ...
+
+
+def owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Pool:
+    """This process's allotment under one limit: `held` was granted by the store, `reserved` is in flight."""
+
+    __slots__ = ("name", "cap", "held", "reserved", "last_used", "returned", "unflushed", "free_elsewhere", "lock", "window")
+
+    def __init__(self, name: str, cap: int):
+        self.name = name
+        self.cap = cap
+        self.held = 0
+        self.reserved = 0
+        self.last_used = 0.0
+        self.returned = 0  # no longer held, not yet told to the store
+        self.unflushed = 0  # consumed, not yet written
+        self.free_elsewhere = cap  # neither used nor held by anyone, as of the last grant
+        self.lock = asyncio.Lock()
+        self.window = 0
+
+    def take(self, need: int, now: float) -> bool:
+        if self.held - self.reserved >= need:
+            self.reserved += need
+            self.last_used = now
+            return True
+        return False
+
+    def settle(self, reserved: int, consumed: int) -> None:
+        self.reserved -= reserved
+        self.unflushed += consumed
+        left = max(0, self.held - consumed)
+        self.returned += self.held - left
+        self.held = left
+
+    def give_back_spare(self) -> None:
+        spare = self.held - max(self.reserved, 0)
+        if spare > 0:
+            self.held -= spare
+            self.returned += spare
+
+    def remaining(self) -> int:
+        return max(0, self.free_elsewhere + self.held - self.reserved)
+
+
+class SqliteAccounting(Accounting):
+    def __init__(self, ledger: SqliteLedger):
+        self.ledger = ledger
+        self.owner = owner_id()
+        self._pools: dict[str, Pool] = {}
+        self._records: list[UsageRecord] = []
+        self._counter_deltas: dict[tuple[str, int], int] = {}
+        self._flusher: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._write_lock = asyncio.Lock()
+        self._last_write = 0.0
+
+    async def start(self) -> None:
+        await self.ledger.open()
+        self._flusher = asyncio.create_task(self._flush_loop())
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            try:
+                await self._flusher
+            except asyncio.CancelledError:
+                pass
+        try:
+            await self._write(release_all=True)
+        except Exception:
+            pass  # logged by _write; the records stay lost only if the file itself is gone
+        finally:
+            await self.ledger.close()
+
+    # --- admission ----------------------------------------------------------
+
+    def _pool(self, name: str, cap: int) -> Pool:
+        pool = self._pools.get(name)
+        if pool is None:
+            pool = self._pools[name] = Pool(name, cap)
+        elif pool.cap != cap:  # the limit was changed by a reload: hand back what was drawn under the old one
+            pool.cap = cap
+            pool.give_back_spare()
+            pool.free_elsewhere = min(pool.free_elsewhere, cap)
+        return pool
+
+    async def _draw(self, pool: Pool, need: int, share: int, used_from: tuple[str, str, Any] | None, now: float) -> tuple[bool, bool]:
+        """Reserve `need` from the pool, topping it up from the store; (admitted, refused only because it is held in flight)."""
+        if pool.take(need, now):
+            return True, False
+        async with pool.lock:  # one grant at a time per pool; the others find it topped up
+            if pool.take(need, now):
+                return True, False
+            used = await self._top_up(pool, need, share, used_from)
+            if pool.take(need, now):
+                return True, False
+            if pool.unflushed:  # what this process spent is not in the file yet: write it, so the verdict is exact
+                await self._write()
+                used = await self._top_up(pool, need, share, used_from)
+                if pool.take(need, now):
+                    return True, False
+            return False, used + need <= pool.cap
+
+    async def _top_up(self, pool: Pool, need: int, share: int, used_from: tuple[str, str, Any] | None) -> int:
+        short = need - max(0, pool.held - pool.reserved)
+        grant = await self.ledger.grant(self.owner, pool.name, pool.cap, short, share, used_from)
+        pool.held += grant.granted
+        pool.free_elsewhere = max(0, pool.cap - grant.used - grant.held)
+        return grant.used
+
+    async def admit(self, token: TokenConfig, demand: Demand, request_id: str) -> Admission:
+        now = time.time()
+        window = minute_window(now)
+        admission = Admission(token, demand, request_id, window=window)
+        taken: list[tuple[Pool, int]] = []
+        try:
+            if token.rpm is not None:
+                pool = self._window_pool(f"rpm:{token.name}", token.rpm, window)
+                ok, elsewhere = await self._draw(pool, 1, GRANT_SHARE, ("counters", pool.name, window), now)
+                if not ok:
+                    raise refusal("rpm", token, 1 if elsewhere else seconds_to_next_minute(now))
+                taken.append((pool, 1))
+            if token.tpm is not None:
+                pool = self._window_pool(f"tpm:{token.name}", token.tpm, window)
+                ok, elsewhere = await self._draw(pool, demand.tokens, GRANT_SHARE, ("counters", pool.name, window), now)
+                if not ok:
+                    raise refusal("tpm", token, 1 if elsewhere else seconds_to_next_minute(now))
+                taken.append((pool, demand.tokens))
+            if token.budget is not None:
+                pool = self._pool(f"budget:{token.name}", budget_cap(token))
+                used_from = ("spend", token.name, budget_window(token.budget_period, now))
+                ok, elsewhere = await self._draw(pool, demand.cost_nano, GRANT_SHARE, used_from, now)
+                if not ok:
+                    raise refusal("budget", token, 1 if elsewhere else seconds_to_period_end(token.budget_period, now))
+                taken.append((pool, demand.cost_nano))
+        except BaseException:
+            for pool, amount in taken:
+                pool.reserved -= amount
+            raise
+        if token.rpm is not None:  # a request counts against rpm the moment it is let in
+            rpm_pool = taken[0][0]
+            rpm_pool.settle(1, 1)
+            self._count(rpm_pool.name, 1, window)
+        admission.headers = self._headers(token, now)
+        return admission
+
+    def _window_pool(self, name: str, cap: int, window: int) -> Pool:
+        pool = self._pool(name, cap)
+        if pool.window != window:
+            pool.window = window
+            pool.free_elsewhere = max(0, cap - pool.held)  # a new minute: what others hold is unknown until the next grant
+        return pool
+
+    def _count(self, name: str, amount: int, window: int) -> None:
+        key = (name, window)
+        self._counter_deltas[key] = self._counter_deltas.get(key, 0) + amount
+
+    def _headers(self, token: TokenConfig, now: float) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        reset = reset_text(seconds_to_next_minute(now))
+        if token.rpm is not None:
+            headers["x-ratelimit-limit-requests"] = str(token.rpm)
+            headers["x-ratelimit-remaining-requests"] = str(self._pools[f"rpm:{token.name}"].remaining())
+            headers["x-ratelimit-reset-requests"] = reset
+        if token.tpm is not None:
+            headers["x-ratelimit-limit-tokens"] = str(token.tpm)
+            headers["x-ratelimit-remaining-tokens"] = str(self._pools[f"tpm:{token.name}"].remaining())
+            headers["x-ratelimit-reset-tokens"] = reset
+        if token.budget is not None:
+            headers.update(budget_headers(token, self._pools[f"budget:{token.name}"].remaining(), now))
+        return headers
+
+    def settle(self, admission: Admission | None, record: UsageRecord | None) -> None:
+        if record is not None:
+            self._records.append(record)
+            if len(self._records) >= FLUSH_BATCH:
+                self._wake.set()
+        if admission is None or admission.settled:
+            return
+        admission.settled = True
+        token, demand = admission.token, admission.demand
+        tokens = record.prompt_tokens + record.completion_tokens if record else 0
+        if token.tpm is not None:
+            pool = self._pools.get(f"tpm:{token.name}")
+            if pool is not None:
+                pool.settle(demand.tokens, tokens)
+                self._count(pool.name, tokens, minute_window(time.time()))
+        if token.budget is not None:
+            pool = self._pools.get(f"budget:{token.name}")
+            if pool is not None:
+                pool.settle(demand.cost_nano, record.cost_nano if record else 0)
+
+    # --- channel concurrency ------------------------------------------------
+
+    async def acquire_slot(self, channel: str, limit: int, hold_seconds: float) -> str | None:
+        ok, _ = await self._draw(self._pool(f"slots:{channel}", limit), 1, 0, None, time.time())
+        return channel if ok else None
+
+    def release_slot(self, channel: str, handle: str) -> None:
+        pool = self._pools.get(f"slots:{channel}")
+        if pool is not None:
+            pool.settle(1, 0)
+
+    # --- writing ------------------------------------------------------------
+
+    def _take_batch(self, release_all: bool) -> Batch:
+        """Everything to write, taken in one synchronous step so records and allotment changes stay consistent."""
+        now = time.time()
+        batch = Batch(records=self._records, counter_deltas=self._counter_deltas, release_all=release_all)
+        self._records, self._counter_deltas = [], {}
+        for pool in self._pools.values():
+            pool.unflushed = 0
+            if release_all:
+                pool.give_back_spare()
+            elif pool.reserved == 0 and now - pool.last_used >= IDLE_RETURN_SECONDS:
+                pool.give_back_spare()
+            elif pool.name.startswith("slots:"):
+                pool.give_back_spare()  # slots go back at once: a busy process must not starve the others
+            if pool.returned:
+                batch.grant_deltas[pool.name] = pool.returned
+                pool.returned = 0
+        return batch
+
+    async def _write(self, release_all: bool = False) -> None:
+        async with self._write_lock:
+            batch = self._take_batch(release_all)
+            held = any(p.held for p in self._pools.values())
+            if not batch and not (held and time.monotonic() - self._last_write >= HEARTBEAT_INTERVAL):
+                return
+            try:
+                await self.ledger.write(batch, self.owner)
+            except Exception:
+                log.exception("writing %d usage records failed; they are kept for the next try", len(batch.records))
+                self._requeue(batch)
+                raise
+            self._last_write = time.monotonic()
+
+    def _requeue(self, batch: Batch) -> None:
+        self._records[:0] = batch.records
+        for key, amount in batch.counter_deltas.items():
+            self._counter_deltas[key] = self._counter_deltas.get(key, 0) + amount
+        for name, amount in batch.grant_deltas.items():
+            pool = self._pools.get(name)
+            if pool is not None:
+                pool.returned += amount
+
+    async def flush(self) -> None:
+        await self._write()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self._write()
+            except Exception:
+                await asyncio.sleep(1.0)  # the file is locked or full: try again soon, keep serving
+
+    async def query(self, query: UsageQuery) -> UsageReport:
+        await self.flush()
+        return await self.ledger.query(query)
+
+
+def budget_headers(token: TokenConfig, remaining_nano: int, now: float) -> dict[str, str]:
+    headers = {
+        "x-budget-limit-usd": f"{token.budget:.6f}",
+        "x-budget-remaining-usd": f"{remaining_nano / NANO_USD:.6f}",
+    }
+    if token.budget_period:
+        headers["x-budget-reset"] = reset_text(seconds_to_period_end(token.budget_period, now))
+    return headers

@@ -1,0 +1,185 @@
+"""One request's accounting, from admission to the ledger record: the few hooks the relay calls.
+
+A token without limits costs a request id, a usage lookup at the end of the body and one list append;
+everything else (estimates, reservations) happens only for tokens that have a budget, rpm or tpm.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, AsyncIterator, Mapping
+
+import orjson
+
+from .config import Price, TokenConfig
+from .errors import GatewayError
+from .ledger import UsageRecord
+from .limits import Accounting, Admission, Demand, has_limits, refusal
+from .usage import (
+    FREE, HIDE_USAGE_CHUNK, HIDE_USAGE_EVERYWHERE, StreamTap, Usage, cost_nano, estimate_completion_from_body, estimate_prompt_tokens, requested_completion_tokens,
+    usage_from_body,
+)
+
+# output tokens reserved against a budget when the client set no max_tokens: the reservation bounds how far
+# concurrent requests can overspend, and is replaced by the real cost when the answer is in
+DEFAULT_COMPLETION_RESERVE = 1024
+# operations whose OpenAI-format streams can carry a usage chunk when asked (stream_options.include_usage)
+STREAM_USAGE_OPERATIONS = frozenset({"chat", "completions"})
+
+
+def new_request_id() -> str:
+    return "req_" + os.urandom(12).hex()
+
+
+def stream_usage_patch(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The stream_options that make an OpenAI-format upstream report usage, or None when the client asked already."""
+    options = body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage") is True:
+        return None
+    return {**(options if isinstance(options, dict) else {}), "include_usage": True}
+
+
+class Meter:
+    """Admission, channel slots, and the usage record of one relayed request."""
+
+    def __init__(self, accounting: Accounting, token: TokenConfig, operation: str, model: str, body: Mapping[str, Any],
+                 stream: bool, request_id: str, prices: Mapping[str, Price], ratio: float):
+        self.accounting = accounting
+        self.token = token
+        self.operation = operation
+        self.model = model
+        self.body = body
+        self.streamed = stream
+        self.request_id = request_id
+        self.prices = prices
+        self.ratio = ratio
+        self.admission: Admission | None = None
+        self.headers: dict[str, str] = {"x-request-id": request_id}
+        self.ts = time.time()
+        self.started = time.monotonic()
+        self._prompt_estimate: int | None = None
+
+    def prompt_estimate(self) -> int:
+        if self._prompt_estimate is None:
+            self._prompt_estimate = estimate_prompt_tokens(self.body)
+        return self._prompt_estimate
+
+    def price(self, upstream_model: str | None = None) -> Price:
+        """Priced by the name the client asked for, else by the upstream's name; unpriced is free."""
+        price = self.prices.get(self.model)
+        if price is None and upstream_model is not None:
+            price = self.prices.get(upstream_model)
+        return price or FREE
+
+    async def admit(self) -> None:
+        if not has_limits(self.token):
+            return
+        prompt = self.prompt_estimate()
+        asked = requested_completion_tokens(self.body)
+        generates = self.operation in STREAM_USAGE_OPERATIONS
+        reserve_tokens = prompt + (asked or 0)
+        reserve_cost = cost_nano(Usage(prompt, (asked or DEFAULT_COMPLETION_RESERVE) if generates else 0), self.price(), self.ratio)
+        self.admission = await self.accounting.admit(self.token, Demand(reserve_cost, reserve_tokens), self.request_id)
+        self.headers.update(self.admission.headers)
+
+    async def acquire(self, channel: str, limit: int | None, timeout: float) -> str | None:
+        """A slot on the channel ("" when it has no max_concurrency), or None when it is full."""
+        if limit is None:
+            return ""
+        return await self.accounting.acquire_slot(channel, limit, timeout + 60.0)
+
+    def release(self, channel: str, slot: str | None) -> None:
+        if slot:
+            self.accounting.release_slot(channel, slot)
+
+    def refuse_full(self) -> GatewayError:
+        return refusal("concurrency", self.token, 1)
+
+    def abandon(self) -> None:
+        """No answer came through: give the reservation back (rpm stays counted: the request was made)."""
+        self.accounting.settle(self.admission, None)
+
+    def record(self, channel: str, upstream_model: str, usage: Usage) -> None:
+        record = UsageRecord(
+            ts=self.ts, request_id=self.request_id, token=self.token.name, channel=channel, model=self.model,
+            upstream_model=upstream_model, operation=self.operation, stream=self.streamed,
+            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, cached_tokens=usage.cached_tokens,
+            reasoning_tokens=usage.reasoning_tokens, estimated=usage.estimated,
+            cost_nano=cost_nano(usage, self.price(upstream_model), self.ratio),
+            duration_ms=int((time.monotonic() - self.started) * 1000),
+        )
+        self.accounting.settle(self.admission, record)
+
+    def finish_body(self, channel: str, upstream_model: str, content: bytes) -> None:
+        usage = usage_from_body(content)
+        if usage is None:
+            usage = Usage(self.prompt_estimate(), estimate_completion_from_body(content), estimated=True)
+        self.record(channel, upstream_model, usage)
+
+    def stream(self, chunks: AsyncIterator[bytes], channel: str, upstream_model: str, hide_usage: str | None,
+               slot: str | None) -> "MeteredStream":
+        return MeteredStream(self, chunks, channel, upstream_model, hide_usage, slot)
+
+
+class MeteredStream:
+    """The client's stream. Its usage is recorded and its slot released exactly once, however it ends:
+    to the last byte, by the client hanging up mid-stream, or before its first byte was ever asked for."""
+
+    def __init__(self, meter: Meter, chunks: AsyncIterator[bytes], channel: str, upstream_model: str, hide_usage: str | None,
+                 slot: str | None):
+        self.meter = meter
+        self.channel = channel
+        self.upstream_model = upstream_model
+        self.slot = slot
+        self.tap = StreamTap(chunks, hide_usage)
+        self._relayed = self.tap.__aiter__()
+        self._closed = False
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._relay()
+
+    async def _relay(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._relayed:
+                yield chunk
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        usage = self.tap.usage()
+        if usage is None:
+            usage = Usage(self.meter.prompt_estimate(), self.tap.estimated_completion_tokens(), estimated=True)
+        self.meter.record(self.channel, self.upstream_model, usage)
+        self.meter.release(self.channel, self.slot)
+
+def upstream_body(raw: bytes, body: Mapping[str, Any], model: str, upstream_model: str, stream: bool, operation: str,
+                  upstream_format: str) -> tuple[bytes, str | None]:
+    """The bytes to send upstream, and what usage to hide from the client because the gateway asked for it.
+    The client's bytes go untouched unless the model is renamed or stream usage has to be asked for."""
+    patch: dict[str, Any] = {}
+    if upstream_model != model:
+        patch["model"] = upstream_model
+    hide = None
+    if stream and upstream_format == "openai" and operation in STREAM_USAGE_OPERATIONS:
+        options = stream_usage_patch(body)
+        if options is not None:
+            patch["stream_options"] = options
+            hide = HIDE_USAGE_CHUNK
+    if patch:
+        raw = orjson.dumps({**body, **patch})
+    return raw, hide
+
+
+def translated_body(body: Mapping[str, Any], stream: bool, operation: str, translates_stream: bool) -> tuple[Mapping[str, Any], str | None]:
+    """The request a translated operation works from: asking for stream usage like upstream_body does, so the
+    translator emits it; hidden again (wherever it lands) from a client that did not ask."""
+    if not stream or operation not in STREAM_USAGE_OPERATIONS:
+        return body, None
+    options = stream_usage_patch(body)
+    if options is None:
+        return body, None
+    return {**body, "stream_options": options}, HIDE_USAGE_EVERYWHERE if translates_stream else HIDE_USAGE_CHUNK

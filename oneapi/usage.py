@@ -1,0 +1,317 @@
+"""Token usage of one request: read from the upstream's own fields, normalised across vendors, estimated when absent.
+
+Every vendor names the same four numbers differently; this module turns each into `Usage`, and prices it.
+No tokenizer is ever loaded: an offline estimate must not depend on a download at start-up.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Mapping
+
+import orjson
+
+from .config import Price
+
+# an image or audio part of unknown size: a flat guess, in tokens (a 512x512 image tile is ~255-765 tokens)
+MEDIA_PART_TOKENS = 800
+# per-message framing tokens of chat formats (role markers, separators)
+MESSAGE_OVERHEAD_TOKENS = 4
+# bytes of the end of a stream kept to find the usage event in; the usage event is the last or next to last
+STREAM_TAIL_BYTES = 16 * 1024
+
+# bodies up to this size are parsed whole to find their usage
+WHOLE_PARSE_BYTES = 32 * 1024
+
+_USAGE_KEY = b'"usage"'
+_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens of one request. `prompt_tokens` includes `cached_tokens`; `completion_tokens` includes `reasoning_tokens`."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+def _int(value: Any) -> int:
+    return value if type(value) is int and value > 0 else int(value) if type(value) is float and value > 0 else 0
+
+
+def normalise_usage(raw: Any) -> Usage | None:
+    """One vendor usage object as `Usage`; None when it carries no token counts at all."""
+    if not isinstance(raw, dict):
+        return None
+    if "prompt_tokens" in raw or "completion_tokens" in raw:
+        # OpenAI and everyone compatible with it; DeepSeek adds prompt_cache_hit_tokens
+        prompt = _int(raw.get("prompt_tokens"))
+        completion = _int(raw.get("completion_tokens"))
+        if not completion and "total_tokens" in raw:
+            completion = max(0, _int(raw.get("total_tokens")) - prompt)
+        prompt_details = raw.get("prompt_tokens_details")
+        completion_details = raw.get("completion_tokens_details")
+        cached = _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
+        cached = cached or _int(raw.get("prompt_cache_hit_tokens"))
+        reasoning = _int(completion_details.get("reasoning_tokens")) if isinstance(completion_details, dict) else 0
+        return Usage(prompt, completion, min(cached, prompt), min(reasoning, completion))
+    if "input_tokens" in raw or "output_tokens" in raw:
+        # Messages-style APIs (and OpenAI images/responses): cache reads and writes are outside input_tokens there
+        cache_read = _int(raw.get("cache_read_input_tokens"))
+        input_details = raw.get("input_tokens_details")
+        output_details = raw.get("output_tokens_details")
+        prompt = _int(raw.get("input_tokens"))
+        if cache_read or "cache_creation_input_tokens" in raw:
+            prompt += cache_read + _int(raw.get("cache_creation_input_tokens"))
+        elif isinstance(input_details, dict):
+            cache_read = _int(input_details.get("cached_tokens"))
+        reasoning = _int(output_details.get("reasoning_tokens")) if isinstance(output_details, dict) else 0
+        completion = _int(raw.get("output_tokens"))
+        return Usage(prompt, completion, min(cache_read, prompt), min(reasoning, completion))
+    if "promptTokenCount" in raw or "candidatesTokenCount" in raw:
+        # generateContent usageMetadata: thoughts are billed as output but counted apart from candidates
+        thoughts = _int(raw.get("thoughtsTokenCount"))
+        prompt = _int(raw.get("promptTokenCount"))
+        return Usage(prompt, _int(raw.get("candidatesTokenCount")) + thoughts, min(_int(raw.get("cachedContentTokenCount")), prompt), thoughts)
+    return None
+
+
+def _usage_in_event(payload: Any) -> Usage | None:
+    if not isinstance(payload, dict):
+        return None
+    found = normalise_usage(payload.get("usage"))
+    if found is None:
+        for value in payload.values():  # vendor extension objects such as x_<vendor>.usage
+            if isinstance(value, dict) and "usage" in value:
+                found = normalise_usage(value["usage"])
+                if found is not None:
+                    break
+    return found
+
+
+def _object_at(content: bytes, start: int) -> Any:
+    """The JSON object starting at content[start] ('{'), parsed: the first balanced closing brace that parses.
+    Brace counting runs in C (bytes.count); a usage object is a few hundred bytes of numbers."""
+    end = start
+    limit = min(len(content), start + 8192)
+    while True:
+        end = content.find(b"}", end + 1, limit)
+        if end < 0:
+            return None
+        piece = content[start:end + 1]
+        if piece.count(b"{") == piece.count(b"}"):
+            try:
+                return orjson.loads(piece)
+            except orjson.JSONDecodeError:
+                continue  # a brace inside a string: look further
+
+
+def usage_from_body(content: bytes) -> Usage | None:
+    """Usage of a non-stream OpenAI-shaped body. A small body is parsed whole (orjson beats any scan there);
+    a large one (an embeddings body can be megabytes of floats) only from its last "usage" object."""
+    if len(content) <= WHOLE_PARSE_BYTES:
+        try:
+            return _usage_in_event(orjson.loads(content))
+        except orjson.JSONDecodeError:
+            return None
+    end = len(content)
+    while True:
+        at = content.rfind(_USAGE_KEY, 0, end)
+        if at < 0:
+            return None
+        end = at
+        match = _USAGE_OBJECT.match(content, at)
+        if match is None or (at and content[at - 1] == 0x5C):  # "usage": null, or text inside a string
+            continue
+        found = normalise_usage(_object_at(content, match.end() - 1))
+        if found is not None:
+            return found
+
+
+def usage_from_sse(tail: bytes) -> Usage | None:
+    """The usage reported by the last SSE event of `tail` that has one (a final usage chunk, a finish chunk
+    with usage, or an x_<vendor>.usage extension)."""
+    if _USAGE_KEY not in tail:
+        return None
+    for event in reversed(re.split(rb"\r?\n\r?\n", tail)):
+        if _USAGE_KEY not in event:
+            continue
+        for line in event.splitlines():
+            if not line.startswith(b"data:"):
+                continue
+            try:
+                found = _usage_in_event(orjson.loads(line[5:]))
+            except orjson.JSONDecodeError:
+                continue  # the cut first event of the tail, or not JSON
+            if found is not None:
+                return found
+    return None
+
+
+# what a StreamTap hides from a client that did not ask for usage, when the gateway asked for it
+HIDE_USAGE_CHUNK = "chunk"  # an OpenAI-format upstream: its usage-only chunk (choices: [])
+HIDE_USAGE_EVERYWHERE = "everywhere"  # a translated stream: the usage field of every chunk, as if never asked
+
+
+def _without_usage(event: bytes, everywhere: bool) -> bytes:
+    """The event as the client would have had it without asking for usage: b"" to drop it."""
+    for line in event.splitlines():
+        if not line.startswith(b"data:"):
+            continue
+        try:
+            payload = orjson.loads(line[5:])
+        except orjson.JSONDecodeError:
+            return event
+        if not isinstance(payload, dict) or not isinstance(payload.get("usage"), dict):
+            return event
+        if payload.get("choices") == []:
+            return b""
+        if not everywhere:
+            return event
+        del payload["usage"]
+        return b"data: " + orjson.dumps(payload)
+    return event
+
+
+class StreamTap:
+    """Passes an OpenAI-format SSE stream through while keeping what is needed to account for it:
+    the tail (for the usage event), the number of data events (for an estimate), and whether it ended.
+    With `hide_usage`, the usage the gateway asked for (and the client did not) is removed from the client's view."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], hide_usage: str | None):
+        self._chunks = chunks
+        self._strip = hide_usage is not None
+        self._everywhere = hide_usage == HIDE_USAGE_EVERYWHERE
+        self._tail: deque[bytes] = deque()
+        self._tail_size = 0
+        self.data_events = 0
+        self.bytes_out = 0
+        self.completed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        pending = b""
+        async for chunk in self._chunks:
+            self._keep(chunk)
+            self.data_events += chunk.count(b"data:")
+            if self._strip:
+                chunk = pending + chunk
+                cut = chunk.rfind(b"\n\n")
+                if cut < 0:
+                    pending = chunk
+                    continue
+                chunk, pending = chunk[:cut + 2], chunk[cut + 2:]
+                if _USAGE_OBJECT.search(chunk):
+                    events = (_without_usage(e, self._everywhere) for e in chunk[:-2].split(b"\n\n"))
+                    chunk = b"".join(e + b"\n\n" for e in events if e)
+                    if not chunk:
+                        continue
+            self.bytes_out += len(chunk)
+            yield chunk
+        if pending:
+            self.bytes_out += len(pending)
+            yield pending
+        self.completed = True
+
+    def _keep(self, chunk: bytes) -> None:
+        self._tail.append(chunk)
+        self._tail_size += len(chunk)
+        while self._tail_size - len(self._tail[0]) >= STREAM_TAIL_BYTES:
+            self._tail_size -= len(self._tail.popleft())
+
+    def usage(self) -> Usage | None:
+        return usage_from_sse(b"".join(self._tail))
+
+    def estimated_completion_tokens(self) -> int:
+        """About one token per content event (OpenAI-format streams send a token or two per delta),
+        less the role and finish events and [DONE]."""
+        return max(0, self.data_events - 3)
+
+
+# --- offline estimates --------------------------------------------------------------------------
+
+
+def estimate_text_tokens(text: str) -> int:
+    """~4 ASCII characters per token; about one token per other character (CJK, symbols)."""
+    ascii_chars = len(text.encode("ascii", "ignore"))
+    return (ascii_chars + 3) // 4 + (len(text) - ascii_chars)
+
+
+def _walk_tokens(value: Any) -> int:
+    if isinstance(value, str):
+        return MEDIA_PART_TOKENS if value.startswith("data:") else estimate_text_tokens(value)
+    if isinstance(value, dict):
+        if value.get("type") in ("image_url", "input_audio", "image", "file"):
+            return MEDIA_PART_TOKENS
+        return sum(_walk_tokens(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_walk_tokens(v) for v in value)
+    return 0
+
+
+def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
+    """Prompt tokens of an OpenAI-shaped request body, estimated from its text (messages, prompt, input, tools)."""
+    tokens = 0
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        tokens += sum(_walk_tokens(m.get("content")) + _walk_tokens(m.get("tool_calls")) + MESSAGE_OVERHEAD_TOKENS
+                      for m in messages if isinstance(m, dict))
+    for field in ("prompt", "input", "tools", "functions"):
+        if field in body:
+            tokens += _walk_tokens(body[field])
+    return max(1, tokens)
+
+
+def requested_completion_tokens(body: Mapping[str, Any]) -> int | None:
+    """The client's own cap on output tokens, if it set one."""
+    for field in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+        value = body.get(field)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            n = body.get("n")
+            return value * (n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1)
+    return None
+
+
+def estimate_completion_from_body(content: bytes) -> int:
+    """Completion tokens of a non-stream body that reported none, from the text it carries."""
+    try:
+        payload = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return 0
+    if not isinstance(payload, dict):
+        return 0
+    total = 0
+    for choice in payload.get("choices") or ():
+        if isinstance(choice, dict):
+            message = choice.get("message")
+            total += _walk_tokens(message.get("content")) + _walk_tokens(message.get("tool_calls")) if isinstance(message, dict) else 0
+            total += _walk_tokens(choice.get("text"))
+    return total
+
+
+# --- pricing ------------------------------------------------------------------------------------
+
+NANO_USD = 1_000_000_000  # costs are integers of 1e-9 USD: sums stay exact across millions of requests
+
+
+def cost_nano(usage: Usage, price: Price, ratio: float = 1.0) -> int:
+    """Cost in 1e-9 USD: (uncached input, cached input, output) tokens at their prices, times the group ratio."""
+    cached_price = price.input if price.cached_input is None else price.cached_input
+    per_million = ((usage.prompt_tokens - usage.cached_tokens) * price.input
+                   + usage.cached_tokens * cached_price + usage.completion_tokens * price.output)
+    return round(per_million * ratio * (NANO_USD / 1_000_000))
+
+
+FREE = Price()
+
+
+def nano_to_usd(nano: int | float) -> float:
+    return round(nano / NANO_USD, 9)
