@@ -18,6 +18,7 @@ from .health import ChannelHealth, HealthRegistry
 from .limits import Accounting
 from .metering import Meter, MeteredStream, new_request_id, translated_body, upstream_body
 from .metrics import Metrics
+from .passthrough import first_chunk, pass_through
 from .routing import Channel, ChannelKey
 from .snapshot import Snapshot
 from .tokens import check_model, key_from_headers
@@ -345,16 +346,9 @@ async def _open_stream(channel: Channel, reply: UpstreamReply, call: Call, confi
         except TRANSPORT_ERRORS as exc:
             return transport_failure(channel.name, exc, "response")
         return _check_body(channel.name, content) or bad_body_failure(channel.name, "answered a stream request without a stream")
-    try:
-        async with asyncio.timeout(min(config.ttft_timeout or time_left, time_left)):
-            first = await reply.next_chunk()
-    except (TimeoutError, *TRANSPORT_ERRORS) as exc:
-        reply.close()
-        log.warning("channel %s: no first byte: %s", channel.name, type(exc).__name__)
-        return transport_failure(channel.name, exc, "first byte")
-    if not first:
-        reply.close()
-        return bad_body_failure(channel.name, "closed the stream before sending anything")
+    first = await first_chunk(channel, reply, time_left)
+    if isinstance(first, Failure):
+        return first
     error = in_band_error(first)
     if error is not None:
         reply.close()
@@ -362,39 +356,8 @@ async def _open_stream(channel: Channel, reply: UpstreamReply, call: Call, confi
     overhead += time.perf_counter() - answered
     call.overhead = overhead
     headers = {**STREAM_HEADERS, OVERHEAD_HEADER: f"{overhead * 1000:.3f}"}
-    return StreamingResponse(_pass_through(channel, reply, first, config.idle_timeout, record),
+    return StreamingResponse(pass_through(channel, reply, first, config.idle_timeout, record),
                              status_code=reply.status, media_type=reply.content_type, headers=headers)
-
-
-async def _pass_through(channel: Channel, reply: UpstreamReply, first: bytes, idle_timeout: float,
-                        record: Callable[[bool], None]) -> AsyncIterator[bytes]:
-    """Relay the stream as it arrives, cut only at event boundaries, so that if the upstream stalls or breaks
-    the client gets one clean error event (which the SDKs raise) instead of half an event or a silent end."""
-    pending = first
-    try:
-        while True:
-            cut = _event_boundary(pending)
-            if cut:
-                yield pending[:cut] if cut < len(pending) else pending
-                pending = pending[cut:]
-            async with asyncio.timeout(idle_timeout):
-                chunk = await reply.next_chunk()
-            if not chunk:
-                break
-            pending = pending + chunk if pending else chunk
-        if pending:
-            yield pending
-        record(True)
-    except (TimeoutError, *TRANSPORT_ERRORS) as exc:
-        record(False)
-        stalled = isinstance(exc, TimeoutError)
-        log.warning("channel %s: stream %s", channel.name, "stalled" if stalled else f"broke: {type(exc).__name__}")
-        message = (f"Upstream stream stalled for {idle_timeout:g}s on channel '{channel.name}'." if stalled
-                   else f"Upstream stream was cut on channel '{channel.name}'.")
-        yield b"data: " + orjson.dumps({"error": {"message": message, "type": "upstream_error",
-                                                  "code": "stream_stalled" if stalled else "stream_interrupted", "param": None}}) + b"\n\n"
-    finally:
-        reply.close()
 
 
 class MeteredStreamingResponse(StreamingResponse):
@@ -413,10 +376,3 @@ class MeteredStreamingResponse(StreamingResponse):
             self.metered.close()
             if self.reply is not None:
                 self.reply.close()
-
-
-def _event_boundary(buffer: bytes) -> int:
-    """Length of the prefix of `buffer` that ends with a complete SSE event (LF or CRLF framing); 0 if none."""
-    lf = buffer.rfind(b"\n\n")
-    crlf = buffer.rfind(b"\r\n\r\n")
-    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
