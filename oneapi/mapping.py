@@ -9,7 +9,6 @@ come from the provider file itself, which is why a function set is built per pro
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 import struct
 import time

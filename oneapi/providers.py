@@ -32,31 +32,31 @@ class Template:
     @classmethod
     def compile(cls, text: str) -> "Template":
         parts = []
-        for literal, field, _spec, _conv in string.Formatter().parse(text):
-            if field is not None and field not in ("model", "key") and not field.startswith("options."):
-                raise ValueError(f"unknown template field {{{field}}} (use {{model}}, {{key}} or {{options.NAME}})")
-            parts.append((literal, field))
+        for literal, hole, _spec, _conv in string.Formatter().parse(text):
+            if hole is not None and hole not in ("model", "key") and not hole.startswith("options."):
+                raise ValueError(f"unknown template hole {{{hole}}} (use {{model}}, {{key}} or {{options.NAME}})")
+            parts.append((literal, hole))
         return cls(tuple(parts), text)
 
     @property
     def is_literal(self) -> bool:
-        return all(field is None for _, field in self.parts)
+        return all(hole is None for _, hole in self.parts)
 
     def fields(self) -> set[str]:
-        return {field for _, field in self.parts if field}
+        return {hole for _, hole in self.parts if hole}
 
     def render(self, model: str, key: str, options: Mapping[str, Any], escape: bool = True) -> str:
         out = []
-        for literal, field in self.parts:
+        for literal, hole in self.parts:
             out.append(literal)
-            if field is None:
+            if hole is None:
                 continue
-            if field == "model":
+            if hole == "model":
                 value = model
-            elif field == "key":
+            elif hole == "key":
                 value = key
             else:
-                value = str(options.get(field[8:], ""))
+                value = str(options.get(hole[8:], ""))
             out.append(quote(value, safe="") if escape else value)
         return "".join(out)
 

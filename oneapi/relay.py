@@ -20,6 +20,7 @@ from .health import ChannelHealth, HealthRegistry
 from .limits import Accounting
 from .metering import Meter, MeteredStream, new_request_id, translated_body, upstream_body
 from .metrics import Metrics
+from .passthrough import UpstreamCut, first_chunk, pass_bytes, pass_through
 from .routing import Channel, ChannelKey
 from .snapshot import Snapshot
 from .tokens import check_model, key_from_headers
@@ -360,20 +361,20 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
         return _metered(answer, call, channel, upstream_model, hide_usage, slot, None)
     url = channel.url(operation, upstream_model, key)
     upload = call.upload
-    body: bytes | AsyncIterator[bytes]
+    content: bytes | AsyncIterator[bytes]
     hide_usage = None
     if upload is not None:
         if upload.failure is not None:
             raise upload.failure
-        body = upload.body(upstream_model)
+        content = upload.body(upstream_model)
         headers = {**key.headers, "Content-Type": call.content_type}
         length = upload.length(upstream_model)
         if length is not None:
             headers["Content-Length"] = str(length)
     else:
         # the client's bytes go upstream untouched unless the model is renamed or stream usage must be asked for
-        body, hide_usage = upstream_body(call.raw, call.body, call.model, upstream_model, call.stream, call.endpoint.operation,
-                                         operation.format)
+        content, hide_usage = upstream_body(call.raw, call.body, call.model, upstream_model, call.stream, call.endpoint.operation,
+                                            operation.format)
         headers = {**key.headers, "Content-Type": "application/json"}
     if call.endpoint.any_answer:
         headers["Accept"] = call.accept or "*/*"
@@ -382,7 +383,7 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
     timeouts = Timeouts(total=min(config.timeout, time_left), connect=config.connect_timeout)
     sent = time.perf_counter()
     try:
-        reply = await upstream.send(operation.method, url, headers, body, timeouts)
+        reply = await upstream.send(operation.method, url, headers, content, timeouts)
     except TRANSPORT_ERRORS as exc:
         if upload is not None and upload.failure is not None:
             raise upload.failure from None  # the client's body, not the channel, is at fault
@@ -455,16 +456,9 @@ async def _open_stream(channel: Channel, reply: UpstreamReply, call: Call, confi
         except TRANSPORT_ERRORS as exc:
             return transport_failure(channel.name, exc, "response")
         return _check_body(channel.name, content) or bad_body_failure(channel.name, "answered a stream request without a stream")
-    try:
-        async with asyncio.timeout(min(config.ttft_timeout or time_left, time_left)):
-            first = await reply.next_chunk()
-    except (TimeoutError, *TRANSPORT_ERRORS) as exc:
-        reply.close()
-        log.warning("channel %s: no first byte: %s", channel.name, type(exc).__name__)
-        return transport_failure(channel.name, exc, "first byte")
-    if not first:
-        reply.close()
-        return bad_body_failure(channel.name, "closed the stream before sending anything")
+    first = await first_chunk(channel, reply, time_left)
+    if isinstance(first, Failure):
+        return first
     error = in_band_error(first)
     if error is not None:
         reply.close()
@@ -472,39 +466,8 @@ async def _open_stream(channel: Channel, reply: UpstreamReply, call: Call, confi
     overhead += time.perf_counter() - answered
     call.overhead = overhead
     headers = {**STREAM_HEADERS, OVERHEAD_HEADER: f"{overhead * 1000:.3f}"}
-    return StreamingResponse(_pass_through(channel, reply, first, config.idle_timeout, record),
+    return StreamingResponse(pass_through(channel, reply, first, config.idle_timeout, record),
                              status_code=reply.status, media_type=reply.content_type, headers=headers)
-
-
-async def _pass_through(channel: Channel, reply: UpstreamReply, first: bytes, idle_timeout: float,
-                        record: Callable[[bool], None]) -> AsyncIterator[bytes]:
-    """Relay the stream as it arrives, cut only at event boundaries, so that if the upstream stalls or breaks
-    the client gets one clean error event (which the SDKs raise) instead of half an event or a silent end."""
-    pending = first
-    try:
-        while True:
-            cut = _event_boundary(pending)
-            if cut:
-                yield pending[:cut] if cut < len(pending) else pending
-                pending = pending[cut:]
-            async with asyncio.timeout(idle_timeout):
-                chunk = await reply.next_chunk()
-            if not chunk:
-                break
-            pending = pending + chunk if pending else chunk
-        if pending:  # a last event without its blank line: completed, or SSE clients would drop it
-            yield pending + (b"\r\n" if pending.endswith(b"\r\n") else b"\n" if pending.endswith(b"\n") else b"\n\n")
-        record(True)
-    except (TimeoutError, *TRANSPORT_ERRORS) as exc:
-        record(False)
-        stalled = isinstance(exc, TimeoutError)
-        log.warning("channel %s: stream %s", channel.name, "stalled" if stalled else f"broke: {type(exc).__name__}")
-        message = (f"Upstream stream stalled for {idle_timeout:g}s on channel '{channel.name}'." if stalled
-                   else f"Upstream stream was cut on channel '{channel.name}'.")
-        yield b"data: " + orjson.dumps({"error": {"message": message, "type": "upstream_error",
-                                                  "code": "stream_stalled" if stalled else "stream_interrupted", "param": None}}) + b"\n\n"
-    finally:
-        reply.close()
 
 
 class MeteredStreamingResponse(StreamingResponse):
@@ -541,42 +504,14 @@ async def _open_bytes(channel: Channel, reply: UpstreamReply, call: Call, config
                       record: Callable[[bool], None], overhead: float, answered: float) -> Response | Failure:
     """An answer that is not JSON (audio, plain text, subtitles): relayed as it arrives, with its content type,
     once its first bytes are in (until then a failure can still move to the next channel)."""
-    try:
-        async with asyncio.timeout(min(config.ttft_timeout or time_left, time_left)):
-            first = await reply.next_chunk()
-    except (TimeoutError, *TRANSPORT_ERRORS) as exc:
-        reply.close()
-        log.warning("channel %s: no first byte: %s", channel.name, type(exc).__name__)
-        return transport_failure(channel.name, exc, "first byte")
+    # an empty answer (a transcript of silence in text format) is still an answer
+    first = await first_chunk(channel, reply, time_left, allow_empty=True)
+    if isinstance(first, Failure):
+        return first
     overhead += time.perf_counter() - answered
     call.overhead = overhead
-    # an empty answer (a transcript of silence in text format) is still an answer
-    return StreamingResponse(_pass_bytes(channel, reply, first, config.idle_timeout, record), status_code=reply.status,
+    return StreamingResponse(pass_bytes(channel, reply, first, config.idle_timeout, record), status_code=reply.status,
                              media_type=reply.content_type, headers={OVERHEAD_HEADER: f"{overhead * 1000:.3f}"})
-
-
-class UpstreamCut(Exception):
-    """A binary answer broke off upstream: the response is left unfinished (MeteredStreamingResponse), so the
-    server drops the connection and the client cannot take truncated audio for a whole file (a binary body
-    has no place for an in-band error)."""
-
-
-async def _pass_bytes(channel: Channel, reply: UpstreamReply, first: bytes, idle_timeout: float,
-                      record: Callable[[bool], None]) -> AsyncIterator[bytes]:
-    try:
-        chunk = first
-        while chunk:
-            yield chunk
-            async with asyncio.timeout(idle_timeout):
-                chunk = await reply.next_chunk()
-        record(True)
-    except (TimeoutError, *TRANSPORT_ERRORS) as exc:
-        record(False)
-        stalled = isinstance(exc, TimeoutError)
-        log.warning("channel %s: answer %s", channel.name, "stalled" if stalled else f"broke: {type(exc).__name__}")
-        raise UpstreamCut(f"upstream answer on channel '{channel.name}' {'stalled' if stalled else 'was cut'}") from None
-    finally:
-        reply.close()
 
 
 def _is_event_stream(content_type: str) -> bool:
@@ -586,10 +521,3 @@ def _is_event_stream(content_type: str) -> bool:
 def _is_json(content_type: str) -> bool:
     media = content_type.split(";")[0].strip().lower()
     return media == "application/json" or media.endswith("+json")
-
-
-def _event_boundary(buffer: bytes) -> int:
-    """Length of the prefix of `buffer` that ends with a complete SSE event (LF or CRLF framing); 0 if none."""
-    lf = buffer.rfind(b"\n\n")
-    crlf = buffer.rfind(b"\r\n\r\n")
-    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)

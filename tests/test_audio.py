@@ -19,7 +19,7 @@ import openai
 import pytest
 
 from conftest import CLIENT_KEY, PROVIDERS_DIR, UPSTREAM_KEY, GatewayProcess, write_config
-from fakevendor import FakeVendor, Received, Reply, fixture_bytes, fixture_json, sse_events
+from fakevendor import FakeVendor, Received, Reply, fixture_bytes, fixture_json
 
 MAX_BODY = 2_000_000
 ADMIN_KEY = "admin-secret-key-for-audio-tests"
