@@ -402,7 +402,8 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
         log.warning("channel %s: upstream answered %s", channel.name, reply.status)
         return classify(channel.name, reply.status, content, reply.headers)
 
-    if call.stream or (call.endpoint.any_answer and _is_event_stream(reply.content_type)):
+    # an answer of any kind (audio, text, events) is told by its content type, not by the request's `stream`
+    if _is_event_stream(reply.content_type) if call.endpoint.any_answer else call.stream:
         opened = await _open_stream(channel, reply, call, config, min(config.timeout, time_left), record, overhead, answered)
         return _metered(opened, call, channel, upstream_model, hide_usage, slot, reply)
     if call.endpoint.any_answer and not _is_json(reply.content_type):

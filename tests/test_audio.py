@@ -258,6 +258,17 @@ def test_speech_read_whole_by_the_sdk(sdk: openai.OpenAI, vendor: FakeVendor) ->
     assert vendor.requests_to(SPEECH)[-1].json()["instructions"] == "cheerful"
 
 
+def test_speech_asked_as_a_stream_is_still_relayed_by_its_content_type(gateway: GatewayProcess, vendor: FakeVendor) -> None:
+    audio = [b"ID3\x04" + os.urandom(8_000), os.urandom(8_000)]
+    vendor.reply("POST", SPEECH, Reply(chunks=audio, delay=0.05, content_type="audio/mpeg"))
+
+    response = httpx.post(gateway.url(SPEECH), headers=auth(), timeout=20,  # some vendors take `stream: true` for chunked audio
+                          json={"model": "tts-1", "voice": "alloy", "input": "hi", "stream": True})
+
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "audio/mpeg" and response.content == b"".join(audio)
+
+
 def test_speech_cut_upstream_is_an_error_for_the_client(gateway: GatewayProcess, vendor: FakeVendor) -> None:
     vendor.reply("POST", SPEECH, Reply(chunks=[os.urandom(10_000), os.urandom(10_000)], delay=0.05, content_type="audio/mpeg", cut=True))
 
