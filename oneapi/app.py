@@ -28,6 +28,7 @@ from .limits import Accounting, SqliteAccounting
 from .routing import Channel
 from .metrics import METRICS_DIR_ENV, Metrics
 from .relay import ENDPOINTS, Endpoint, Services, client_key, relay
+from .signers import token_exchanges
 from .snapshot import SnapshotHolder
 from .upstream import Upstream
 
@@ -104,6 +105,7 @@ class Gateway:
         self.metrics.publish()
         await self.services.upstream.close()
         await self.accounting.close()  # SIGTERM: every pending record is written before the worker exits
+        await token_exchanges().close()  # the signers' token-exchange client, opened on first use
 
     # --- routes -------------------------------------------------------------
 
@@ -252,6 +254,9 @@ def create_app(config_path: str | Path | None = None) -> Starlette:
         Route("/v1/embeddings", gateway.relay_route(ENDPOINTS["embeddings"]), methods=["POST"]),
         Route("/v1/moderations", gateway.relay_route(ENDPOINTS["moderations"]), methods=["POST"]),
         Route("/v1/images/generations", gateway.relay_route(ENDPOINTS["images"]), methods=["POST"]),
+        Route("/v1/audio/speech", gateway.relay_route(ENDPOINTS["audio_speech"]), methods=["POST"]),
+        Route("/v1/audio/transcriptions", gateway.relay_route(ENDPOINTS["audio_transcriptions"]), methods=["POST"]),
+        Route("/v1/rerank", gateway.relay_route(ENDPOINTS["rerank"]), methods=["POST"]),
         Route("/v1/models", gateway.list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", gateway.get_model, methods=["GET"]),
         Route("/health", gateway.health, methods=["GET"]),

@@ -9,7 +9,6 @@ come from the provider file itself, which is why a function set is built per pro
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 import struct
 import time
@@ -125,11 +124,15 @@ class _Functions(functions.Functions):
         """`then` if `condition` is truthy in JMESPath's sense, else `otherwise` (both are evaluated)."""
         return then if _truthy(condition) else otherwise
 
-    @functions.signature({"types": ["object", "null"]}, {"types": []})
+    @functions.signature({"types": ["object", "array", "null"]}, {"types": []})
     def _func_get(self, obj: Any, key: Any) -> Any:
-        """obj[key] with a computed key; null when absent."""
+        """obj[key] with a computed key, or array[index] with a computed index; null when absent."""
         if obj is None or key is None:
             return None
+        if isinstance(obj, list):
+            if not isinstance(key, (int, float)) or isinstance(key, bool) or key != int(key) or not -len(obj) <= key < len(obj):
+                return None
+            return obj[int(key)]
         return obj.get(key if isinstance(key, str) else str(key))
 
     # --- arrays and objects ------------------------------------------------

@@ -15,6 +15,8 @@ from .mapping import BodyMapping, Compiler, ErrorSpec, MappingError, compile_err
 from .streams import StreamSpec, compile_stream
 
 OPERATIONS = ("chat", "completions", "embeddings", "images", "audio_speech", "audio_transcriptions", "moderations", "rerank", "models")
+# operations whose bodies are not JSON both ways (a multipart upload, an audio answer): relayed as they are only
+RELAYED_ONLY = ("audio_speech", "audio_transcriptions")
 
 # a base URL whose path already ends like this is used as given: .../v1, .../api/v1, .../openai/v1, .../api/paas/v4
 _VERSION_SEGMENT = re.compile(r"/v\d+(?:[a-z]+\d*)?/?$")
@@ -30,31 +32,31 @@ class Template:
     @classmethod
     def compile(cls, text: str) -> "Template":
         parts = []
-        for literal, field, _spec, _conv in string.Formatter().parse(text):
-            if field is not None and field not in ("model", "key") and not field.startswith("options."):
-                raise ValueError(f"unknown template field {{{field}}} (use {{model}}, {{key}} or {{options.NAME}})")
-            parts.append((literal, field))
+        for literal, hole, _spec, _conv in string.Formatter().parse(text):
+            if hole is not None and hole not in ("model", "key") and not hole.startswith("options."):
+                raise ValueError(f"unknown template hole {{{hole}}} (use {{model}}, {{key}} or {{options.NAME}})")
+            parts.append((literal, hole))
         return cls(tuple(parts), text)
 
     @property
     def is_literal(self) -> bool:
-        return all(field is None for _, field in self.parts)
+        return all(hole is None for _, hole in self.parts)
 
     def fields(self) -> set[str]:
-        return {field for _, field in self.parts if field}
+        return {hole for _, hole in self.parts if hole}
 
     def render(self, model: str, key: str, options: Mapping[str, Any], escape: bool = True) -> str:
         out = []
-        for literal, field in self.parts:
+        for literal, hole in self.parts:
             out.append(literal)
-            if field is None:
+            if hole is None:
                 continue
-            if field == "model":
+            if hole == "model":
                 value = model
-            elif field == "key":
+            elif hole == "key":
                 value = key
             else:
-                value = str(options.get(field[8:], ""))
+                value = str(options.get(hole[8:], ""))
             out.append(quote(value, safe="") if escape else value)
         return "".join(out)
 
@@ -235,13 +237,26 @@ def _compile(name: str, doc: Document, data: dict[str, Any]) -> Provider:
         base_url=data.get("base_url"),
         api_prefix=data.get("api_prefix", ""),
         auth=auth,
-        headers=MappingProxyType(dict(data.get("headers") or {})),
+        headers=MappingProxyType(_headers(data.get("headers"))),
         options=MappingProxyType(dict(data.get("options") or {})),
         operations=MappingProxyType(operations),
         errors=errors,
         tests=tuple((doc.data or {}).get("tests") or ()),
         document=doc,
     )
+
+
+def _headers(raw: Mapping[str, str | None] | None) -> dict[str, str]:
+    """Headers after `extends` merged them: a null value removes the header (any spelling of its name)
+    that a parent file set, e.g. `headers: {anthropic-version: null}`."""
+    out: dict[str, str] = {}
+    for name, value in (raw or {}).items():
+        if value is None:
+            for existing in [k for k in out if k.lower() == name.lower()]:
+                del out[existing]
+        else:
+            out[name] = value
+    return out
 
 
 def _compile_operation(op_name: str, raw: dict[str, Any], compiler: Compiler, auth: AuthSpec, doc: Document) -> Operation:
@@ -253,6 +268,11 @@ def _compile_operation(op_name: str, raw: dict[str, Any], compiler: Compiler, au
             request_set=tuple((k, compiler.compile(v)) for k, v in (raw.get("request_set") or {}).items()),
             response=compiler.compile(raw["response"]) if raw.get("response") else None,
         )
+    translated = fmt != "openai" or auth.signer or mapping is not None
+    if translated and op_name in RELAYED_ONLY:
+        # an upload is streamed and an audio answer is bytes: neither passes through a JSON mapping or a body signature
+        raise ValueError(f"is relayed as it is: it cannot be mapped (format: mapped, request_set) or use a signer auth style "
+                         f"(if the vendor has no such API, remove the inherited one with `{op_name}: null`)")
     stream_raw = raw.get("stream") or {}
     stream = None
     if stream_raw.get("rules") is not None:
@@ -263,11 +283,11 @@ def _compile_operation(op_name: str, raw: dict[str, Any], compiler: Compiler, au
         path=Template.compile(raw["path"]),
         query=tuple((k, Template.compile(v)) for k, v in (raw.get("query") or {}).items()),
         format=fmt,
-        headers=MappingProxyType(dict(raw.get("headers") or {})),
+        headers=MappingProxyType(_headers(raw.get("headers"))),
         mapping=mapping,
         stream=stream,
         stream_path=Template.compile(stream_raw["path"]) if stream_raw.get("path") else None,
         stream_query=tuple((k, Template.compile(v)) for k, v in stream_raw["query"].items()) if stream_raw.get("query") is not None else None,
-        stream_headers=MappingProxyType(dict(stream_raw.get("headers") or {})),
-        translated=fmt != "openai" or auth.signer or mapping is not None,
+        stream_headers=MappingProxyType(_headers(stream_raw.get("headers"))),
+        translated=translated,
     )

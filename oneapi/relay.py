@@ -12,12 +12,15 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from .config import TokenConfig
 from .errors import GatewayError, bad_request
 from .failures import Failure, bad_body_failure, classify, in_band_error, in_band_status, transport_failure
+from .forms import Upload, form_boundary
 from .health import ChannelHealth, HealthRegistry
 from .limits import Accounting
 from .metering import Meter, MeteredStream, new_request_id, translated_body, upstream_body
 from .metrics import Metrics
+from .passthrough import UpstreamCut, first_chunk, pass_bytes, pass_through
 from .routing import Channel, ChannelKey
 from .snapshot import Snapshot
 from .tokens import check_model, key_from_headers
@@ -47,11 +50,38 @@ def _require(field: str) -> Callable[[dict[str, Any]], None]:
     return check
 
 
+def _require_text(field: str) -> Callable[[dict[str, Any]], None]:
+    def check(body: dict[str, Any]) -> None:
+        if not isinstance(body.get(field), str):
+            raise bad_request(f"'{field}' is required and must be a string.", param=field)
+
+    return check
+
+
+def _require_rerank(body: dict[str, Any]) -> None:
+    """The rerank shape most gateways and vendors share: {model, query, documents, top_n}."""
+    query = body.get("query")
+    if not isinstance(query, (str, dict)) or not query:
+        raise bad_request("'query' is required and must be a non-empty string.", param="query")
+    documents = body.get("documents")
+    if not isinstance(documents, list) or not documents:
+        raise bad_request("'documents' must be a non-empty array.", param="documents")
+    top_n = body.get("top_n")
+    if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 1):
+        raise bad_request("'top_n' must be a positive integer.", param="top_n")
+
+
+def _no_check(body: dict[str, Any]) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Endpoint:
     operation: str  # the provider operation it maps to
     validate: Callable[[dict[str, Any]], None]
     streams: bool
+    form: bool = False  # the body is multipart/form-data (a file upload), not JSON
+    any_answer: bool = False  # the answer is relayed by its own content type (audio, text, SSE), not only JSON
 
 
 ENDPOINTS = {
@@ -60,6 +90,9 @@ ENDPOINTS = {
     "embeddings": Endpoint("embeddings", _require("input"), streams=False),
     "moderations": Endpoint("moderations", _require("input"), streams=False),
     "images": Endpoint("images", _require("prompt"), streams=True),
+    "audio_speech": Endpoint("audio_speech", _require_text("input"), streams=True, any_answer=True),
+    "audio_transcriptions": Endpoint("audio_transcriptions", _no_check, streams=True, form=True, any_answer=True),
+    "rerank": Endpoint("rerank", _require_rerank, streams=False),
 }
 
 
@@ -119,6 +152,8 @@ async def _relay(request: Request, snapshot: Snapshot, services: Services, endpo
                  request_id: str) -> Response:
     client = request.client
     token = snapshot.tokens.authenticate(client_key(request), client.host if client else None)
+    if endpoint.form:
+        return await _relay_upload(request, snapshot, services, endpoint, token, received, request_id)
     raw, body = await read_json_body(request, snapshot.config.max_body_bytes)
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -129,19 +164,37 @@ async def _relay(request: Request, snapshot: Snapshot, services: Services, endpo
     endpoint.validate(body)
     if stream and not endpoint.streams:
         raise bad_request("'stream' is not supported on this endpoint.", param="stream")
+    _check_route(snapshot, token, model, endpoint)
+    call = Call(endpoint, model, raw, body, stream, received, _meter(services, snapshot, token, endpoint, model, body, stream, request_id),
+                accept=request.headers.get("accept"))
+    return await _metered_failover(call, snapshot, services, token.group)
+
+
+def _check_route(snapshot: Snapshot, token: TokenConfig, model: str, endpoint: Endpoint) -> None:
     check_model(token, model)
     if not snapshot.routes.knows(token.group, model):
         raise GatewayError(404, f"The model '{model}' does not exist or you do not have access to it.", code="model_not_found", param="model")
-    meter = Meter(services.accounting, token, endpoint.operation, model, body, stream, request_id,
-                  snapshot.config.prices, snapshot.config.groups.get(token.group, 1.0))
+    if not snapshot.routes.offers(token.group, model, endpoint.operation):
+        raise GatewayError(404, f"The model '{model}' does not support this endpoint: no channel serving it offers "
+                                f"'{endpoint.operation}'.", code="operation_not_supported", param="model")
+
+
+def _meter(services: Services, snapshot: Snapshot, token: TokenConfig, endpoint: Endpoint, model: str, body: dict[str, Any],
+           stream: bool, request_id: str) -> Meter:
+    return Meter(services.accounting, token, endpoint.operation, model, body, stream, request_id,
+                 snapshot.config.prices, snapshot.config.groups.get(token.group, 1.0))
+
+
+async def _metered_failover(call: Call, snapshot: Snapshot, services: Services, group: str) -> Response:
+    """Admission, the tries, and the accounting of their outcome."""
+    meter = call.meter
     try:
         await meter.admit()
     except GatewayError as exc:
         exc.headers.update(meter.headers)
         raise
-    call = Call(endpoint, model, raw, body, stream, received, meter)
     try:
-        response = await _failover(call, snapshot, services, token.group)
+        response = await _failover(call, snapshot, services, group)
     except BaseException as exc:
         meter.abandon()
         if isinstance(exc, GatewayError):
@@ -151,7 +204,40 @@ async def _relay(request: Request, snapshot: Snapshot, services: Services, endpo
         meter.abandon()  # the client's own mistake passed back, or every channel failed: nothing was used
     response.headers.update(meter.headers)
     if call.overhead is not None:
-        services.metrics.observe("oneapi_overhead_seconds", (endpoint.operation,), call.overhead)
+        services.metrics.observe("oneapi_overhead_seconds", (call.endpoint.operation,), call.overhead)
+    return response
+
+
+async def _relay_upload(request: Request, snapshot: Snapshot, services: Services, endpoint: Endpoint,
+                        token: TokenConfig, received: float, request_id: str) -> Response:
+    """A multipart upload: routed once its `model` field has arrived, while the rest is still on its way."""
+    limit = snapshot.config.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise bad_request("Content-Length is not a number.")
+        if int(declared) > limit:
+            raise GatewayError(413, f"Request body is larger than {limit} bytes.", code="request_too_large")
+    upload = Upload(request.stream(), form_boundary(request.headers.get("content-type")), limit,
+                    int(declared) if declared is not None else None)
+    try:
+        model = await upload.read_fields()
+        if upload.failure is not None:
+            raise upload.failure
+        fields = upload.fields
+        endpoint.validate(fields)
+        _check_route(snapshot, token, model, endpoint)
+        stream = fields.get("stream") == "true"
+        call = Call(endpoint, model, b"", fields, stream, received, _meter(services, snapshot, token, endpoint, model, fields, stream, request_id),
+                    accept=request.headers.get("accept"), upload=upload, content_type=request.headers.get("content-type", ""))
+        response = await _metered_failover(call, snapshot, services, token.group)
+    except BaseException:
+        upload.close()
+        raise
+    if isinstance(response, MeteredStreamingResponse):
+        response.closers.append(upload.close)  # the spool outlives the answer's first bytes
+    else:
+        upload.close()
     return response
 
 
@@ -167,6 +253,9 @@ class Call:
     received: float  # perf_counter() when the request arrived, for the overhead header
     meter: Meter
     overhead: float | None = None  # seconds the gateway itself spent, once known
+    accept: str | None = None  # the client's Accept header, passed on where the answer is not only JSON
+    upload: Upload | None = None  # a multipart body, streamed from its spool instead of `raw`
+    content_type: str = ""  # the client's Content-Type, for a multipart body (its boundary)
 
 
 async def _failover(call: Call, snapshot: Snapshot, services: Services, group: str) -> Response:
@@ -270,15 +359,34 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
         body, hide_usage = translated_body(call.body, call.stream, call.endpoint.operation, operation.stream is not None)
         answer = await translated_attempt(channel, key, operation, upstream_model, dict(body), call.stream, upstream, timeouts, record)
         return _metered(answer, call, channel, upstream_model, hide_usage, slot, None)
-    # the client's bytes go upstream untouched unless the model is renamed or stream usage must be asked for
-    raw, hide_usage = upstream_body(call.raw, call.body, call.model, upstream_model, call.stream, call.endpoint.operation, operation.format)
     url = channel.url(operation, upstream_model, key)
-    headers = {**key.headers, "Content-Type": "application/json", "Accept": "text/event-stream" if call.stream else "application/json"}
+    upload = call.upload
+    content: bytes | AsyncIterator[bytes]
+    hide_usage = None
+    if upload is not None:
+        if upload.failure is not None:
+            raise upload.failure
+        content = upload.body(upstream_model)
+        headers = {**key.headers, "Content-Type": call.content_type}
+        length = upload.length(upstream_model)
+        if length is not None:
+            headers["Content-Length"] = str(length)
+    else:
+        # the client's bytes go upstream untouched unless the model is renamed or stream usage must be asked for
+        content, hide_usage = upstream_body(call.raw, call.body, call.model, upstream_model, call.stream, call.endpoint.operation,
+                                            operation.format)
+        headers = {**key.headers, "Content-Type": "application/json"}
+    if call.endpoint.any_answer:
+        headers["Accept"] = call.accept or "*/*"
+    else:
+        headers["Accept"] = "text/event-stream" if call.stream else "application/json"
     timeouts = Timeouts(total=min(config.timeout, time_left), connect=config.connect_timeout)
     sent = time.perf_counter()
     try:
-        reply = await upstream.send(operation.method, url, headers, raw, timeouts)
+        reply = await upstream.send(operation.method, url, headers, content, timeouts)
     except TRANSPORT_ERRORS as exc:
+        if upload is not None and upload.failure is not None:
+            raise upload.failure from None  # the client's body, not the channel, is at fault
         log.warning("channel %s: upstream request failed: %s", channel.name, type(exc).__name__)
         return transport_failure(channel.name, exc)
     answered = time.perf_counter()
@@ -294,9 +402,13 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
         log.warning("channel %s: upstream answered %s", channel.name, reply.status)
         return classify(channel.name, reply.status, content, reply.headers)
 
-    if call.stream:
+    # an answer of any kind (audio, text, events) is told by its content type, not by the request's `stream`
+    if _is_event_stream(reply.content_type) if call.endpoint.any_answer else call.stream:
         opened = await _open_stream(channel, reply, call, config, min(config.timeout, time_left), record, overhead, answered)
         return _metered(opened, call, channel, upstream_model, hide_usage, slot, reply)
+    if call.endpoint.any_answer and not _is_json(reply.content_type):
+        opened = await _open_bytes(channel, reply, call, config, min(config.timeout, time_left), record, overhead, answered)
+        return _metered(opened, call, channel, upstream_model, None, slot, reply)
 
     try:
         content = await reply.read()
@@ -345,16 +457,9 @@ async def _open_stream(channel: Channel, reply: UpstreamReply, call: Call, confi
         except TRANSPORT_ERRORS as exc:
             return transport_failure(channel.name, exc, "response")
         return _check_body(channel.name, content) or bad_body_failure(channel.name, "answered a stream request without a stream")
-    try:
-        async with asyncio.timeout(min(config.ttft_timeout or time_left, time_left)):
-            first = await reply.next_chunk()
-    except (TimeoutError, *TRANSPORT_ERRORS) as exc:
-        reply.close()
-        log.warning("channel %s: no first byte: %s", channel.name, type(exc).__name__)
-        return transport_failure(channel.name, exc, "first byte")
-    if not first:
-        reply.close()
-        return bad_body_failure(channel.name, "closed the stream before sending anything")
+    first = await first_chunk(channel, reply, time_left)
+    if isinstance(first, Failure):
+        return first
     error = in_band_error(first)
     if error is not None:
         reply.close()
@@ -362,39 +467,8 @@ async def _open_stream(channel: Channel, reply: UpstreamReply, call: Call, confi
     overhead += time.perf_counter() - answered
     call.overhead = overhead
     headers = {**STREAM_HEADERS, OVERHEAD_HEADER: f"{overhead * 1000:.3f}"}
-    return StreamingResponse(_pass_through(channel, reply, first, config.idle_timeout, record),
+    return StreamingResponse(pass_through(channel, reply, first, config.idle_timeout, record),
                              status_code=reply.status, media_type=reply.content_type, headers=headers)
-
-
-async def _pass_through(channel: Channel, reply: UpstreamReply, first: bytes, idle_timeout: float,
-                        record: Callable[[bool], None]) -> AsyncIterator[bytes]:
-    """Relay the stream as it arrives, cut only at event boundaries, so that if the upstream stalls or breaks
-    the client gets one clean error event (which the SDKs raise) instead of half an event or a silent end."""
-    pending = first
-    try:
-        while True:
-            cut = _event_boundary(pending)
-            if cut:
-                yield pending[:cut] if cut < len(pending) else pending
-                pending = pending[cut:]
-            async with asyncio.timeout(idle_timeout):
-                chunk = await reply.next_chunk()
-            if not chunk:
-                break
-            pending = pending + chunk if pending else chunk
-        if pending:
-            yield pending
-        record(True)
-    except (TimeoutError, *TRANSPORT_ERRORS) as exc:
-        record(False)
-        stalled = isinstance(exc, TimeoutError)
-        log.warning("channel %s: stream %s", channel.name, "stalled" if stalled else f"broke: {type(exc).__name__}")
-        message = (f"Upstream stream stalled for {idle_timeout:g}s on channel '{channel.name}'." if stalled
-                   else f"Upstream stream was cut on channel '{channel.name}'.")
-        yield b"data: " + orjson.dumps({"error": {"message": message, "type": "upstream_error",
-                                                  "code": "stream_stalled" if stalled else "stream_interrupted", "param": None}}) + b"\n\n"
-    finally:
-        reply.close()
 
 
 class MeteredStreamingResponse(StreamingResponse):
@@ -405,6 +479,7 @@ class MeteredStreamingResponse(StreamingResponse):
         super().__init__(content, **kwargs)
         self.metered = content
         self.reply = reply
+        self.closers: list[Callable[[], None]] = []  # more to release when the response ends (an upload's spool)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
@@ -413,10 +488,37 @@ class MeteredStreamingResponse(StreamingResponse):
             self.metered.close()
             if self.reply is not None:
                 self.reply.close()
+            for close in self.closers:
+                close()
+
+    async def stream_response(self, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        try:
+            async for chunk in self.body_iterator:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except UpstreamCut:
+            return  # left unfinished on purpose: see UpstreamCut
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-def _event_boundary(buffer: bytes) -> int:
-    """Length of the prefix of `buffer` that ends with a complete SSE event (LF or CRLF framing); 0 if none."""
-    lf = buffer.rfind(b"\n\n")
-    crlf = buffer.rfind(b"\r\n\r\n")
-    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+async def _open_bytes(channel: Channel, reply: UpstreamReply, call: Call, config: Any, time_left: float,
+                      record: Callable[[bool], None], overhead: float, answered: float) -> Response | Failure:
+    """An answer that is not JSON (audio, plain text, subtitles): relayed as it arrives, with its content type,
+    once its first bytes are in (until then a failure can still move to the next channel)."""
+    # an empty answer (a transcript of silence in text format) is still an answer
+    first = await first_chunk(channel, reply, time_left, allow_empty=True)
+    if isinstance(first, Failure):
+        return first
+    overhead += time.perf_counter() - answered
+    call.overhead = overhead
+    return StreamingResponse(pass_bytes(channel, reply, first, config.idle_timeout, record), status_code=reply.status,
+                             media_type=reply.content_type, headers={OVERHEAD_HEADER: f"{overhead * 1000:.3f}"})
+
+
+def _is_event_stream(content_type: str) -> bool:
+    return content_type.split(";")[0].strip().lower() == "text/event-stream"
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";")[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")

@@ -111,6 +111,10 @@ class Routes:
     def knows(self, group: str, model: str) -> bool:
         return model in self.models_by_group.get(group, {})
 
+    def offers(self, group: str, model: str, operation: str) -> bool:
+        """Whether some channel serving `model` to `group` has `operation` at all (healthy or not)."""
+        return (group, model, operation) in self._tiers
+
     def candidates(self, group: str, model: str, operation: str) -> Iterator[Channel]:
         """Channels in the order to try them: the top tier by weighted draw, then the rest of it, then lower tiers."""
         for tier in self._tiers.get((group, model, operation), ()):

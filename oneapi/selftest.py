@@ -1,7 +1,7 @@
 """Provider self-tests: the `tests:` cases inside each provider file, run by `oneapi check` and CI.
 
-A case gives an OpenAI `request` and the exact `upstream` body (and `upstream_path`) the
-vendor must receive; or a vendor `response` (with `status`) and the OpenAI body (`expect`)
+A case gives an OpenAI `request` and the exact `upstream` body (and `upstream_path`, and
+`upstream_headers`) the vendor must receive; or a vendor `response` (with `status`) and the OpenAI body (`expect`)
 or error (`expect_error`) the client must get; or a vendor `stream` and the OpenAI chunks
 (`expect_chunks`). Expected objects match as subsets; arrays match item by item and length.
 """
@@ -61,6 +61,16 @@ def run_case(provider: Provider, case: Mapping[str, Any]) -> str | None:
             path += "?" + "&".join(f"{k}={t.render(request['model'], 'KEY', options, escape=False)}" for k, t in query)
         if path != case["upstream_path"]:
             return f"upstream path differs: expected {case['upstream_path']!r}, actual {path!r}"
+
+    if "upstream_headers" in case:
+        headers = {**provider.headers, **operation.headers}
+        if request.get("stream"):
+            headers.update(operation.stream_headers)
+        sent = {name.lower(): value for name, value in headers.items()}
+        for name, want in case["upstream_headers"].items():
+            got = sent.get(name.lower())
+            if got != want:
+                return f"upstream header {name!r}: expected {'absent' if want is None else repr(want)}, got {'absent' if got is None else repr(got)}"
 
     if "response" in case:
         status = int(case.get("status", 200))

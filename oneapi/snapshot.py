@@ -27,18 +27,6 @@ log = logging.getLogger("oneapi.reload")
 RELOAD_SIGNAL_ENV = "ONEAPI_RELOAD_SIGNAL_FILE"
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    config: Config
-    providers: Mapping[str, Provider]
-    channels: Mapping[str, Channel]
-    routes: Routes
-    tokens: TokenIndex
-    version: str
-    loaded_at: float
-    warnings: tuple[Problem, ...]
-
-
 @dataclass
 class ReloadCache:
     """What a worker's next build can take from its last one when the files did not change (or changed a little)."""
@@ -50,11 +38,24 @@ class ReloadCache:
     routes: tuple[tuple[Channel, ...], Routes] | None = None  # the last routes, and the channels they route
 
 
-def build_snapshot(config_path: str | Path, environ: Mapping[str, str] | None = None, cache: ReloadCache | None = None) -> Snapshot:
+@dataclass(frozen=True)
+class Snapshot:
+    config: Config
+    providers: Mapping[str, Provider]
+    channels: Mapping[str, Channel]
+    routes: Routes
+    tokens: TokenIndex
+    version: str
+    loaded_at: float
+    warnings: tuple[Problem, ...]
+    cache: ReloadCache = field(default_factory=ReloadCache, repr=False, compare=False)  # for the build that replaces it
+
+
+def build_snapshot(config_path: str | Path, environ: Mapping[str, str] | None = None, previous: Snapshot | None = None) -> Snapshot:
     """Read config.yaml and every provider file into a new Snapshot; raise ConfigError on any problem.
-    With `cache`, whatever did not change since the last build is reused rather than built again."""
+    Given the `previous` snapshot, whatever did not change since it was built is reused rather than built again."""
     with _collector_paused():
-        return _build_snapshot(config_path, environ, cache or ReloadCache())
+        return _build_snapshot(config_path, environ, previous.cache if previous is not None else ReloadCache())
 
 
 @contextmanager
@@ -114,6 +115,7 @@ def _build_snapshot(config_path: str | Path, environ: Mapping[str, str] | None, 
         version=digest.hexdigest()[:16],
         loaded_at=time.time(),
         warnings=tuple(warnings),
+        cache=cache,
     )
 
 
@@ -164,16 +166,25 @@ def signal_reload() -> None:
         Path(signal_file).write_text(f"{time.time_ns()} {os.getpid()}\n")
 
 
+def _settled(before: tuple[Any, ...], after: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """The fingerprint to remember after a build, or None when a file changed while it was being read,
+    so that the watcher reads it again instead of keeping a snapshot of the older content."""
+    earlier = dict((entry[0], entry) for entry in before)
+    if any(earlier.get(entry[0], entry) != entry for entry in after):
+        return None
+    return after
+
+
 class SnapshotHolder:
     """The live snapshot of one worker, and the watcher that replaces it."""
 
     def __init__(self, config_path: str | Path):
         self.config_path = Path(config_path).absolute()
-        self._cache = ReloadCache()
-        self.current = build_snapshot(self.config_path, cache=self._cache)
+        before = fingerprint(self.config_path, None)
+        self.current = build_snapshot(self.config_path)
         self.last_reload_error: str | None = None
         self.last_reload_at: float | None = None
-        self._seen = fingerprint(self.config_path, self.current)
+        self._seen = _settled(before, fingerprint(self.config_path, self.current))
         self._lock = asyncio.Lock()
         self.listeners: list[Callable[[Snapshot], None]] = []  # told of every new live snapshot
         self.on_result: Callable[[bool], None] = lambda ok: None  # told of every reload, refused ones too
@@ -186,14 +197,14 @@ class SnapshotHolder:
                 signal_reload()
             seen = fingerprint(self.config_path, self.current)
             try:
-                snapshot = await asyncio.to_thread(build_snapshot, self.config_path, None, self._cache)
+                snapshot = await asyncio.to_thread(build_snapshot, self.config_path, None, self.current)
             except ConfigError as exc:
                 self._seen = seen
                 self.last_reload_error = str(exc)
                 self.on_result(False)
                 log.error("reload refused, still serving config %s:\n%s", self.current.version, exc)
                 raise
-            self._seen = fingerprint(self.config_path, snapshot)
+            self._seen = _settled(seen, fingerprint(self.config_path, snapshot))
             previous, self.current = self.current, snapshot
             for listener in self.listeners:
                 listener(snapshot)

@@ -22,6 +22,7 @@ from yarl import URL
 
 from .errors import GatewayError
 from .failures import Failure, bad_body_failure, parse_retry_after, transport_failure
+from .passthrough import cut_stream_event, first_chunk, pass_through
 from .framing import PARSERS, FramingError
 from .mapping import ErrorSpec, MappingError, map_request, map_response
 from .providers import Operation, Provider, Template
@@ -80,18 +81,11 @@ async def attempt(channel: Channel, key: ChannelKey, operation: Operation, upstr
     config = channel.config
     if stream and not (spec is not None and _is_json(reply.content_type) and spec.framing in ("sse", "aws_eventstream")):
         # wait for the first bytes before answering: a slow or failing start can still fail over
-        try:
-            async with asyncio.timeout(min(config.ttft_timeout or timeouts.total, timeouts.total)):
-                first = await reply.next_chunk()
-        except (TimeoutError, *TRANSPORT_ERRORS) as exc:
-            reply.close()
-            log.warning("channel %s: no first byte: %s", channel.name, type(exc).__name__)
-            return transport_failure(channel.name, exc, "first byte")
-        if not first:
-            reply.close()
-            return bad_body_failure(channel.name, "closed the stream before sending anything")
+        first = await first_chunk(channel, reply, timeouts.total)
+        if isinstance(first, Failure):
+            return first
         if spec is None:
-            return StreamingResponse(_relay_stream(channel, reply, first, config.idle_timeout, record), status_code=reply.status,
+            return StreamingResponse(pass_through(channel, reply, first, config.idle_timeout, record), status_code=reply.status,
                                      media_type=reply.content_type, headers=STREAM_HEADERS)
         return StreamingResponse(_translate_stream(channel, operation, reply, first, request, key.secret, config.idle_timeout, record),
                                  media_type="text/event-stream", headers=STREAM_HEADERS)
@@ -218,22 +212,6 @@ def upstream_failure(provider: Provider, channel_name: str, status: int | None, 
     return Failure(GatewayError(502, f"Upstream error {status} {where}", type="upstream_error", code=str(error["code"])))
 
 
-async def _relay_stream(channel: Channel, reply: Any, first: bytes, idle_timeout: float, record: Callable[[bool], None]) -> AsyncIterator[bytes]:
-    """An OpenAI-format stream from a signed request: relayed as it arrives."""
-    try:
-        chunk = first
-        while chunk:
-            yield chunk
-            async with asyncio.timeout(idle_timeout):
-                chunk = await reply.next_chunk()
-        record(True)
-    except (TimeoutError, *TRANSPORT_ERRORS) as exc:
-        record(False)
-        yield _cut_error(channel, exc, idle_timeout)
-    finally:
-        reply.close()
-
-
 async def _translate_stream(channel: Channel, operation: Operation, reply: Any, first: bytes, request: dict[str, Any], secret: str,
                             idle_timeout: float, record: Callable[[bool], None]) -> AsyncIterator[bytes]:
     assert operation.stream is not None
@@ -268,18 +246,9 @@ async def _translate_stream(channel: Channel, operation: Operation, reply: Any, 
                               "code": "upstream_bad_response", "param": None}}, secret)
     except (TimeoutError, *TRANSPORT_ERRORS) as exc:
         record(False)
-        yield _cut_error(channel, exc, idle_timeout)
+        yield cut_stream_event(channel.name, exc, idle_timeout)
     finally:
         reply.close()
-
-
-def _cut_error(channel: Channel, exc: BaseException, idle_timeout: float) -> bytes:
-    stalled = isinstance(exc, TimeoutError)
-    log.warning("channel %s: stream %s", channel.name, "stalled" if stalled else f"broke: {type(exc).__name__}")
-    message = (f"Upstream stream stalled for {idle_timeout:g}s on channel '{channel.name}'." if stalled
-               else f"Upstream stream was cut on channel '{channel.name}'.")
-    return b"data: " + orjson.dumps({"error": {"message": message, "type": "upstream_error",
-                                              "code": "stream_stalled" if stalled else "stream_interrupted", "param": None}}) + b"\n\n"
 
 
 def _sse(obj: dict[str, Any], secret: str) -> bytes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Mapping
+from typing import AsyncIterator, Mapping
 
 import aiohttp
 
@@ -70,7 +70,10 @@ class Upstream:
             await self._session.close()
             self._session = None
 
-    async def send(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeouts: Timeouts) -> UpstreamReply:
+    async def send(self, method: str, url: str, headers: Mapping[str, str], body: bytes | AsyncIterator[bytes] | None,
+                   timeouts: Timeouts) -> UpstreamReply:
+        """Send and wait for the status line; a body given as an async iterator is streamed (chunked unless
+        the headers carry Content-Length)."""
         assert self._session is not None, "Upstream.start() was not awaited"
         timeout = aiohttp.ClientTimeout(total=timeouts.total, sock_connect=timeouts.connect)
         response = await self._session.request(method, url, headers=headers, data=body, timeout=timeout, allow_redirects=False)

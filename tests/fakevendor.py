@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -57,6 +58,7 @@ class Received:
     headers: dict[str, str]  # lower-case names
     body: bytes
     raw_path: str = ""  # the path as it came on the wire, percent-escapes kept
+    body_started: float | None = None  # time.monotonic() when the first body bytes arrived
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -141,13 +143,18 @@ class FakeVendor:
         self._loop.run_forever()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        pieces, started = [], None
+        async for piece in request.content.iter_any():
+            started = started or time.monotonic()
+            pieces.append(piece)
         received = Received(
             method=request.method,
             path=request.path,
             query=dict(request.query),
             headers={k.lower(): v for k, v in request.headers.items()},
-            body=await request.read(),
+            body=b"".join(pieces),
             raw_path=request.raw_path,
+            body_started=started,
         )
         self.received.append(received)
         reply = self._routes.get((request.method, request.path))

@@ -216,3 +216,27 @@ def test_every_shipped_provider_compiles() -> None:
     assert expected <= set(providers)
     for name in expected:
         assert "chat" in providers[name].operations, name
+
+
+@pytest.mark.parametrize("body", [
+    "extends: openai\nauth: {style: jwt_hs256}\n",  # a signer: every operation goes through the JSON translator
+    "extends: openai\noperations:\n  audio_speech:\n    path: /tts\n    format: mapped\n    request: '@'\n    response: '@'\n",
+])
+def test_audio_operations_that_would_be_translated_are_refused_at_their_line(tmp_path: Path, body: str) -> None:
+    providers = tmp_path / "providers.d"
+    providers.mkdir()
+    (providers / "openai.yaml").write_text((PROVIDERS_DIR / "openai.yaml").read_text())
+    (providers / "voice.yaml").write_text(body)
+    path = write(tmp_path, "providers_dir: providers.d\n")
+
+    found = problems_of(path, {})
+
+    assert any(p.startswith(f"{providers / 'voice.yaml'}:") and "audio_" in p and "relayed as it is" in p for p in found), found
+
+
+def test_an_extending_file_removes_an_inherited_header(tmp_path: Path) -> None:
+    from oneapi.providers import load_providers
+
+    providers, _ = load_providers(PROVIDERS_DIR)
+    assert providers["anthropic"].headers == {"anthropic-version": "2023-06-01"}
+    assert "anthropic-version" not in {k.lower() for k in providers["vertex-anthropic"].headers}

@@ -340,3 +340,61 @@ def test_reload_during_failover_drops_nothing(vendor, backup, start_gateway) -> 
 
     assert len(results) == 1 and results[0].choices[0].message.content
     assert len(backup.received) == 1
+
+
+def test_kill_9_under_load_loses_no_committed_usage(vendor, start_gateway, tmp_path) -> None:
+    import os
+    import sqlite3
+
+    vendor.reply("POST", "/v1/chat/completions", Reply(body=TEXT, delay=0.01))
+    cfg = base_config(vendor)
+    cfg["tokens"][0]["budget"] = 1000.0
+    gateway = start_gateway(cfg, workers=2)
+    stop = threading.Event()
+    answered: list[int] = []
+
+    def load() -> None:
+        with httpx.Client(headers={"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=10) as http:
+            while not stop.is_set():
+                try:
+                    answered.append(http.post(gateway.url("/v1/chat/completions"),
+                                              json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}).status_code)
+                except httpx.HTTPError:
+                    return  # the gateway is gone
+
+    threads = [threading.Thread(target=load) for _ in range(6)]
+    for t in threads:
+        t.start()
+    db_path = tmp_path / "data" / "oneapi.db"
+    deadline = time.monotonic() + 20
+    committed = 0
+    while committed < 20 and time.monotonic() < deadline:  # wait until the ledger has written some batches
+        time.sleep(0.2)
+        if db_path.exists():
+            with sqlite3.connect(db_path, timeout=5) as db:
+                committed = db.execute("SELECT COUNT(*) FROM usage").fetchone()[0]
+    for pid in [gateway.process.pid, *_children(gateway.process.pid)]:
+        os.kill(pid, signal.SIGKILL)
+    stop.set()
+    for t in threads:
+        t.join(15)
+    assert committed >= 20 and answered
+
+    with sqlite3.connect(db_path, timeout=5) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        survived = db.execute("SELECT COUNT(*), SUM(prompt_tokens) FROM usage").fetchone()
+    assert survived[0] >= committed and survived[1] == survived[0] * 24
+
+    restarted = start_gateway(cfg)  # the same file: what was committed is what the new process sees
+    report = httpx.get(restarted.url("/admin/usage"), headers=ADMIN, timeout=10).json()
+    assert report["totals"]["requests"] == survived[0]
+
+
+def _children(pid: int) -> list[int]:
+    from pathlib import Path
+
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        out.extend(int(c) for c in children)
+    return out

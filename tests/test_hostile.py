@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from conftest import CLIENT_KEY, GatewayProcess, base_config, write_config
 from fakevendor import FakeVendor, Reply, fixture_bytes, sse_events
 
-PATHS = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/moderations", "/v1/images/generations"]
+PATHS = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/moderations", "/v1/images/generations",
+         "/v1/audio/speech", "/v1/rerank"]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,8 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayP
             vendor.reply("POST", path, lambda r: stream if r.json().get("stream") is True else plain)
         config_path = tmp_path_factory.mktemp("hostile") / "config.yaml"
         config = base_config(vendor, max_body_bytes=256 * 1024)
-        config["channels"][0]["models"].append("omni-moderation-latest")
+        config["channels"][0]["models"].extend(["omni-moderation-latest", "whisper-1"])
+        vendor.reply_fixture("/v1/audio/transcriptions", "openai/docs_audio_transcription.json")
         write_config(config_path, config)
         gateway = GatewayProcess(config_path).start()
         try:
@@ -92,6 +94,32 @@ def test_any_headers_get_a_clean_answer(hostile: tuple[GatewayProcess, FakeVendo
                               headers=headers, timeout=20)
     except (httpx.LocalProtocolError, UnicodeEncodeError):
         return  # the client library itself refuses such a header; nothing reached the gateway
+    check_answer(response)
+
+
+form_parts = st.lists(
+    st.tuples(st.sampled_from(["model", "file", "stream", "response_format", "language"]) | st.text(max_size=8),
+              st.sampled_from([b"whisper-1", b"true", b"no-such", b""]) | st.binary(max_size=300),
+              st.booleans()),  # sent as a file part
+    max_size=5,
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(parts=form_parts, cut=st.none() | st.integers(min_value=0, max_value=2000),
+       boundary=st.sampled_from(["b0undary", "a b", "x" * 70]), junk=st.binary(max_size=40))
+def test_any_multipart_upload_gets_a_clean_answer(hostile: tuple[GatewayProcess, FakeVendor], parts: list[tuple[str, bytes, bool]],
+                                                 cut: int | None, boundary: str, junk: bytes) -> None:
+    gateway, _ = hostile
+    body = junk
+    for name, value, is_file in parts:
+        filename = '; filename="a.mp3"' if is_file else ""
+        body += f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"{filename}\r\n\r\n'.encode("utf-8", "replace") + value + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    if cut is not None:
+        body = body[:cut]
+    response = httpx.post(gateway.url("/v1/audio/transcriptions"), content=body, timeout=20,
+                          headers={"Authorization": f"Bearer {CLIENT_KEY}", "Content-Type": f'multipart/form-data; boundary="{boundary}"'})
     check_answer(response)
 
 

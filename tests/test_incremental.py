@@ -17,7 +17,7 @@ from oneapi import incremental
 from oneapi.config import ConfigCache, load_config
 from oneapi.documents import ConfigError, parse_document, read_text, schema_check, schema_validator, validate
 from oneapi.incremental import PieceCache
-from oneapi.snapshot import ReloadCache, build_snapshot
+from oneapi.snapshot import build_snapshot
 
 SCHEMA = "config.schema.json"
 
@@ -210,12 +210,11 @@ BROKEN = [
 
 @pytest.mark.parametrize(("old", "new"), BROKEN)
 def test_problems_are_reported_as_reading_the_whole_file_reports_them(path: Path, monkeypatch: pytest.MonkeyPatch, old: str, new: str) -> None:
-    cache = ReloadCache()
-    build_snapshot(path, {}, cache)  # warm: the pieces that did not change come from the cache
+    good = build_snapshot(path, {})  # the pieces that did not change will come from its cache
     assert CONFIG.count(old) == 1
     path.write_text(CONFIG.replace(old, new))
     with pytest.raises(ConfigError) as cut:
-        build_snapshot(path, {}, cache)
+        build_snapshot(path, {}, good)
 
     monkeypatch.setattr(incremental, "split_blocks", lambda text, itemized: None)  # every file read whole, as before
     with pytest.raises(ConfigError) as read_whole:
@@ -223,15 +222,14 @@ def test_problems_are_reported_as_reading_the_whole_file_reports_them(path: Path
     assert [str(p) for p in cut.value.problems] == [str(p) for p in read_whole.value.problems]
 
     path.write_text(CONFIG)  # fixed: served from the cache again
-    build_snapshot(path, {}, cache)
-    assert cache.config.pieces.last_parsed <= 2
+    build_snapshot(path, {}, good)
+    assert good.cache.config.pieces.last_parsed <= 2
 
 
 def test_warnings_version_and_objects_match_a_whole_read(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path.write_text(CONFIG.replace("key: ${TOKEN_1:-sk-client-1}", "key: ${UNSET:-}"))
-    cache = ReloadCache()
-    first = build_snapshot(path, {}, cache)
-    again = build_snapshot(path, {}, cache)
+    first = build_snapshot(path, {})
+    again = build_snapshot(path, {}, first)
     monkeypatch.setattr(incremental, "split_blocks", lambda text, itemized: None)
     read_whole = build_snapshot(path, {})
 
@@ -243,15 +241,14 @@ def test_warnings_version_and_objects_match_a_whole_read(path: Path, monkeypatch
 
 
 def test_a_changed_channel_is_rebuilt_and_the_others_kept(path: Path) -> None:
-    cache = ReloadCache()
-    first = build_snapshot(path, {}, cache)
+    first = build_snapshot(path, {})
     path.write_text(CONFIG.replace("  - name: a\n", "  - name: inserted\n    provider: openai\n    keys: [k]\n    models: [m]\n  - name: a\n"))
-    second = build_snapshot(path, {}, cache)
+    second = build_snapshot(path, {}, first)
     assert second.channels["b"] is not first.channels["b"] and second.channels["b"].config.line == first.channels["b"].config.line + 4
     path.write_text(CONFIG.replace("rpm: 10", "rpm: 12"))
-    third = build_snapshot(path, {}, cache)
+    third = build_snapshot(path, {}, second)
     assert third.channels["b"].config.line == first.channels["b"].config.line
-    fourth = build_snapshot(path, {}, cache)
+    fourth = build_snapshot(path, {}, third)
     assert all(fourth.channels[name] is third.channels[name] for name in "abc")
     assert fourth.providers is third.providers
 
@@ -262,11 +259,11 @@ def test_a_provider_file_is_compiled_again_only_when_its_text_changes(tmp_path: 
     (providers / "openai.yaml").write_text((PROVIDERS_DIR / "openai.yaml").read_text())
     path = tmp_path / "config.yaml"
     path.write_text("providers_dir: providers.d\nchannels:\n  - {name: a, provider: openai, keys: [k], models: [m]}\n")
-    cache = ReloadCache()
-    first = build_snapshot(path, {}, cache)
-    assert build_snapshot(path, {}, cache).providers["openai"] is first.providers["openai"]
+    first = build_snapshot(path, {})
+    again = build_snapshot(path, {}, first)
+    assert again.providers["openai"] is first.providers["openai"]
     (providers / "openai.yaml").write_text((PROVIDERS_DIR / "openai.yaml").read_text().replace("api_prefix: /v1", "api_prefix: /v2"))
-    changed = build_snapshot(path, {}, cache)
+    changed = build_snapshot(path, {}, again)
     assert changed.providers["openai"].api_prefix == "/v2" and changed.version != first.version
 
 
@@ -314,14 +311,14 @@ def test_one_token_edit_of_a_10000_token_config_reloads_in_well_under_a_second(t
     path = tmp_path / "config.yaml"
     text = yaml.safe_dump(config)
     path.write_text(text)
-    cache = ReloadCache()
-    first = build_snapshot(path, {}, cache)
+    first = build_snapshot(path, {})
     path.write_text(text.replace("name: t5000\n  rpm: 100", "name: t5000\n  rpm: 7"))
 
     started = time.perf_counter()
-    second = build_snapshot(path, {}, cache)
+    second = build_snapshot(path, {}, first)
     elapsed = time.perf_counter() - started
 
-    assert cache.config.pieces.last_parsed == 1 and not cache.config.pieces.last_was_whole
+    pieces = second.cache.config.pieces
+    assert pieces.last_parsed == 1 and not pieces.last_was_whole
     assert second.version != first.version and len(second.tokens) == 10000
     assert elapsed < 1.0, f"{elapsed:.3f} s"

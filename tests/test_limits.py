@@ -101,15 +101,20 @@ def test_budget_refuses_once_spent(vendor: FakeVendor, start_gateway, period: st
     assert spent(gateway)["cost_usd"] == pytest.approx(2 * REQUEST_COST)
 
 
-def _concurrently(calls: list[Any]) -> list[httpx.Response]:
+def _concurrently(calls: list[Any], in_flight: Any = None) -> list[httpx.Response]:
+    """Each call started on its own thread, the next once the previous is in flight: `in_flight(i)` true
+    (e.g. the vendor has i requests), else 50 ms later; a fixed gap alone loses the race on a loaded machine."""
     results: list[Any] = [None] * len(calls)
 
     def run(i: int) -> None:
         results[i] = calls[i]()
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for t in threads:
+    for n, t in enumerate(threads, start=1):
         t.start()
+        deadline = time.monotonic() + 5
+        while in_flight is not None and not in_flight(n) and time.monotonic() < deadline:
+            time.sleep(0.01)
         time.sleep(0.05)
     for t in threads:
         t.join(30)
@@ -122,7 +127,7 @@ def test_channel_max_concurrency_refuses_then_frees_its_slot(vendor: FakeVendor,
     gateway = start_gateway(config)
     vendor.reply("POST", "/v1/chat/completions", Reply(body=fixture_bytes("openai/chat_completion_text.json"), delay=1.0))
 
-    slow, refused = _concurrently([lambda: post(gateway), lambda: post(gateway)])
+    slow, refused = _concurrently([lambda: post(gateway), lambda: post(gateway)], in_flight=lambda n: len(vendor.received) >= min(n, 1))
 
     assert slow.status_code == 200
     assert_refused(refused, "concurrency_limit_exceeded", 1)
@@ -243,7 +248,7 @@ def test_channel_concurrency_is_shared_by_two_gateways_over_redis(vendor: FakeVe
     first, second = start_gateway(config), start_gateway(config)
     vendor.reply("POST", "/v1/chat/completions", Reply(body=fixture_bytes("openai/chat_completion_text.json"), delay=1.0))
 
-    slow, refused = _concurrently([lambda: post(first), lambda: post(second)])
+    slow, refused = _concurrently([lambda: post(first), lambda: post(second)], in_flight=lambda n: len(vendor.received) >= min(n, 1))
 
     assert slow.status_code == 200
     assert_refused(refused, "concurrency_limit_exceeded", 1)

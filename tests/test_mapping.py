@@ -54,6 +54,9 @@ def test_default_keeps_falsy_values_that_or_would_lose() -> None:
 def test_if_get_add_concat_enumerate_entries() -> None:
     assert search("if(x, 'a', 'b')", {"x": []}) == "b"
     assert search("get(names, id)", {"names": {"c1": "f"}, "id": "c1"}) == "f"
+    assert search("get(docs, i)", {"docs": ["a", "b"], "i": 1}) == "b"
+    assert search("get(docs, i)", {"docs": ["a", "b"], "i": 2}) is None
+    assert search("get(docs, i)", {"docs": ["a", "b"], "i": "1"}) is None
     assert search("add(a, b, c)", {"a": 1, "b": None, "c": 2}) == 3
     assert search("concat(a, b, c)", {"a": [1], "b": None, "c": 2}) == [1, 2]
     assert search("enumerate(xs, `5`)", {"xs": ["a"]}) == [{"index": 5, "item": "a"}]

@@ -225,3 +225,37 @@ def test_sdk_sees_the_new_model_list_after_reload(gateway: GatewayProcess, vendo
 
     models = openai.OpenAI(base_url=gateway.url("/v1"), api_key=CLIENT_KEY, max_retries=0).models.list()
     assert [m.id for m in models] == ["only-this-model"]
+
+
+def test_a_file_changed_while_it_was_read_is_read_again(tmp_path: Path, monkeypatch) -> None:
+    import asyncio
+
+    import oneapi.snapshot as snapshot_module
+    from conftest import PROVIDERS_DIR
+
+    path = tmp_path / "config.yaml"
+    first = {"providers_dir": str(PROVIDERS_DIR), "watch_interval": 0.05, "tokens": [{"name": "a", "key": "sk-a"}]}
+    second = {**first, "tokens": [{"name": "a", "key": "sk-a"}, {"name": "b", "key": "sk-b"}]}
+    write_config(path, first)
+    real_build = snapshot_module.build_snapshot
+
+    def build_then_edit(config_path, environ=None):  # the edit lands after the read, before the watcher's stat
+        built = real_build(config_path, environ)
+        write_config(path, second)
+        return built
+
+    monkeypatch.setattr(snapshot_module, "build_snapshot", build_then_edit)
+    holder = snapshot_module.SnapshotHolder(path)
+    monkeypatch.setattr(snapshot_module, "build_snapshot", real_build)
+    assert len(holder.current.tokens) == 1
+
+    async def watch_briefly() -> None:
+        watcher = asyncio.create_task(holder.watch())
+        for _ in range(40):
+            await asyncio.sleep(0.05)
+            if len(holder.current.tokens) == 2:
+                break
+        watcher.cancel()
+
+    asyncio.run(watch_briefly())
+    assert len(holder.current.tokens) == 2

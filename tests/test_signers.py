@@ -155,3 +155,18 @@ def test_service_account_jwt_bearer(httpx_mock: HTTPXMock) -> None:
     assert decoded["scope"] == "https://www.googleapis.com/auth/cloud-platform"
     assert json.loads(base64.urlsafe_b64decode(pad(head)))["kid"] == "kid1"
     private.public_key().verify(base64.urlsafe_b64decode(pad(signature)), f"{head}.{claims}".encode(), padding.PKCS1v15(), hashes.SHA256())
+
+
+def test_the_app_closes_the_token_exchange_client_at_shutdown(tmp_path) -> None:
+    from starlette.testclient import TestClient
+
+    from conftest import PROVIDERS_DIR, write_config
+    from oneapi.app import create_app
+
+    config = tmp_path / "config.yaml"
+    write_config(config, {"listen": "127.0.0.1:3000", "providers_dir": str(PROVIDERS_DIR), "channels": [], "tokens": []})
+    with TestClient(create_app(config)) as client:
+        assert client.get("/health").status_code == 200
+        exchange_client = token_exchanges().client()  # what the first signed request would open
+        assert not exchange_client.is_closed
+    assert exchange_client.is_closed

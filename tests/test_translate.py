@@ -6,6 +6,7 @@ One gateway serves every vendor here (one channel per provider file), to keep th
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,7 +22,7 @@ AWS_KEY = "AKIDEXAMPLE|wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 CHANNELS = [
     # (provider, models, key)
     ("anthropic", ["claude-sonnet-4-5", "claude-haiku-4-5"], UPSTREAM_KEY),
-    ("gemini", ["gemini-2.0-flash-exp", "gemini-2.5-flash", "text-embedding-004"], UPSTREAM_KEY),
+    ("gemini", ["gemini-2.0-flash-exp", "gemini-2.5-flash", "text-embedding-004", "imagen-4.0-generate-001"], UPSTREAM_KEY),
     ("cohere", ["command-r7b-12-2024", "command-a-03-2025"], UPSTREAM_KEY),
     ("ollama-native", ["gemma3:1b", "llama3.2"], None),
     ("bedrock", ["us.amazon.nova-micro-v1:0"], AWS_KEY),
@@ -291,6 +292,20 @@ def test_gemini_embeddings(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
 
     assert [d.embedding for d in result.data] == [[0.25, -0.5], [1.0, 0.0]]
     assert vendor.received[-1].json()["requests"][1] == {"model": "models/text-embedding-004", "content": {"parts": [{"text": "b"}]}}
+
+
+def test_imagen_images_through_the_sdk(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32).decode()
+    vendor.reply_json(GEMINI.format(model="imagen-4.0-generate-001", method="predict"),
+                      {"predictions": [{"mimeType": "image/png", "bytesBase64Encoded": png}, {"raiFilteredReason": "filtered"}]})
+
+    result = sdk.images.generate(model="imagen-4.0-generate-001", prompt="Robot holding a red skateboard", n=2, size="1024x1024")
+
+    assert [image.b64_json for image in result.data] == [png]
+    assert result.created > 0
+    sent = vendor.received[-1]
+    assert sent.json() == {"instances": [{"prompt": "Robot holding a red skateboard"}], "parameters": {"sampleCount": 2, "aspectRatio": "1:1"}}
+    assert sent.headers["x-goog-api-key"] == UPSTREAM_KEY
 
 
 def test_gemini_bad_key_is_not_the_clients_fault(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
