@@ -34,6 +34,9 @@ _EventParser: Any = getattr(yaml.cyaml, "CParser", None) if yaml.__with_libyaml_
 _EventParser = _EventParser or YamlLoader
 _SIMPLE_TAGS = frozenset({STR_TAG, "tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null"})
 
+# plain scalars already resolved (keys, and values like `100` or `openai` recur on every item); immutable values
+_PLAIN: dict[str, Any] = {}
+
 # Patterns start at a line's "\n" rather than at `^`: re then skips to newlines instead of trying every position.
 _BLOCK_START = re.compile(r"\n(?=[^\s#-])")  # a top-level key: column 0, not a comment, not an indentless item
 _PREFIX = re.compile(r"(?:[ ]*(?:#[^\n]*)?\n|---[ ]*(?:#[^\n]*)?\n)*")  # blank lines, comments, one `---`
@@ -194,10 +197,17 @@ class _EventBuilder:
     def _scalar(event: ScalarEvent) -> Any:
         if event.style:  # quoted, or a block scalar: a string as written
             return event.value
-        tag = plain_tag(event.value)
-        if tag not in _SIMPLE_TAGS:
-            raise _NeedsWholeFile  # `<<` (merge keys) and `=`
-        return construct_plain(tag, event.value)
+        raw = event.value
+        value = _PLAIN.get(raw, _PLAIN)
+        if value is _PLAIN:
+            tag = plain_tag(raw)
+            if tag not in _SIMPLE_TAGS:
+                raise _NeedsWholeFile  # `<<` (merge keys) and `=`
+            value = construct_plain(tag, raw)
+            if len(_PLAIN) >= 4096:
+                _PLAIN.clear()
+            _PLAIN[raw] = value
+        return value
 
     @staticmethod
     def _untagged(event: Any) -> Any:
