@@ -322,3 +322,75 @@ def test_one_token_edit_of_a_10000_token_config_reloads_in_well_under_a_second(t
     assert pieces.last_parsed == 1 and not pieces.last_was_whole
     assert second.version != first.version and len(second.tokens) == 10000
     assert elapsed < 1.0, f"{elapsed:.3f} s"
+
+
+# --- generated files: pieces agree with the whole-file reader on data, problems, lines, or the error ------
+
+# "{i}" is the indentation of a continuation line: deeper than the key the value belongs to
+_USUAL = ["a", "openai", "'quoted: #x'", '"dq \\" x"', "${TOKEN_1:-sk-d}", "100", "0x10", "yes", "1.5", "[m, n]", "[x,\n{i}y]",
+          "|\n{i}block\n{i}text", "2099-01-01T00:00:00Z", "a # comment", "'two\n{i}lines'", ""]
+_ODD = ["${UNSET}", "~", "&anc v", "*anc", "!!str 5", "<<", "{ratio: 2}", "'unclosed"]
+_SCALARS = _USUAL * 6 + _ODD  # mostly what configs hold, sometimes what sends a file to the whole-file reader
+_FIELDS = ["name", "key", "provider", "models", "rpm", "group", "expires", "keys", "weight", "nmae"]
+
+
+@st.composite
+def _item(draw: st.DrawFn, indent: int) -> str:
+    pad = " " * indent
+    fields = draw(st.lists(st.tuples(st.sampled_from(_FIELDS), st.sampled_from(_SCALARS)), min_size=1, max_size=4,
+                           unique_by=lambda field: field[0] if draw(st.integers(0, 9)) else None))
+    style = draw(st.sampled_from(["same-line", "next-line", "flow"]))
+    if style == "flow":
+        flat = [(k, v) for k, v in fields if not any(c in v for c in "\n#|{[")]
+        return f"{pad}- {{{', '.join(f'{k}: {v}' for k, v in flat)}}}\n"
+    inner = pad + "  "
+    lines = [f"{k}: {v}".replace("{i}", inner + "  ") for k, v in fields]
+    head = f"{pad}- {lines[0]}\n" if style == "same-line" else f"{pad}-\n{inner}{lines[0]}\n"
+    rest = "".join(f"{inner}{line}\n" for line in lines[1:])
+    extra = draw(st.sampled_from(["", "\n", f"{inner}# note\n", "# col 0\n", f"{pad}  \n"]))
+    return head + rest + extra
+
+
+@st.composite
+def _config_text(draw: st.DrawFn) -> str:
+    blocks = []
+    keys = draw(st.lists(st.sampled_from(["listen", "tokens", "channels", "groups", "extra"]), min_size=1, max_size=4, unique=True))
+    for key in keys + draw(st.sampled_from([[]] * 9 + [["tokens"]])):  # now and then a key twice
+        if key in ("tokens", "channels"):
+            indent = draw(st.sampled_from([0, 2, 4]))
+            items = draw(st.lists(_item(indent), max_size=4))
+            blocks.append(f"{key}:{draw(st.sampled_from(['', '  # c']))}\n" + "".join(items))
+        else:
+            blocks.append(f"{key}: {draw(st.sampled_from(_SCALARS))}\n".replace("{i}", "  "))
+    prefix = draw(st.sampled_from(["", "# top\n", "---\n", "\n\n"]))
+    return prefix + "".join(blocks) + draw(st.sampled_from(["", "\n", "# end\n"] * 5 + ["\t\n"]))
+
+
+def _outcome(load: Any) -> Any:
+    try:
+        doc, problems = load()
+    except ConfigError as exc:
+        return ("refused", [str(p) for p in exc.problems])
+    except Exception as exc:  # the whole-file reader's own exceptions (a constructor error, say) must come out the same
+        return ("raised", type(exc).__name__)
+    lines = {where: doc.line(where) for where in getattr(doc, "lines", {})}
+    return ("loaded", doc.data, [str(p) for p in problems], doc.referenced_files, lines)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_config_text(), _config_text())
+def test_generated_files_read_the_same_as_whole_and_after_an_edit(tmp_path_factory: pytest.TempPathFactory, first: str, second: str) -> None:
+    path = tmp_path_factory.mktemp("gen") / "config.yaml"
+    cache = PieceCache()
+    environ = {"TOKEN_1": "sk-one"}
+    for text in (first, second, first):  # the second and third loads start from the previous one's cache
+        path.write_text(text)
+        expected = _outcome(lambda: (lambda d: (d, validate(d, SCHEMA)))(parse_document(str(path), text, environ)))
+        got = _outcome(lambda: cache.load(str(path), SCHEMA, environ))
+        if expected[0] == "loaded" and got[0] == "loaded":
+            whole_doc = parse_document(str(path), text, environ)
+            piece_doc, _ = cache.load(str(path), SCHEMA, environ)
+            got = got[:4] + ({where: piece_doc.line(where) for where in whole_doc.lines},)
+        if expected[0] == "loaded" and expected[1] is None:
+            continue  # an empty file: load_config reads it as {}
+        assert got == expected, text
