@@ -52,17 +52,18 @@ def edits(text: str, rounds: int) -> list[str]:
     """Texts that each differ from the one before by one token or channel changed, added or removed."""
     out, rng = [], random.Random(6)
     for r in range(rounds):
-        kind = r % 4
-        if kind == 0:  # change one token's rpm
-            i = rng.randrange(10000)
-            text = text.replace(f"name: t{i}\n  rpm: 100", f"name: t{i}\n  rpm: {200 + r}", 1)
-        elif kind == 1:  # add a token at the end
-            text += f"- key_sha256: {hashlib.sha256(f'new{r}'.encode()).hexdigest()}\n  name: new{r}\n"
-        elif kind == 2:  # change one channel's model list
-            i = rng.randrange(1000)
-            text = text.replace(f"- m{i % 50}\n  - gpt-4o-mini\n  name: c{i}\n", f"- m{i % 50}\n  - gpt-4o\n  name: c{i}\n", 1)
-        else:  # remove the token added before
-            text = text.replace(f"- key_sha256: {hashlib.sha256(f'new{r - 2}'.encode()).hexdigest()}\n  name: new{r - 2}\n", "", 1)
+        before, kind = text, r % 4
+        while text == before:
+            if kind == 0:  # change one token's rpm
+                i = rng.randrange(10000)
+                text = text.replace(f"name: t{i}\n  rpm: 100", f"name: t{i}\n  rpm: {200 + r}", 1)
+            elif kind == 1:  # add a token at the end
+                text += f"- key_sha256: {hashlib.sha256(f'new{r}'.encode()).hexdigest()}\n  name: new{r}\n"
+            elif kind == 2:  # change one channel's model list
+                i = rng.randrange(1000)
+                text = text.replace(f"- m{i % 50}\n  - gpt-4o-mini\n  name: c{i}\n", f"- m{i % 50}\n  - gpt-4o\n  name: c{i}\n", 1)
+            else:  # remove the token added before
+                text = text.replace(f"- key_sha256: {hashlib.sha256(f'new{r - 2}'.encode()).hexdigest()}\n  name: new{r - 2}\n", "", 1)
         out.append(text)
     return out
 
