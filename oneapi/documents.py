@@ -93,7 +93,7 @@ class Sources:
         self.environ = dict(os.environ if environ is None else environ)
         self._files: dict[str, str | OSError] = {}
         # reads last checked against an environment equal to this one hold for every variable: skip those
-        self._environ_unchanged = self.environ == checked_against
+        self.environ_changed = self.environ != checked_against
 
     def file(self, target: str) -> str:
         """The text of a `${file:...}`, its trailing newline cut; raises OSError."""
@@ -112,7 +112,7 @@ class Sources:
         """Whether every variable and file that a document read still has the value it had then."""
         for (kind, name), value in reads.items():
             if kind == "env":
-                if self._environ_unchanged:
+                if not self.environ_changed:
                     continue
                 current = self.environ.get(name)
             else:

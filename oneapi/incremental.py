@@ -77,6 +77,9 @@ class Parsed:
     reads: Reads
     _lines: dict[Path_, int] | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        self.reads_files = any(kind == "file" for kind, _ in self.reads)  # read again on every load
+
     def line(self, path: Path_) -> int:
         """Line of the deepest known node on `path`, counted from the piece's first line (0)."""
         if self._lines is None:
@@ -276,7 +279,7 @@ class PieceCache:
             known, keep = self._parsed.get(key, {}), kept.setdefault(key, {})
             if key is None:
                 parsed = known.get(block.text)
-                if parsed is None or parsed.reads and not sources.hold(parsed.reads):
+                if parsed is None or not sources.hold(parsed.reads):
                     parsed = self._parse(block.text, False, (), sources, keep, problems)
                 else:
                     keep[block.text] = parsed
@@ -284,15 +287,15 @@ class PieceCache:
                 entry = (block, [parsed])
             else:
                 assert block.items is not None
-                entries = []
-                for i, item in enumerate(block.items):  # the loop a reload spends its time in: kept lean
-                    parsed = known.get(item)
-                    if parsed is None or parsed.reads and not sources.hold(parsed.reads):
-                        parsed = self._parse(item, True, (key, i), sources, keep, problems)
-                        fresh.append((key, i, parsed))
-                    else:
-                        keep[item] = parsed
-                    entries.append(parsed)
+                # what a reload spends its time on, so in comprehensions: one pass finds the items to parse
+                entries = [known.get(item) for item in block.items]
+                stale = [i for i, p in enumerate(entries) if p is None or p.reads and (p.reads_files or sources.environ_changed)
+                         and not sources.hold(p.reads)]
+                keep.update(zip(block.items, entries))
+                for i in stale:
+                    keep.pop(block.items[i], None)
+                    entries[i] = self._parse(block.items[i], True, (key, i), sources, keep, problems)
+                    fresh.append((key, i, entries[i]))
                 value = [p.value for p in entries]
                 entry = (block, entries)
             if key in where:
