@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import accumulate
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from yaml.events import (
@@ -288,14 +288,15 @@ class PieceCache:
             else:
                 assert block.items is not None
                 # what a reload spends its time on, so in comprehensions: one pass finds the items to parse
-                entries = [known.get(item) for item in block.items]
-                stale = [i for i, p in enumerate(entries) if p is None or p.reads and (p.reads_files or sources.environ_changed)
+                cached: list[Parsed | None] = [known.get(item) for item in block.items]
+                stale = [i for i, p in enumerate(cached) if p is None or p.reads and (p.reads_files or sources.environ_changed)
                          and not sources.hold(p.reads)]
-                keep.update(zip(block.items, entries))
+                keep.update(zip(block.items, cached))  # type: ignore[arg-type]  # the stale ones go again below
                 for i in stale:
                     keep.pop(block.items[i], None)
-                    entries[i] = self._parse(block.items[i], True, (key, i), sources, keep, problems)
-                    fresh.append((key, i, entries[i]))
+                    cached[i] = self._parse(block.items[i], True, (key, i), sources, keep, problems)
+                entries = cast("list[Parsed]", cached)  # none is None any more
+                fresh.extend((key, i, entries[i]) for i in stale)
                 value = [p.value for p in entries]
                 entry = (block, entries)
             if key in where:
