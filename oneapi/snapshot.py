@@ -149,7 +149,7 @@ def fingerprint(config_path: Path, snapshot: Snapshot | None) -> tuple[Any, ...]
     signal_file = os.environ.get(RELOAD_SIGNAL_ENV)
     if signal_file:
         paths.append(Path(signal_file))
-    out = []
+    out: list[tuple[Any, ...]] = []
     for path in paths:
         try:
             st = path.stat()
