@@ -121,6 +121,14 @@ def versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             return "not installed"
 
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", "-C", str(configs.REPO_DIR), *args], capture_output=True, text=True)
+        return result.stdout.strip()
+
+    def repo_commit() -> str:
+        edited = git("status", "--porcelain", "--", "oneapi", "providers.d")
+        return (git("rev-parse", "--short", "HEAD") or "unknown") + ("+uncommitted" if edited else "")
+
     litellm_site = [str(p) for p in (BENCH_DIR / ".venv-litellm" / "lib").glob("python*/site-packages")]
     return {
         "nginx": command_version(["nginx", "-v"]),
@@ -129,7 +137,7 @@ def versions() -> dict[str, str]:
         "starlette": installed("starlette"),
         "aiohttp": installed("aiohttp"),
         "uvloop": installed("uvloop"),
-        "oneapi": installed("oneapi"),
+        "oneapi": f"{installed('oneapi')} at {repo_commit()}",
         "litellm": installed("litellm", litellm_site) if LITELLM_BIN.exists() else "not installed",
     }
 
