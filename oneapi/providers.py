@@ -248,7 +248,7 @@ def _compile(name: str, doc: Document, data: dict[str, Any]) -> Provider:
 
 def _headers(raw: Mapping[str, str | None] | None) -> dict[str, str]:
     """Headers after `extends` merged them: a null value removes the header (any spelling of its name)
-    that a parent file set, e.g. `headers: {anthropic-version: null}`."""
+    that a parent file set, e.g. `headers: {x-api-version: null}`."""
     out: dict[str, str] = {}
     for name, value in (raw or {}).items():
         if value is None:

@@ -96,14 +96,21 @@ ENDPOINTS = {
 }
 
 
+def declared_length(request: Request, limit: int) -> int | None:
+    """The body size the client announced, refused early (413) when it is over `limit`."""
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return None
+    if not declared.isdigit():
+        raise bad_request("Content-Length is not a number.")
+    if int(declared) > limit:
+        raise GatewayError(413, f"Request body is larger than {limit} bytes.", code="request_too_large")
+    return int(declared)
+
+
 async def read_json_body(request: Request, limit: int) -> tuple[bytes, dict[str, Any]]:
     """The raw body and its parsed object; 413 past `limit`, 400 for anything that is not a JSON object."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise bad_request("Content-Length is not a number.")
-        if int(declared) > limit:
-            raise GatewayError(413, f"Request body is larger than {limit} bytes.", code="request_too_large")
+    declared_length(request, limit)  # refuse an announced oversize body before reading it
     chunks = []
     size = 0
     async for chunk in request.stream():
@@ -212,14 +219,8 @@ async def _relay_upload(request: Request, snapshot: Snapshot, services: Services
                         token: TokenConfig, received: float, request_id: str) -> Response:
     """A multipart upload: routed once its `model` field has arrived, while the rest is still on its way."""
     limit = snapshot.config.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise bad_request("Content-Length is not a number.")
-        if int(declared) > limit:
-            raise GatewayError(413, f"Request body is larger than {limit} bytes.", code="request_too_large")
-    upload = Upload(request.stream(), form_boundary(request.headers.get("content-type")), limit,
-                    int(declared) if declared is not None else None)
+    declared = declared_length(request, limit)
+    upload = Upload(request.stream(), form_boundary(request.headers.get("content-type")), limit, declared)
     try:
         model = await upload.read_fields()
         if upload.failure is not None:
