@@ -114,6 +114,15 @@ class GatewayProcess:
             return self.process.wait(5)
 
 
+def serve_for_module(tmp_path_factory: pytest.TempPathFactory, name: str, config: dict[str, Any]) -> Iterator[GatewayProcess]:
+    """Body of a module-scoped gateway fixture: one gateway for a whole test file, stopped at its end."""
+    path = tmp_path_factory.mktemp(name) / "config.yaml"
+    write_config(path, config)
+    process = GatewayProcess(path).start()
+    yield process
+    process.stop()
+
+
 @pytest.fixture
 def vendor() -> Iterator[FakeVendor]:
     with FakeVendor() as fake:

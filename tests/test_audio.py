@@ -11,14 +11,13 @@ import email.policy
 import json
 import os
 import time
-from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
 import openai
 import pytest
 
-from conftest import CLIENT_KEY, PROVIDERS_DIR, UPSTREAM_KEY, GatewayProcess, write_config
+from conftest import CLIENT_KEY, PROVIDERS_DIR, UPSTREAM_KEY, GatewayProcess, serve_for_module
 from fakevendor import FakeVendor, Received, Reply, fixture_bytes, fixture_json
 
 MAX_BODY = 2_000_000
@@ -52,11 +51,7 @@ def gateway(vendor: FakeVendor, tmp_path_factory: pytest.TempPathFactory) -> Ite
         ],
         "tokens": [{"name": "tester", "key": CLIENT_KEY}],
     }
-    path: Path = tmp_path_factory.mktemp("audio") / "config.yaml"
-    write_config(path, config)
-    process = GatewayProcess(path).start()
-    yield process
-    process.stop()
+    yield from serve_for_module(tmp_path_factory, "audio", config)
 
 
 @pytest.fixture

@@ -8,13 +8,12 @@ No vendor recording exists for rerank: the vendor bodies below are the examples 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
 import pytest
 
-from conftest import CLIENT_KEY, PROVIDERS_DIR, UPSTREAM_KEY, GatewayProcess, write_config
+from conftest import CLIENT_KEY, PROVIDERS_DIR, UPSTREAM_KEY, GatewayProcess, serve_for_module
 from fakevendor import FakeVendor
 
 DOCS = [
@@ -56,11 +55,7 @@ def gateway(vendor: FakeVendor, tmp_path_factory: pytest.TempPathFactory) -> Ite
         ],
         "tokens": [{"name": "tester", "key": CLIENT_KEY}],
     }
-    path: Path = tmp_path_factory.mktemp("rerank") / "config.yaml"
-    write_config(path, config)
-    process = GatewayProcess(path).start()
-    yield process
-    process.stop()
+    yield from serve_for_module(tmp_path_factory, "rerank", config)
 
 
 def rerank(gateway: GatewayProcess, body: Any, **kwargs: Any) -> httpx.Response:

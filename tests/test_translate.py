@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
 from typing import Any, Iterator
 
 import openai
 import pytest
 
-from conftest import CLIENT_KEY, PROVIDERS_DIR, UPSTREAM_KEY, GatewayProcess, write_config
+from conftest import CLIENT_KEY, PROVIDERS_DIR, UPSTREAM_KEY, GatewayProcess, serve_for_module
 from fakevendor import FakeVendor, Reply, fixture_bytes, fixture_json, sse_events
 
 AWS_KEY = "AKIDEXAMPLE|wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -50,11 +49,7 @@ def gateway(vendor: FakeVendor, tmp_path_factory: pytest.TempPathFactory) -> Ite
         ],
         "tokens": [{"name": "tester", "key": CLIENT_KEY}],
     }
-    path: Path = tmp_path_factory.mktemp("translate") / "config.yaml"
-    write_config(path, config)
-    process = GatewayProcess(path).start()
-    yield process
-    process.stop()
+    yield from serve_for_module(tmp_path_factory, "translate", config)
 
 
 @pytest.fixture
