@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .asgi import Answer, ClientGone, Inbound, Receive, Scope, Send, StreamAnswer
 from .config import Config
 from .documents import ConfigError
 from .errors import GatewayError, bad_request
@@ -109,19 +110,24 @@ class Gateway:
 
     # --- routes -------------------------------------------------------------
 
-    def relay_route(self, endpoint: Endpoint):  # type: ignore[no-untyped-def]
-        counters = self.metrics
-
-        async def handle(request: Request) -> Response:
-            try:
-                response = await relay(request, self.holder.current, self.services, endpoint)
-            except GatewayError as exc:
-                counters.inc("oneapi_requests_total", (endpoint.operation, str(exc.status)))
-                raise
-            counters.inc("oneapi_requests_total", (endpoint.operation, str(response.status_code)))
-            return response
-
-        return handle
+    async def serve_relay(self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint) -> None:
+        """A relay route, straight on ASGI (asgi.py says why)."""
+        if scope["method"] != "POST":
+            answer: Answer | StreamAnswer = GatewayError(405, f"No route {scope['method']} {scope['path']}.",
+                                                         code="method_not_allowed", headers={"Allow": "POST"}).response()
+            await answer(scope, receive, send)
+            return
+        try:
+            answer = await relay(Inbound(scope, receive), self.holder.current, self.services, endpoint)
+        except GatewayError as exc:
+            answer = exc.response()
+        except ClientGone:
+            return  # hung up before its body was in: nothing was sent upstream, no one to answer
+        except Exception:
+            log.exception("unexpected error on POST %s", scope["path"])
+            answer = internal_error()
+        self.metrics.inc("oneapi_requests_total", (endpoint.operation, str(answer.status_code)))
+        await answer(scope, receive, send)
 
     async def list_models(self, request: Request) -> Response:
         snapshot = self.holder.current
@@ -219,24 +225,58 @@ class Gateway:
         return {"breaker": state.breaker.state, "keys_set_aside": aside, "failures": state.failures, "successes": state.successes}
 
 
-async def _gateway_error(request: Request, exc: Exception) -> Response:
+async def _gateway_error(request: Request, exc: Exception) -> Answer:
     assert isinstance(exc, GatewayError)
     return exc.response()
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Answer:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     message = f"No route {request.method} {request.url.path}." if exc.status_code in (404, 405) else str(exc.detail)
     return GatewayError(exc.status_code, message, code=code).response()
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
+def internal_error() -> Answer:
     return GatewayError(500, "The gateway failed unexpectedly; the error was logged.", type="server_error", code="internal_error").response()
 
 
-def create_app(config_path: str | Path | None = None) -> Starlette:
+async def _unexpected_error(request: Request, exc: Exception) -> Answer:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return internal_error()
+
+
+class GatewayApp:
+    """The ASGI entry point: requests to the relay routes go straight to the relay, the rest to Starlette."""
+
+    def __init__(self, gateway: Gateway, routes: Starlette, relays: dict[str, Endpoint]):
+        self.gateway = gateway
+        self.routes = routes
+        self.relays = relays
+        self.state = routes.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            endpoint = self.relays.get(scope["path"])
+            if endpoint is not None:
+                await self.gateway.serve_relay(scope, receive, send, endpoint)
+                return
+        await self.routes(scope, receive, send)
+
+
+RELAY_PATHS = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+    "/v1/moderations": "moderations",
+    "/v1/images/generations": "images",
+    "/v1/audio/speech": "audio_speech",
+    "/v1/audio/transcriptions": "audio_transcriptions",
+    "/v1/rerank": "rerank",
+}
+
+
+def create_app(config_path: str | Path | None = None) -> GatewayApp:
     """The ASGI app for `config_path` (default: $ONEAPI_CONFIG, then ./config.yaml)."""
     gateway = Gateway(config_path or os.environ.get(CONFIG_ENV) or "config.yaml")
 
@@ -249,14 +289,6 @@ def create_app(config_path: str | Path | None = None) -> Starlette:
             await gateway.stop()
 
     routes = [
-        Route("/v1/chat/completions", gateway.relay_route(ENDPOINTS["chat"]), methods=["POST"]),
-        Route("/v1/completions", gateway.relay_route(ENDPOINTS["completions"]), methods=["POST"]),
-        Route("/v1/embeddings", gateway.relay_route(ENDPOINTS["embeddings"]), methods=["POST"]),
-        Route("/v1/moderations", gateway.relay_route(ENDPOINTS["moderations"]), methods=["POST"]),
-        Route("/v1/images/generations", gateway.relay_route(ENDPOINTS["images"]), methods=["POST"]),
-        Route("/v1/audio/speech", gateway.relay_route(ENDPOINTS["audio_speech"]), methods=["POST"]),
-        Route("/v1/audio/transcriptions", gateway.relay_route(ENDPOINTS["audio_transcriptions"]), methods=["POST"]),
-        Route("/v1/rerank", gateway.relay_route(ENDPOINTS["rerank"]), methods=["POST"]),
         Route("/v1/models", gateway.list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", gateway.get_model, methods=["GET"]),
         Route("/health", gateway.health, methods=["GET"]),
@@ -271,4 +303,4 @@ def create_app(config_path: str | Path | None = None) -> Starlette:
         exception_handlers={GatewayError: _gateway_error, HTTPException: _http_error, Exception: _unexpected_error},
     )
     app.state.gateway = gateway
-    return app
+    return GatewayApp(gateway, app, {path: ENDPOINTS[name] for path, name in RELAY_PATHS.items()})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Mapping
 
 import orjson
-from starlette.responses import Response
+from .asgi import Answer
 
 
 class GatewayError(Exception):
@@ -32,8 +32,8 @@ class GatewayError(Exception):
     def body(self) -> dict[str, dict[str, str | None]]:
         return {"error": {"message": self.message, "type": self.type, "code": self.code, "param": self.param}}
 
-    def response(self) -> Response:
-        return Response(orjson.dumps(self.body()), status_code=self.status, headers=self.headers, media_type="application/json")
+    def response(self) -> Answer:
+        return Answer(orjson.dumps(self.body()), self.status, headers=self.headers)
 
 
 def bad_request(message: str, *, code: str = "invalid_request", param: str | None = None) -> GatewayError:

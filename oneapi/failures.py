@@ -9,8 +9,8 @@ from email.utils import parsedate_to_datetime
 from typing import Mapping
 
 import orjson
-from starlette.responses import Response
 
+from .asgi import Answer
 from .errors import GatewayError
 
 # vendor wordings for "this key is bad" and "this account is out of money", in general terms
@@ -30,9 +30,9 @@ class Failure:
     retry_after: float | None = None
     body: bytes | None = None  # the vendor's own OpenAI-shaped error, passed to the client as it is
 
-    def response(self) -> Response:
+    def response(self) -> Answer:
         if self.body is not None:
-            return Response(self.body, status_code=self.error.status, media_type="application/json")
+            return Answer(self.body, self.error.status)
         return self.error.response()
 
 

@@ -139,6 +139,11 @@ class MeteredStream:
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._relay()
 
+    def relayed(self) -> AsyncIterator[bytes]:
+        """The client's chunks, for a caller that calls close() itself however the stream ends (one generator
+        fewer per chunk than iterating this object)."""
+        return self._relayed
+
     async def _relay(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._relayed:

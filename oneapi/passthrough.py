@@ -9,9 +9,11 @@ from typing import AsyncIterator, Callable
 
 import orjson
 
+from .asgi import Unfinished
 from .failures import Failure, bad_body_failure, transport_failure
 from .routing import Channel
 from .upstream import TRANSPORT_ERRORS, UpstreamReply
+from .usage import event_boundary
 
 log = logging.getLogger("oneapi.relay")
 
@@ -40,7 +42,7 @@ async def pass_through(channel: Channel, reply: UpstreamReply, first: bytes, idl
     pending = first
     try:
         while True:
-            cut = _event_boundary(pending)
+            cut = event_boundary(pending)
             if cut:
                 yield pending[:cut] if cut < len(pending) else pending
                 pending = pending[cut:]
@@ -59,8 +61,8 @@ async def pass_through(channel: Channel, reply: UpstreamReply, first: bytes, idl
         reply.close()
 
 
-class UpstreamCut(Exception):
-    """A binary answer broke off upstream: the response is left unfinished (relay.MeteredStreamingResponse), so
+class UpstreamCut(Unfinished):
+    """A binary answer broke off upstream: the response is left unfinished (asgi.StreamAnswer), so
     the server drops the connection and the client cannot take truncated audio for a whole file (a binary
     body has no place for an in-band error)."""
 
@@ -92,10 +94,3 @@ def cut_stream_event(channel: str, exc: BaseException, idle_timeout: float) -> b
                else f"Upstream stream was cut on channel '{channel}'.")
     error = {"message": message, "type": "upstream_error", "code": "stream_stalled" if stalled else "stream_interrupted", "param": None}
     return b"data: " + orjson.dumps({"error": error}) + b"\n\n"
-
-
-def _event_boundary(buffer: bytes) -> int:
-    """Length of the prefix of `buffer` that ends with a complete SSE event (LF or CRLF framing); 0 if none."""
-    lf = buffer.rfind(b"\n\n")
-    crlf = buffer.rfind(b"\r\n\r\n")
-    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)

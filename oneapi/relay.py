@@ -6,21 +6,19 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, cast
+from typing import Any, AsyncIterator, Callable
 
 import orjson
-from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
-
+from .asgi import Answer, Inbound, StreamAnswer
 from .config import TokenConfig
 from .errors import GatewayError, bad_request
 from .failures import Failure, bad_body_failure, classify, in_band_error, in_band_status, transport_failure
 from .forms import Upload, form_boundary
 from .health import ChannelHealth, HealthRegistry
 from .limits import Accounting
-from .metering import Meter, MeteredStream, new_request_id, translated_body, upstream_body
+from .metering import Meter, new_request_id, translated_body, upstream_body
 from .metrics import Metrics
-from .passthrough import UpstreamCut, first_chunk, pass_bytes, pass_through
+from .passthrough import first_chunk, pass_bytes, pass_through
 from .routing import Channel, ChannelKey
 from .snapshot import Snapshot
 from .tokens import check_model, key_from_headers
@@ -96,7 +94,7 @@ ENDPOINTS = {
 }
 
 
-def declared_length(request: Request, limit: int) -> int | None:
+def declared_length(request: Inbound, limit: int) -> int | None:
     """The body size the client announced, refused early (413) when it is over `limit`."""
     declared = request.headers.get("content-length")
     if declared is None:
@@ -108,7 +106,7 @@ def declared_length(request: Request, limit: int) -> int | None:
     return int(declared)
 
 
-async def read_json_body(request: Request, limit: int) -> tuple[bytes, dict[str, Any]]:
+async def read_json_body(request: Inbound, limit: int) -> tuple[bytes, dict[str, Any]]:
     """The raw body and its parsed object; 413 past `limit`, 400 for anything that is not a JSON object."""
     declared_length(request, limit)  # refuse an announced oversize body before reading it
     chunks = []
@@ -118,7 +116,7 @@ async def read_json_body(request: Request, limit: int) -> tuple[bytes, dict[str,
         if size > limit:
             raise GatewayError(413, f"Request body is larger than {limit} bytes.", code="request_too_large")
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     if not raw:
         raise bad_request("Request body is empty: send a JSON object.", code="invalid_json")
     try:
@@ -130,7 +128,8 @@ async def read_json_body(request: Request, limit: int) -> tuple[bytes, dict[str,
     return raw, body
 
 
-def client_key(request: Request) -> str | None:
+def client_key(request: Any) -> str | None:
+    """The client's key from an Inbound or a Starlette Request (both have a `headers.get` by lower-case name)."""
     headers = request.headers
     return key_from_headers(headers.get("authorization"), headers.get("x-api-key"))
 
@@ -145,7 +144,7 @@ class Services:
     accounting: Accounting
 
 
-async def relay(request: Request, snapshot: Snapshot, services: Services, endpoint: Endpoint) -> Response:
+async def relay(request: Inbound, snapshot: Snapshot, services: Services, endpoint: Endpoint) -> Answer | StreamAnswer:
     received = time.perf_counter()
     request_id = new_request_id()
     try:
@@ -155,10 +154,9 @@ async def relay(request: Request, snapshot: Snapshot, services: Services, endpoi
         raise
 
 
-async def _relay(request: Request, snapshot: Snapshot, services: Services, endpoint: Endpoint, received: float,
-                 request_id: str) -> Response:
-    client = request.client
-    token = snapshot.tokens.authenticate(client_key(request), client.host if client else None)
+async def _relay(request: Inbound, snapshot: Snapshot, services: Services, endpoint: Endpoint, received: float,
+                 request_id: str) -> Answer | StreamAnswer:
+    token = snapshot.tokens.authenticate(client_key(request), request.client_host)
     if endpoint.form:
         return await _relay_upload(request, snapshot, services, endpoint, token, received, request_id)
     raw, body = await read_json_body(request, snapshot.config.max_body_bytes)
@@ -192,7 +190,7 @@ def _meter(services: Services, snapshot: Snapshot, token: TokenConfig, endpoint:
                  snapshot.config.prices, snapshot.config.groups.get(token.group, 1.0))
 
 
-async def _metered_failover(call: Call, snapshot: Snapshot, services: Services, group: str) -> Response:
+async def _metered_failover(call: Call, snapshot: Snapshot, services: Services, group: str) -> Answer | StreamAnswer:
     """Admission, the tries, and the accounting of their outcome."""
     meter = call.meter
     try:
@@ -207,7 +205,7 @@ async def _metered_failover(call: Call, snapshot: Snapshot, services: Services, 
         if isinstance(exc, GatewayError):
             exc.headers.update(meter.headers)
         raise
-    if not isinstance(response, MeteredStreamingResponse) and response.status_code >= 400:
+    if not isinstance(response, StreamAnswer) and response.status_code >= 400:
         meter.abandon()  # the client's own mistake passed back, or every channel failed: nothing was used
     response.headers.update(meter.headers)
     if call.overhead is not None:
@@ -215,8 +213,8 @@ async def _metered_failover(call: Call, snapshot: Snapshot, services: Services, 
     return response
 
 
-async def _relay_upload(request: Request, snapshot: Snapshot, services: Services, endpoint: Endpoint,
-                        token: TokenConfig, received: float, request_id: str) -> Response:
+async def _relay_upload(request: Inbound, snapshot: Snapshot, services: Services, endpoint: Endpoint,
+                        token: TokenConfig, received: float, request_id: str) -> Answer | StreamAnswer:
     """A multipart upload: routed once its `model` field has arrived, while the rest is still on its way."""
     limit = snapshot.config.max_body_bytes
     declared = declared_length(request, limit)
@@ -235,8 +233,9 @@ async def _relay_upload(request: Request, snapshot: Snapshot, services: Services
     except BaseException:
         upload.close()
         raise
-    if isinstance(response, MeteredStreamingResponse):
+    if isinstance(response, StreamAnswer):
         response.closers.append(upload.close)  # the spool outlives the answer's first bytes
+        response.watch_client = False  # the upload's reader may still be taking the client's body
     else:
         upload.close()
     return response
@@ -259,7 +258,7 @@ class Call:
     content_type: str = ""  # the client's Content-Type, for a multipart body (its boundary)
 
 
-async def _failover(call: Call, snapshot: Snapshot, services: Services, group: str) -> Response:
+async def _failover(call: Call, snapshot: Snapshot, services: Services, group: str) -> Answer | StreamAnswer:
     """Try channels in routing order until one answers: the rest of a tier before lower tiers, never the same
     key twice, never more than retry.attempts calls or past retry.deadline."""
     retry = snapshot.config.retry
@@ -286,13 +285,13 @@ async def _failover(call: Call, snapshot: Snapshot, services: Services, group: s
             channel = next(plan, None)
             continue
         attempts += 1
-        outcome: Response | Failure | None = None
+        outcome: Answer | StreamAnswer | Failure | None = None
         try:
             outcome = await _attempt(channel, state, key, call, services, deadline - now, slot)
         finally:
-            if not isinstance(outcome, MeteredStreamingResponse):
+            if not isinstance(outcome, StreamAnswer):
                 call.meter.release(channel.name, slot)  # a stream releases its slot when it ends
-        if isinstance(outcome, Response):
+        if not isinstance(outcome, Failure):
             return outcome
         failure = outcome
         failed_keys.add(key.secret)
@@ -326,8 +325,8 @@ async def _failover(call: Call, snapshot: Snapshot, services: Services, group: s
 
 
 async def _attempt(channel: Channel, state: ChannelHealth, key: ChannelKey, call: Call, services: Services,
-                   time_left: float, slot: str) -> Response | Failure:
-    """One try on one channel: a Response for the client, or the Failure that decides what happens next."""
+                   time_left: float, slot: str) -> Answer | StreamAnswer | Failure:
+    """One try on one channel: an answer for the client, or the Failure that decides what happens next."""
     recorded = False
 
     def record(ok: bool) -> None:
@@ -351,7 +350,7 @@ async def _attempt(channel: Channel, state: ChannelHealth, key: ChannelKey, call
 
 
 async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstream, time_left: float,
-                record: Callable[[bool], None], slot: str) -> Response | Failure:
+                record: Callable[[bool], None], slot: str) -> Answer | StreamAnswer | Failure:
     config = channel.config
     operation = channel.provider.operations[call.endpoint.operation]
     upstream_model = config.upstream_model(call.model)
@@ -423,19 +422,22 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
     call.meter.finish_body(channel.name, upstream_model, content)
     overhead += time.perf_counter() - answered
     call.overhead = overhead
-    return Response(content, status_code=reply.status, media_type=reply.content_type,
-                    headers={OVERHEAD_HEADER: f"{overhead * 1000:.3f}"})
+    return Answer(content, reply.status, reply.content_type, {OVERHEAD_HEADER: f"{overhead * 1000:.3f}"})
 
 
-def _metered(answer: Response | Failure, call: Call, channel: Channel, upstream_model: str, hide_usage: str | None, slot: str,
-             reply: UpstreamReply | None) -> Response | Failure:
+def _metered(answer: Answer | StreamAnswer | Failure, call: Call, channel: Channel, upstream_model: str, hide_usage: str | None,
+             slot: str, reply: UpstreamReply | None) -> Answer | StreamAnswer | Failure:
     """A successful answer with its usage metered: a stream as it ends, a body now."""
-    if isinstance(answer, StreamingResponse):
-        chunks = cast(AsyncIterator[bytes], answer.body_iterator)  # the relay's own generators yield bytes
-        metered = call.meter.stream(chunks, channel.name, upstream_model, hide_usage, slot)
-        return MeteredStreamingResponse(metered, reply, status_code=answer.status_code, headers=dict(answer.headers))
-    if isinstance(answer, Response) and answer.status_code < 400 and not call.stream:
-        call.meter.finish_body(channel.name, upstream_model, bytes(answer.body))
+    if isinstance(answer, StreamAnswer):
+        metered = call.meter.stream(answer.chunks, channel.name, upstream_model, hide_usage, slot)
+        # however the answer ends (even before its first byte), its accounting and upstream connection close
+        answer.chunks = metered.relayed()
+        answer.closers.append(metered.close)
+        if reply is not None:
+            answer.closers.append(reply.close)
+        return answer
+    if isinstance(answer, Answer) and answer.status_code < 400 and not call.stream:
+        call.meter.finish_body(channel.name, upstream_model, answer.body)
     return answer
 
 
@@ -450,7 +452,7 @@ def _check_body(channel: str, content: bytes) -> Failure | None:
 
 
 async def _open_stream(channel: Channel, reply: UpstreamReply, call: Call, config: Any, time_left: float,
-                       record: Callable[[bool], None], overhead: float, answered: float) -> Response | Failure:
+                       record: Callable[[bool], None], overhead: float, answered: float) -> StreamAnswer | Failure:
     """Wait for the first bytes before answering the client: a slow or failing start can still fail over."""
     if not reply.content_type.startswith("text/event-stream"):
         try:
@@ -468,42 +470,11 @@ async def _open_stream(channel: Channel, reply: UpstreamReply, call: Call, confi
     overhead += time.perf_counter() - answered
     call.overhead = overhead
     headers = {**STREAM_HEADERS, OVERHEAD_HEADER: f"{overhead * 1000:.3f}"}
-    return StreamingResponse(pass_through(channel, reply, first, config.idle_timeout, record),
-                             status_code=reply.status, media_type=reply.content_type, headers=headers)
-
-
-class MeteredStreamingResponse(StreamingResponse):
-    """A stream whose accounting and upstream connection are closed when the response ends, however it ends
-    (a client gone before the first byte never starts the body iterator, so its finally would never run)."""
-
-    def __init__(self, content: MeteredStream, reply: UpstreamReply | None, **kwargs: Any):
-        super().__init__(content, **kwargs)
-        self.metered = content
-        self.reply = reply
-        self.closers: list[Callable[[], None]] = []  # more to release when the response ends (an upload's spool)
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self.metered.close()
-            if self.reply is not None:
-                self.reply.close()
-            for close in self.closers:
-                close()
-
-    async def stream_response(self, send: Any) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        try:
-            async for chunk in self.body_iterator:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except UpstreamCut:
-            return  # left unfinished on purpose: see UpstreamCut
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    return StreamAnswer(pass_through(channel, reply, first, config.idle_timeout, record), reply.status, reply.content_type, headers)
 
 
 async def _open_bytes(channel: Channel, reply: UpstreamReply, call: Call, config: Any, time_left: float,
-                      record: Callable[[bool], None], overhead: float, answered: float) -> Response | Failure:
+                      record: Callable[[bool], None], overhead: float, answered: float) -> StreamAnswer | Failure:
     """An answer that is not JSON (audio, plain text, subtitles): relayed as it arrives, with its content type,
     once its first bytes are in (until then a failure can still move to the next channel)."""
     # an empty answer (a transcript of silence in text format) is still an answer
@@ -512,8 +483,8 @@ async def _open_bytes(channel: Channel, reply: UpstreamReply, call: Call, config
         return first
     overhead += time.perf_counter() - answered
     call.overhead = overhead
-    return StreamingResponse(pass_bytes(channel, reply, first, config.idle_timeout, record), status_code=reply.status,
-                             media_type=reply.content_type, headers={OVERHEAD_HEADER: f"{overhead * 1000:.3f}"})
+    return StreamAnswer(pass_bytes(channel, reply, first, config.idle_timeout, record), reply.status, reply.content_type,
+                        {OVERHEAD_HEADER: f"{overhead * 1000:.3f}"})
 
 
 def _is_event_stream(content_type: str) -> bool:

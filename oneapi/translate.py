@@ -1,6 +1,6 @@
 """The translated relay: one attempt on a channel whose vendor does not speak OpenAI (or needs a signer).
 
-relay.py hands an operation here when `Operation.translated` is set, and gets a Response or a Failure back. The attempt maps the
+relay.py hands an operation here when `Operation.translated` is set, and gets an Answer, a StreamAnswer or a Failure back. The attempt maps the
 request (mapping.py), signs it (signers.py), sends it through the shared upstream client,
 and maps the answer back: a body through the response mapping, a stream through its
 framing (framing.py) and state machine (streams.py), an error through the provider's
@@ -17,9 +17,9 @@ from typing import Any, AsyncIterator, Callable, Mapping
 from urllib.parse import urlencode
 
 import orjson
-from starlette.responses import Response, StreamingResponse
 from yarl import URL
 
+from .asgi import Answer, StreamAnswer
 from .errors import GatewayError
 from .failures import Failure, bad_body_failure, parse_retry_after, transport_failure
 from .passthrough import cut_stream_event, first_chunk, pass_through
@@ -44,8 +44,8 @@ _ENVELOPES: dict[str, tuple[str, str | None]] = {
 
 
 async def attempt(channel: Channel, key: ChannelKey, operation: Operation, upstream_model: str, body: dict[str, Any],
-                  stream: bool, upstream: Upstream, timeouts: Timeouts, record: Callable[[bool], None]) -> Response | Failure:
-    """One try on one channel: a Response for the client, or the Failure that decides what the relay does next."""
+                  stream: bool, upstream: Upstream, timeouts: Timeouts, record: Callable[[bool], None]) -> Answer | StreamAnswer | Failure:
+    """One try on one channel: an answer for the client, or the Failure that decides what the relay does next."""
     provider = channel.provider
     request = {**body, "model": upstream_model}
     try:
@@ -85,10 +85,10 @@ async def attempt(channel: Channel, key: ChannelKey, operation: Operation, upstr
         if isinstance(first, Failure):
             return first
         if spec is None:
-            return StreamingResponse(pass_through(channel, reply, first, config.idle_timeout, record), status_code=reply.status,
-                                     media_type=reply.content_type, headers=STREAM_HEADERS)
-        return StreamingResponse(_translate_stream(channel, operation, reply, first, request, key.secret, config.idle_timeout, record),
-                                 media_type="text/event-stream", headers=STREAM_HEADERS)
+            return StreamAnswer(pass_through(channel, reply, first, config.idle_timeout, record), reply.status, reply.content_type,
+                                STREAM_HEADERS)
+        return StreamAnswer(_translate_stream(channel, operation, reply, first, request, key.secret, config.idle_timeout, record),
+                            headers=STREAM_HEADERS)
 
     try:
         content = await reply.read()
@@ -109,7 +109,7 @@ async def attempt(channel: Channel, key: ChannelKey, operation: Operation, upstr
         log.error("channel %s: response mapping failed: %s", channel.name, exc)
         return bad_body_failure(channel.name, f"answered with a body provider '{provider.name}' could not map ({exc})")
     record(True)
-    return Response(orjson.dumps(with_envelope(operation.name, answer, request)), media_type="application/json")
+    return Answer(orjson.dumps(with_envelope(operation.name, answer, request)))
 
 
 def build_url(channel: Channel, operation: Operation, model: str, key: ChannelKey, stream: bool) -> str:

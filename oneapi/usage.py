@@ -139,22 +139,48 @@ def usage_from_body(content: bytes) -> Usage | None:
 
 def usage_from_sse(tail: bytes) -> Usage | None:
     """The usage reported by the last SSE event of `tail` that has one (a final usage chunk, a finish chunk
-    with usage, or an x_<vendor>.usage extension)."""
-    if _USAGE_KEY not in tail:
-        return None
-    for event in reversed(re.split(rb"\r?\n\r?\n", tail)):
-        if _USAGE_KEY not in event:
+    with usage, or an x_<vendor>.usage extension). Found from the end: only the lines that hold a usage object
+    are parsed (OpenAI-format chunks carry `"usage": null` in every event)."""
+    end = len(tail)
+    while True:
+        at = tail.rfind(_USAGE_KEY, 0, end)
+        if at < 0:
+            return None
+        end = at
+        if _USAGE_OBJECT.match(tail, at) is None:
+            continue  # "usage": null
+        line_start = tail.rfind(b"\n", 0, at) + 1
+        if not tail.startswith(b"data:", line_start):
             continue
-        for line in event.splitlines():
-            if not line.startswith(b"data:"):
-                continue
-            try:
-                found = _usage_in_event(orjson.loads(line[5:]))
-            except orjson.JSONDecodeError:
-                continue  # the cut first event of the tail, or not JSON
-            if found is not None:
-                return found
-    return None
+        line_end = tail.find(b"\n", at)
+        try:
+            found = _usage_in_event(orjson.loads(tail[line_start + 5:line_end if line_end >= 0 else len(tail)]))
+        except orjson.JSONDecodeError:
+            continue  # the cut first event of the tail, or not JSON
+        if found is not None:
+            return found
+        end = line_start
+
+
+def event_boundary(buffer: bytes) -> int:
+    """Length of the prefix of `buffer` that ends with a complete SSE event (LF or CRLF framing); 0 if none."""
+    if buffer.endswith(b"\n\n") or buffer.endswith(b"\r\n\r\n"):
+        return len(buffer)  # the usual case: the upstream sends whole events
+    lf = buffer.rfind(b"\n\n")
+    crlf = buffer.rfind(b"\r\n\r\n")
+    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+
+
+def _event_span(buffer: bytes, at: int) -> tuple[int, int, int]:
+    """(start, end of data, end after the blank line) of the complete SSE event in `buffer` holding buffer[at]."""
+    lf, crlf = buffer.rfind(b"\n\n", 0, at), buffer.rfind(b"\r\n\r\n", 0, at)
+    start = max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+    lf, crlf = buffer.find(b"\n\n", at), buffer.find(b"\r\n\r\n", at)
+    if crlf >= 0 and (lf < 0 or crlf < lf):
+        return start, crlf, crlf + 4
+    if lf >= 0:
+        return start, lf, lf + 2
+    return start, len(buffer), len(buffer)
 
 
 # what a StreamTap hides from a client that did not ask for usage, when the gateway asked for it
@@ -163,7 +189,7 @@ HIDE_USAGE_EVERYWHERE = "everywhere"  # a translated stream: the usage field of 
 
 
 def _without_usage(event: bytes, everywhere: bool) -> bytes:
-    """The event as the client would have had it without asking for usage: b"" to drop it."""
+    """The event (without its blank line) as the client would have had it without asking for usage: b"" to drop it."""
     for line in event.splitlines():
         if not line.startswith(b"data:"):
             continue
@@ -180,6 +206,26 @@ def _without_usage(event: bytes, everywhere: bool) -> bytes:
         del payload["usage"]
         return b"data: " + orjson.dumps(payload)
     return event
+
+
+def hide_usage(events: bytes, everywhere: bool) -> bytes:
+    """Complete SSE events with the usage the client did not ask for removed; only the events that hold a
+    usage object are parsed."""
+    out: list[bytes] = []
+    done = 0  # events[:done] is settled
+    for match in _USAGE_OBJECT.finditer(events):
+        if match.start() < done:
+            continue  # a second usage object in an event already seen
+        start, data_end, end = _event_span(events, match.start())
+        kept = _without_usage(events[start:data_end], everywhere)
+        out.append(events[done:start])
+        if kept:
+            out.append(kept + events[data_end:end])
+        done = end
+    if not out:
+        return events
+    out.append(events[done:])
+    return b"".join(out)
 
 
 class StreamTap:
@@ -203,15 +249,15 @@ class StreamTap:
             self._keep(chunk)
             self.data_events += chunk.count(b"data:")
             if self._strip:
-                chunk = pending + chunk
-                cut = chunk.rfind(b"\n\n")
-                if cut < 0:
-                    pending = chunk
-                    continue
-                chunk, pending = chunk[:cut + 2], chunk[cut + 2:]
+                if pending:
+                    chunk, pending = pending + chunk, b""
+                cut = event_boundary(chunk)  # usually all of it: the relay passes whole events on
+                if cut < len(chunk):
+                    chunk, pending = chunk[:cut], chunk[cut:]
+                    if not chunk:
+                        continue
                 if _USAGE_OBJECT.search(chunk):
-                    events = (_without_usage(e, self._everywhere) for e in chunk[:-2].split(b"\n\n"))
-                    chunk = b"".join(e + b"\n\n" for e in events if e)
+                    chunk = hide_usage(chunk, self._everywhere)
                     if not chunk:
                         continue
             self.bytes_out += len(chunk)

@@ -297,6 +297,24 @@ def test_client_disconnect_cancels_the_upstream_stream(vendor, start_gateway) ->
     assert vendor.disconnects == 1
 
 
+def test_client_leaving_a_silent_stream_closes_the_upstream(vendor, start_gateway) -> None:
+    """The client hangs up while the upstream says nothing (a model thinking): the gateway notices at once and
+    closes the upstream, instead of reading on for no one once the vendor speaks again."""
+    gateway = start_gateway(base_config(vendor))
+    vendor.reply("POST", "/v1/chat/completions", Reply(chunks=[EVENTS[0]] + [EVENTS[1]] * 5, delays=[0, 2.0],
+                                                       content_type="text/event-stream"))
+
+    with httpx.stream("POST", gateway.url("/v1/chat/completions"), headers={"Authorization": f"Bearer {CLIENT_KEY}"},
+                      json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "stream": True}) as response:
+        next(response.iter_raw())
+
+    # the vendor's next write, after its 2 s of silence, finds the connection closed
+    deadline = time.monotonic() + 5
+    while vendor.disconnects == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert vendor.disconnects == 1
+
+
 def test_sigterm_lets_streams_in_flight_finish(vendor, start_gateway) -> None:
     gateway = start_gateway(base_config(vendor))
     vendor.reply("POST", "/v1/chat/completions", Reply(chunks=EVENTS, delay=0.25, content_type="text/event-stream"))

@@ -153,3 +153,24 @@ def test_tap_hides_usage_wherever_a_translated_stream_put_it() -> None:
     assert all("usage" not in e for e in events)
     assert events[-1]["choices"] == originals[-1]["choices"] and events[-1]["x_groq"] == originals[-1]["x_groq"]
     assert tap.usage() == Usage(210, 15)
+
+
+@pytest.mark.parametrize("size", [9, 100_000])
+def test_tap_strips_the_usage_chunk_of_a_crlf_framed_stream_as_it_goes(size: int) -> None:
+    """An upstream framing events with CRLF still has its usage chunk hidden, and every event reaches the client
+    as soon as it is complete, not held until the stream ends."""
+    recorded = fixture_bytes("openai/chat_stream_text_include_usage.sse")
+    crlf = recorded.replace(b"\n", b"\r\n")
+    events = sse_events(crlf)
+    wanted = b"".join(e for e in events if b'"choices":[]' not in e)
+
+    async def relay() -> list[bytes]:
+        async def upstream() -> AsyncIterator[bytes]:
+            for event in events:
+                for i in range(0, len(event), size):
+                    yield event[i:i + size]
+        return [chunk async for chunk in StreamTap(upstream(), HIDE_USAGE_CHUNK)]
+
+    chunks = asyncio.run(relay())
+    assert b"".join(chunks) == wanted
+    assert len(chunks) >= len(events) - 1  # each complete event went out on its own, none waited for the end
