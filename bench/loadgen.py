@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
-from procs import taskset_prefix, tree_rss_mib
+from procs import taskset_prefix, tree_rss_mib, worker_rss_mib
 
 BENCH_DIR = Path(__file__).resolve().parent
 WRK_SCRIPT = BENCH_DIR / "wrk_post.lua"
@@ -134,10 +134,13 @@ async def probe_streams(
     return result
 
 
-async def sample_peak_rss(root_pid: int, stop: asyncio.Event, interval_s: float = 0.5) -> float:
-    peak = 0.0
-    while not stop.is_set():
+async def sample_peak_rss(root_pid: int, stop: asyncio.Event, interval_s: float = 0.5) -> tuple[float, float]:
+    """Peak RSS while `stop` is unset: (whole process tree, largest worker)."""
+    peak = worker_peak = 0.0
+    while True:
         peak = max(peak, tree_rss_mib(root_pid))
+        worker_peak = max(worker_peak, worker_rss_mib(root_pid))
+        if stop.is_set():
+            return peak, worker_peak
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval_s)
-    return max(peak, tree_rss_mib(root_pid))

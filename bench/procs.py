@@ -72,6 +72,14 @@ def tree_rss_mib(root_pid: int) -> float:
     return sum(rss_bytes(pid) for pid in process_tree(root_pid)) / 2**20
 
 
+def worker_rss_mib(root_pid: int) -> float:
+    """RSS of the largest worker: the processes under the root (a supervisor that forks workers), or the root
+    itself when it serves alone. What "RSS per worker" targets compare with."""
+    tree = process_tree(root_pid)
+    workers = tree[1:] or tree
+    return max((rss_bytes(pid) for pid in workers), default=0) / 2**20
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds all cores have spent running processes since boot.
 

@@ -23,6 +23,8 @@ class Measurement:
     errors: dict[str, int]
     rss_idle_mib: float
     rss_load_mib: float
+    worker_rss_idle_mib: float = 0.0  # the largest worker process alone (the tree adds the supervisor)
+    worker_rss_load_mib: float = 0.0
     stream_idle: dict[str, Any] | None = None
     stream_load: dict[str, Any] | None = None
     reload: dict[str, Any] | None = None
@@ -106,6 +108,8 @@ def non_stream_rows(measurements: list[Measurement]) -> list[list[str]]:
             times(m.ratios["vs_direct"]),
             times(m.ratios["vs_floor"]),
             times(m.ratios["vs_litellm"]),
+            number(m.worker_rss_idle_mib, 0),
+            number(m.worker_rss_load_mib, 0),
             number(m.rss_idle_mib, 0),
             number(m.rss_load_mib, 0),
             number(m.others_cpu_pct, 0),
@@ -136,6 +140,7 @@ def stream_rows(measurements: list[Measurement]) -> list[list[str]]:
                 times(m.ratios["vs_direct"]),
                 times(m.ratios["vs_floor"]),
                 times(m.ratios["vs_litellm"]),
+                number(m.worker_rss_load_mib, 0),
                 number(m.rss_load_mib, 0),
                 number(m.others_cpu_pct, 0),
             ]
@@ -162,6 +167,8 @@ def scale_rows(measurements: list[Measurement]) -> list[list[str]]:
                 seen,
                 number(reload.get("p50_ms"), 0),
                 number(reload.get("max_ms"), 0),
+                number(m.worker_rss_idle_mib, 0),
+                number(m.worker_rss_load_mib, 0),
                 number(m.rss_idle_mib, 0),
                 number(m.rss_load_mib, 0),
                 number(m.others_cpu_pct, 0),
@@ -198,8 +205,10 @@ def render_markdown(meta: dict[str, Any], measurements: list[Measurement], skips
                 "× direct",
                 "× floor",
                 "× LiteLLM",
-                "RSS idle MiB",
-                "RSS load MiB",
+                "worker RSS idle MiB",
+                "worker RSS load MiB",
+                "total RSS idle MiB",
+                "total RSS load MiB",
                 "others' CPU %",
             ],
             non_stream_rows(measurements),
@@ -225,7 +234,8 @@ def render_markdown(meta: dict[str, Any], measurements: list[Measurement], skips
                 "× direct",
                 "× floor",
                 "× LiteLLM",
-                "RSS load MiB",
+                "worker RSS load MiB",
+                "total RSS load MiB",
                 "others' CPU %",
             ],
             stream_rows(measurements),
@@ -250,8 +260,10 @@ def render_markdown(meta: dict[str, Any], measurements: list[Measurement], skips
                 "reloads",
                 "reload p50 ms",
                 "reload max ms",
-                "RSS idle MiB",
-                "RSS load MiB",
+                "worker RSS idle MiB",
+                "worker RSS load MiB",
+                "total RSS idle MiB",
+                "total RSS load MiB",
                 "others' CPU %",
             ],
             scale_rows(measurements),

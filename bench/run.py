@@ -27,7 +27,7 @@ import aiohttp
 import configs
 from loadgen import StreamProbeResult, percentile, probe_streams, run_wrk, sample_peak_rss, send_one
 from mock_upstream import MockUpstream, start_mock_upstream, stop_mock_upstream
-from procs import cpu_snapshot, others_cpu_pct, taskset_prefix, tree_rss_mib
+from procs import cpu_snapshot, others_cpu_pct, taskset_prefix, tree_rss_mib, worker_rss_mib
 from report import Measurement, Skip, number, write_results
 from scenarios import ALL_KINDS, SCENARIOS, SCENARIOS_BY_NAME, Scenario, setup_key
 from subjects import (
@@ -231,7 +231,7 @@ async def delayed_probe(
 
 
 async def measure(
-    ctx: RunContext, subject: Subject, scenario: Scenario, running: RunningSubject, rss_idle_mib: float
+    ctx: RunContext, subject: Subject, scenario: Scenario, running: RunningSubject, rss_idle_mib: tuple[float, float]
 ) -> Measurement:
     settings = ctx.settings
     url = running.base_url + scenario.path_for(subject.kind)
@@ -295,8 +295,10 @@ async def measure(
         requests_per_s=wrk.requests_per_s,
         latency_ms=wrk.latency_ms,
         errors=wrk.errors,
-        rss_idle_mib=rss_idle_mib,
-        rss_load_mib=side_results["rss"],
+        rss_idle_mib=rss_idle_mib[0],
+        rss_load_mib=side_results["rss"][0],
+        worker_rss_idle_mib=rss_idle_mib[1],
+        worker_rss_load_mib=side_results["rss"][1],
         stream_idle=stream_idle,
         stream_load=side_results["probe"].summary() if "probe" in side_results else None,
         reload=side_results.get("reload"),
@@ -331,7 +333,7 @@ async def run_subject(
             print(f"  skipped {', '.join(s.name for s in batch)}: did not start: {error}", flush=True)
             continue
         try:
-            rss_idle_mib = tree_rss_mib(running.root_pid)
+            rss_idle_mib = (tree_rss_mib(running.root_pid), worker_rss_mib(running.root_pid))
             for scenario in batch:
                 try:
                     measurement = await measure(ctx, subject, scenario, running, rss_idle_mib)

@@ -52,9 +52,10 @@ def _encode(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
 
 
 class Answer:
-    """A whole answer: status, body, content type and headers (a plain dict, extended until it is sent)."""
+    """A whole answer: status, body, content type and headers (a plain dict, extended until it is sent).
+    `after` runs once it is sent, or failed to be: work the client need not wait for (the usage record)."""
 
-    __slots__ = ("body", "status_code", "media_type", "headers")
+    __slots__ = ("body", "status_code", "media_type", "headers", "after")
 
     def __init__(self, body: bytes, status_code: int = 200, media_type: str = "application/json",
                  headers: Mapping[str, str] | None = None):
@@ -62,13 +63,18 @@ class Answer:
         self.status_code = status_code
         self.media_type = media_type
         self.headers: dict[str, str] = dict(headers) if headers else {}
+        self.after: Callable[[], None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = [(b"content-type", self.media_type.encode("latin-1")), (b"content-length", b"%d" % len(self.body))]
         if self.headers:
             raw += _encode(self.headers)
-        await send({"type": "http.response.start", "status": self.status_code, "headers": raw})
-        await send({"type": "http.response.body", "body": self.body})
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": raw})
+            await send({"type": "http.response.body", "body": self.body})
+        finally:
+            if self.after is not None:
+                self.after()
 
 
 class Unfinished(Exception):

@@ -6,6 +6,7 @@ everything else (estimates, reservations) happens only for tokens that have a bu
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from typing import Any, AsyncIterator, Mapping
@@ -28,8 +29,23 @@ DEFAULT_COMPLETION_RESERVE = 1024
 STREAM_USAGE_OPERATIONS = frozenset({"chat", "completions"})
 
 
-def new_request_id() -> str:
-    return "req_" + os.urandom(12).hex()
+class _RequestIds:
+    """Unique request ids without a system call each: a random per-process prefix and a counter. The prefix is
+    drawn again in each forked worker (the ids also name reservations in a store shared by every replica)."""
+
+    def __init__(self) -> None:
+        self.reseed()
+        os.register_at_fork(after_in_child=self.reseed)
+
+    def reseed(self) -> None:
+        self.prefix = "req_" + os.urandom(8).hex()
+        self.counter = itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self.counter):08x}"
+
+
+new_request_id = _RequestIds()
 
 
 def stream_usage_patch(body: Mapping[str, Any]) -> dict[str, Any] | None:

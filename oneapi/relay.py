@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, AsyncIterator, Callable
 
 import orjson
@@ -28,6 +30,7 @@ from .upstream import TRANSPORT_ERRORS, Timeouts, Upstream, UpstreamReply
 log = logging.getLogger("oneapi.relay")
 
 OVERHEAD_HEADER = "x-oneapi-overhead-ms"
+_OBJECT_START = re.compile(rb"\s*\{")
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -354,8 +357,9 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
     config = channel.config
     operation = channel.provider.operations[call.endpoint.operation]
     upstream_model = config.upstream_model(call.model)
+    # the channel's usual timeouts, unless the retry deadline is nearer
+    timeouts = channel.timeouts if time_left >= config.timeout else Timeouts(time_left, config.connect_timeout)
     if operation.translated:  # a vendor that does not speak OpenAI, or needs a signer: translate.py
-        timeouts = Timeouts(total=min(config.timeout, time_left), connect=config.connect_timeout)
         body, hide_usage = translated_body(call.body, call.stream, call.endpoint.operation, operation.stream is not None)
         answer = await translated_attempt(channel, key, operation, upstream_model, dict(body), call.stream, upstream, timeouts, record)
         return _metered(answer, call, channel, upstream_model, hide_usage, slot, None)
@@ -367,7 +371,7 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
         if upload.failure is not None:
             raise upload.failure
         content = upload.body(upstream_model)
-        headers = {**key.headers, "Content-Type": call.content_type}
+        headers = {**key.headers, "Content-Type": call.content_type, "Accept": call.accept or "*/*"}
         length = upload.length(upstream_model)
         if length is not None:
             headers["Content-Length"] = str(length)
@@ -375,12 +379,10 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
         # the client's bytes go upstream untouched unless the model is renamed or stream usage must be asked for
         content, hide_usage = upstream_body(call.raw, call.body, call.model, upstream_model, call.stream, call.endpoint.operation,
                                             operation.format)
-        headers = {**key.headers, "Content-Type": "application/json"}
-    if call.endpoint.any_answer:
-        headers["Accept"] = call.accept or "*/*"
-    else:
-        headers["Accept"] = "text/event-stream" if call.stream else "application/json"
-    timeouts = Timeouts(total=min(config.timeout, time_left), connect=config.connect_timeout)
+        if call.endpoint.any_answer:
+            headers = {**key.headers, "Content-Type": "application/json", "Accept": call.accept or "*/*"}
+        else:
+            headers = key.json_headers[call.stream]  # built once per key
     sent = time.perf_counter()
     try:
         reply = await upstream.send(operation.method, url, headers, content, timeouts)
@@ -419,10 +421,11 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
     if problem is not None:
         return problem
     record(True)
-    call.meter.finish_body(channel.name, upstream_model, content)
     overhead += time.perf_counter() - answered
     call.overhead = overhead
-    return Answer(content, reply.status, reply.content_type, {OVERHEAD_HEADER: f"{overhead * 1000:.3f}"})
+    answer = Answer(content, reply.status, reply.content_type, {OVERHEAD_HEADER: f"{overhead * 1000:.3f}"})
+    answer.after = partial(call.meter.finish_body, channel.name, upstream_model, content)  # once the client has it
+    return answer
 
 
 def _metered(answer: Answer | StreamAnswer | Failure, call: Call, channel: Channel, upstream_model: str, hide_usage: str | None,
@@ -437,13 +440,13 @@ def _metered(answer: Answer | StreamAnswer | Failure, call: Call, channel: Chann
             answer.closers.append(reply.close)
         return answer
     if isinstance(answer, Answer) and answer.status_code < 400 and not call.stream:
-        call.meter.finish_body(channel.name, upstream_model, answer.body)
+        answer.after = partial(call.meter.finish_body, channel.name, upstream_model, answer.body)  # once the client has it
     return answer
 
 
 def _check_body(channel: str, content: bytes) -> Failure | None:
     """A success status with a body that is not a JSON object, or that carries an error, is a failed try."""
-    if not content.lstrip()[:1] == b"{":
+    if _OBJECT_START.match(content) is None:
         return bad_body_failure(channel, "answered with a body that is not a JSON object")
     error = in_band_error(content)
     if error is not None:

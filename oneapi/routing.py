@@ -6,12 +6,14 @@ import itertools
 import random
 from bisect import bisect_right
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Iterator, Mapping
 from urllib.parse import urlencode
 
 from .auth import credentials
 from .config import ChannelConfig
 from .providers import Operation, Provider
+from .upstream import Timeouts
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,12 @@ class ChannelKey:
     @property
     def masked(self) -> str:
         return mask(self.secret)
+
+    @cached_property
+    def json_headers(self) -> tuple[Mapping[str, str], Mapping[str, str]]:
+        """The headers of a JSON request with this key: (for a whole answer, for a stream). Shared, never changed."""
+        return ({**self.headers, "Content-Type": "application/json", "Accept": "application/json"},
+                {**self.headers, "Content-Type": "application/json", "Accept": "text/event-stream"})
 
 
 def mask(secret: str) -> str:
@@ -46,6 +54,8 @@ class Channel:
         secrets = config.keys or ("",)
         self.keys = tuple(ChannelKey(s, *self._credentials(s)) for s in secrets)
         self._turn = itertools.count()
+        self.timeouts = Timeouts(config.timeout, config.connect_timeout)  # unless the retry deadline is nearer
+        self._urls: dict[tuple[str, str, str], str] = {}
 
     def _credentials(self, secret: str) -> tuple[dict[str, str], tuple[tuple[str, str], ...]]:
         auth_headers, query = credentials(self.provider.auth, secret)
@@ -58,6 +68,15 @@ class Channel:
         return keys[next(self._turn) % len(keys)] if len(keys) > 1 else keys[0]
 
     def url(self, operation: Operation, model: str, key: ChannelKey) -> str:
+        """The request URL; remembered, since it depends only on the operation, the model and the key (the models
+        are the few the config routes here, so the memo stays small)."""
+        memo = (operation.name, model, key.secret)
+        url = self._urls.get(memo)
+        if url is None:
+            url = self._urls[memo] = self._url(operation, model, key)
+        return url
+
+    def _url(self, operation: Operation, model: str, key: ChannelKey) -> str:
         path = operation.path.source if operation.path.is_literal else operation.path.render(model, key.secret, self.options)
         url = self.endpoint + path
         query = [(name, t.render(model, key.secret, self.options, escape=False)) for name, t in operation.query]

@@ -8,7 +8,6 @@ aiohttp session per worker; everything else talks about `UpstreamReply` only.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import AsyncIterator, Mapping
 
 import aiohttp
@@ -17,10 +16,15 @@ import aiohttp
 TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 
-@dataclass(frozen=True)
 class Timeouts:
-    total: float
-    connect: float = 10.0
+    """Seconds for a whole upstream request and for its connection; a channel keeps its usual one."""
+
+    __slots__ = ("total", "connect", "client")
+
+    def __init__(self, total: float, connect: float = 10.0):
+        self.total = total
+        self.connect = connect
+        self.client = aiohttp.ClientTimeout(total=total, sock_connect=connect)
 
 
 class UpstreamReply:
@@ -75,6 +79,5 @@ class Upstream:
         """Send and wait for the status line; a body given as an async iterator is streamed (chunked unless
         the headers carry Content-Length)."""
         assert self._session is not None, "Upstream.start() was not awaited"
-        timeout = aiohttp.ClientTimeout(total=timeouts.total, sock_connect=timeouts.connect)
-        response = await self._session.request(method, url, headers=headers, data=body, timeout=timeout, allow_redirects=False)
+        response = await self._session.request(method, url, headers=headers, data=body, timeout=timeouts.client, allow_redirects=False)
         return UpstreamReply(response)
