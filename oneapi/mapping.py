@@ -21,6 +21,8 @@ import orjson
 from jmespath import exceptions as jmes_errors
 from jmespath import functions
 
+from .closures import Evaluate, compile_tree
+
 _DATA_URL = re.compile(r"^data:(?P<type>[^;,]*)(?P<params>(?:;[^;,]*)*),(?P<data>.*)$", re.S)
 
 
@@ -237,15 +239,14 @@ def drop_nulls(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class Expression:
-    """One compiled JMESPath expression bound to its provider's functions."""
+    """One JMESPath expression, compiled to a closure bound to its provider's functions (closures.py)."""
 
     source: str
-    _parsed: Any
-    _options: jmespath.Options
+    _evaluate: Evaluate
 
     def search(self, data: Any) -> Any:
         try:
-            return self._parsed.search(data, options=self._options)
+            return self._evaluate(data)
         except jmes_errors.JMESPathError as exc:
             raise MappingError(f"{exc} (in expression {self.source.strip()[:120]!r})") from None
 
@@ -261,7 +262,7 @@ class Compiler:
             parsed = jmespath.compile(source)
         except jmes_errors.JMESPathError as exc:
             raise MappingError(f"bad JMESPath: {exc}".replace("\n", " ")) from None
-        return Expression(source, parsed, self.options)
+        return Expression(source, compile_tree(parsed.parsed, self.options))
 
     def compile_object(self, spec: Mapping[str, str]) -> dict[str, Expression]:
         """{name: expression text} -> {name: Expression}."""
