@@ -21,7 +21,7 @@ import orjson
 from jmespath import exceptions as jmes_errors
 from jmespath import functions
 
-from .closures import Evaluate, compile_tree
+from .closures import Evaluate, compile_tree, is_false
 
 _DATA_URL = re.compile(r"^data:(?P<type>[^;,]*)(?P<params>(?:;[^;,]*)*),(?P<data>.*)$", re.S)
 
@@ -124,7 +124,7 @@ class _Functions(functions.Functions):
     @functions.signature({"types": []}, {"types": []}, {"types": []})
     def _func_if(self, condition: Any, then: Any, otherwise: Any) -> Any:
         """`then` if `condition` is truthy in JMESPath's sense, else `otherwise` (both are evaluated)."""
-        return then if _truthy(condition) else otherwise
+        return otherwise if is_false(condition) else then
 
     @functions.signature({"types": ["object", "array", "null"]}, {"types": []})
     def _func_get(self, obj: Any, key: Any) -> Any:
@@ -224,16 +224,12 @@ class _Functions(functions.Functions):
         return int(time.time())
 
 
-def _truthy(value: Any) -> bool:
-    return not (value is None or value is False or value == "" or value == [] or value == {})
-
-
 def drop_nulls(value: Any) -> Any:
     """Remove object keys whose value is null, at every depth: mappings produce optional fields this way."""
     if isinstance(value, dict):
-        return {k: drop_nulls(v) for k, v in value.items() if v is not None}
+        return {k: drop_nulls(v) if isinstance(v, (dict, list)) else v for k, v in value.items() if v is not None}
     if isinstance(value, list):
-        return [drop_nulls(v) for v in value]
+        return [drop_nulls(v) if isinstance(v, (dict, list)) else v for v in value]
     return value
 
 
