@@ -210,7 +210,8 @@ class StreamTap:
                     continue
                 chunk, pending = chunk[:cut + 2], chunk[cut + 2:]
                 if _USAGE_OBJECT.search(chunk):
-                    events = (_without_usage(e, self._everywhere) for e in chunk[:-2].split(b"\n\n"))
+                    # only the events that carry usage are parsed: a read can hold dozens that do not
+                    events = (_without_usage(e, self._everywhere) if _USAGE_OBJECT.search(e) else e for e in chunk[:-2].split(b"\n\n"))
                     chunk = b"".join(e + b"\n\n" for e in events if e)
                     if not chunk:
                         continue
