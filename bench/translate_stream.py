@@ -62,10 +62,10 @@ def reads(body: bytes, size: int) -> list[bytes]:
 async def drain(make: Callable[[], AsyncIterator[bytes]], hide: str | None, count: int) -> tuple[float, bytes]:
     """Seconds for `count` streams, and the last stream's bytes (to check the path did its work)."""
     last: list[bytes] = []
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: another process on the same cores does not count
     for _ in range(count):
         last = [chunk async for chunk in StreamTap(make(), hide)]
-    return time.perf_counter() - started, b"".join(last)
+    return time.process_time() - started, b"".join(last)
 
 
 async def main() -> None:
