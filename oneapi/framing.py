@@ -46,16 +46,26 @@ class SSEParser:
         self._comments: list[str] = []
 
     def feed(self, chunk: bytes) -> list[Event]:
-        self._buffer += chunk
+        buffer = self._buffer + chunk if self._buffer else chunk
         events: list[Event] = []
+        if b"\r" not in buffer:
+            # LF-only line ends, the common case: every complete line at once (LF never occurs inside a UTF-8
+            # sequence, so decoding them together gives the same text as decoding them one by one)
+            cut = buffer.rfind(b"\n")
+            self._buffer = buffer[cut + 1:]
+            if cut >= 0:
+                for line in buffer[:cut].decode("utf-8", "replace").split("\n"):
+                    self._line(line, events)
+            return events
+        start = 0
         while True:
-            cut = _line_end(self._buffer)
+            cut = _line_end(buffer, start)
             if cut is None:
                 break
             end, after = cut
-            line = self._buffer[:end].decode("utf-8", "replace")
-            self._buffer = self._buffer[after:]
-            self._line(line, events)
+            self._line(buffer[start:end].decode("utf-8", "replace"), events)
+            start = after
+        self._buffer = buffer[start:]
         return events
 
     def close(self) -> list[Event]:
@@ -94,11 +104,11 @@ class SSEParser:
         self._event, self._data, self._id, self._comments = None, [], None, []
 
 
-def _line_end(buffer: bytes) -> tuple[int, int] | None:
-    """(end of the first line, start of the next) or None; a CR at the very end waits for a possible LF."""
-    lf = buffer.find(b"\n")
-    cr = buffer.find(b"\r")
-    if cr != -1 and (lf == -1 or cr < lf):
+def _line_end(buffer: bytes, start: int = 0) -> tuple[int, int] | None:
+    """(end of the first line from `start`, start of the next) or None; a CR at the very end waits for a possible LF."""
+    lf = buffer.find(b"\n", start)
+    cr = buffer.find(b"\r", start, lf if lf != -1 else len(buffer))
+    if cr != -1:
         if cr + 1 == len(buffer):
             return None
         return (cr, cr + 2) if buffer[cr + 1:cr + 2] == b"\n" else (cr, cr + 1)

@@ -21,6 +21,8 @@ import orjson
 from jmespath import exceptions as jmes_errors
 from jmespath import functions
 
+from .closures import Evaluate, compile_tree, is_false
+
 _DATA_URL = re.compile(r"^data:(?P<type>[^;,]*)(?P<params>(?:;[^;,]*)*),(?P<data>.*)$", re.S)
 
 
@@ -122,7 +124,7 @@ class _Functions(functions.Functions):
     @functions.signature({"types": []}, {"types": []}, {"types": []})
     def _func_if(self, condition: Any, then: Any, otherwise: Any) -> Any:
         """`then` if `condition` is truthy in JMESPath's sense, else `otherwise` (both are evaluated)."""
-        return then if _truthy(condition) else otherwise
+        return otherwise if is_false(condition) else then
 
     @functions.signature({"types": ["object", "array", "null"]}, {"types": []})
     def _func_get(self, obj: Any, key: Any) -> Any:
@@ -222,30 +224,25 @@ class _Functions(functions.Functions):
         return int(time.time())
 
 
-def _truthy(value: Any) -> bool:
-    return not (value is None or value is False or value == "" or value == [] or value == {})
-
-
 def drop_nulls(value: Any) -> Any:
     """Remove object keys whose value is null, at every depth: mappings produce optional fields this way."""
     if isinstance(value, dict):
-        return {k: drop_nulls(v) for k, v in value.items() if v is not None}
+        return {k: drop_nulls(v) if isinstance(v, (dict, list)) else v for k, v in value.items() if v is not None}
     if isinstance(value, list):
-        return [drop_nulls(v) for v in value]
+        return [drop_nulls(v) if isinstance(v, (dict, list)) else v for v in value]
     return value
 
 
 @dataclass(frozen=True)
 class Expression:
-    """One compiled JMESPath expression bound to its provider's functions."""
+    """One JMESPath expression, compiled to a closure bound to its provider's functions (closures.py)."""
 
     source: str
-    _parsed: Any
-    _options: jmespath.Options
+    _evaluate: Evaluate
 
     def search(self, data: Any) -> Any:
         try:
-            return self._parsed.search(data, options=self._options)
+            return self._evaluate(data)
         except jmes_errors.JMESPathError as exc:
             raise MappingError(f"{exc} (in expression {self.source.strip()[:120]!r})") from None
 
@@ -261,7 +258,7 @@ class Compiler:
             parsed = jmespath.compile(source)
         except jmes_errors.JMESPathError as exc:
             raise MappingError(f"bad JMESPath: {exc}".replace("\n", " ")) from None
-        return Expression(source, parsed, self.options)
+        return Expression(source, compile_tree(parsed.parsed, self.options))
 
     def compile_object(self, spec: Mapping[str, str]) -> dict[str, Expression]:
         """{name: expression text} -> {name: Expression}."""

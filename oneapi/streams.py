@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .closures import is_false
 from .framing import Event
 from .mapping import Compiler, Expression, drop_nulls
 
@@ -36,6 +37,19 @@ class StreamSpec:
     event: Expression | None  # computes the event name from the payload when the framing has none
     init: Mapping[str, Any]
     rules: tuple[Rule, ...]
+    by_event: Mapping[str | None, tuple[Rule, ...]] = field(default_factory=dict)  # the rules an event name reaches
+    other_events: tuple[Rule, ...] = ()  # the rules any other event (not `_end`) reaches
+
+    def rules_for(self, name: str | None) -> tuple[Rule, ...]:
+        return self.by_event.get(name, self.other_events)
+
+
+def _index_rules(rules: tuple[Rule, ...]) -> tuple[dict[str | None, tuple[Rule, ...]], tuple[Rule, ...]]:
+    """Each named event's rules, in file order, once: `_end` reaches only the rules that name it."""
+    names = {name for rule in rules if rule.on is not None for name in rule.on} | {END_EVENT}
+    by_event = {name: tuple(r for r in rules if (r.on is None and name != END_EVENT) or (r.on is not None and name in r.on))
+                for name in names}
+    return by_event, tuple(r for r in rules if r.on is None)
 
 
 def compile_stream(raw: Mapping[str, Any], compiler: Compiler, line_of: Any = None) -> StreamSpec:
@@ -52,11 +66,14 @@ def compile_stream(raw: Mapping[str, Any], compiler: Compiler, line_of: Any = No
             error=compiler.compile(r["error"]) if r.get("error") else None,
             line=line_of(i) if line_of else 0,
         ))
+    by_event, other_events = _index_rules(tuple(rules))
     return StreamSpec(
         framing=raw.get("framing", "sse"),
         event=compiler.compile(raw["event_name"]) if raw.get("event_name") else None,
         init=dict(raw.get("init") or {}),
         rules=tuple(rules),
+        by_event=by_event,
+        other_events=other_events,
     )
 
 
@@ -91,12 +108,10 @@ class StreamTranslator:
             computed = self.spec.event.search(doc)
             name = computed if isinstance(computed, str) else name
         doc["_event"] = name
+        doc["_state"] = self.state
         out: list[dict[str, Any]] = []
-        for rule in self.spec.rules:
-            if (rule.on is None and name == END_EVENT) or (rule.on is not None and name not in rule.on):
-                continue  # `_end` reaches only the rules that name it
-            doc["_state"] = self.state
-            if rule.when is not None and not _truthy(rule.when.search(doc)):
+        for rule in self.spec.rules_for(name):
+            if rule.when is not None and is_false(rule.when.search(doc)):
                 continue
             if rule.set:
                 updates = {key: expr.search(doc) for key, expr in rule.set}
@@ -140,10 +155,6 @@ class StreamTranslator:
             **body,
             "choices": choices,
         }
-
-
-def _truthy(value: Any) -> bool:
-    return not (value is None or value is False or value == "" or value == [] or value == {})
 
 
 def _error_object(error: Any) -> dict[str, Any]:

@@ -214,41 +214,50 @@ def upstream_failure(provider: Provider, channel_name: str, status: int | None, 
 
 async def _translate_stream(channel: Channel, operation: Operation, reply: Any, first: bytes, request: dict[str, Any], secret: str,
                             idle_timeout: float, record: Callable[[bool], None]) -> AsyncIterator[bytes]:
+    """The client's stream: whatever one upstream read translates to goes out as one piece (whole events only),
+    so a read holding many vendor events costs one write, not one per chunk."""
     assert operation.stream is not None
     parser = PARSERS[operation.stream.framing]()
     translator = StreamTranslator(operation.stream, request, channel.options)
+    out: list[bytes] = []  # the events translated from the current read, not yet sent
     try:
         chunk = first
         while chunk:
-            for event in parser.feed(chunk):
-                for out in translator.feed(event):
-                    yield _sse(out, secret)
-                if translator.failed:
-                    record(True)  # the vendor answered; its error is the client's to see
-                    return
+            _translate_events(translator, parser.feed(chunk), secret, out)
+            if out:
+                yield b"".join(out)
+                out.clear()
+            if translator.failed:
+                record(True)  # the vendor answered; its error is the client's to see
+                return
             async with asyncio.timeout(idle_timeout):
                 chunk = await reply.next_chunk()
-        for event in parser.close():
-            for out in translator.feed(event):
-                yield _sse(out, secret)
-            if translator.failed:
-                record(True)
-                return
-        for out in translator.finish():
-            yield _sse(out, secret)
+        _translate_events(translator, parser.close(), secret, out)
         if not translator.failed:
-            yield b"data: [DONE]\n\n"
+            out.extend(_sse(piece, secret) for piece in translator.finish())
+        if not translator.failed:
+            out.append(b"data: [DONE]\n\n")
+        yield b"".join(out)
         record(True)
     except (FramingError, MappingError) as exc:
         record(False)
         log.warning("channel %s: stream translation failed: %s", channel.name, exc)
-        yield _sse({"error": {"message": f"Upstream stream could not be read: {exc}", "type": "upstream_error",
-                              "code": "upstream_bad_response", "param": None}}, secret)
+        out.append(_sse({"error": {"message": f"Upstream stream could not be read: {exc}", "type": "upstream_error",
+                                   "code": "upstream_bad_response", "param": None}}, secret))
+        yield b"".join(out)
     except (TimeoutError, *TRANSPORT_ERRORS) as exc:
         record(False)
         yield cut_stream_event(channel.name, exc, idle_timeout)
     finally:
         reply.close()
+
+
+def _translate_events(translator: StreamTranslator, events: list[Any], secret: str, out: list[bytes]) -> None:
+    """Append the SSE bytes of `events`' OpenAI chunks to `out`; after a vendor error nothing more."""
+    for event in events:
+        out.extend(_sse(piece, secret) for piece in translator.feed(event))
+        if translator.failed:
+            return
 
 
 def _sse(obj: dict[str, Any], secret: str) -> bytes:

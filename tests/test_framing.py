@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fakevendor import fixture_bytes
 from oneapi.framing import PARSERS, FramingError, encode_eventstream, parse_all
@@ -36,6 +38,33 @@ def test_sse_comments_no_space_multiline_and_done() -> None:
     assert events[0].name == "result" and events[0].data == {"a": 1} and events[0].meta["id"] == "7"
     assert events[1].data == "[DONE]"
     assert events[2].data == "tail"  # flushed at close
+
+
+SSE_PIECES = st.sampled_from([b"data: ", b"data:", b"event: ", b"id: ", b": note", b"\n", b"\r", b"\r\n", b"\n\n", b'{"a": 1}', b"x",
+                               "\u00e9\u4e2d".encode(), b"\xe2\x82", b"\xff", b"[DONE]", b"retry: 5"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(pieces=st.lists(SSE_PIECES, max_size=30), cuts=st.lists(st.integers(0, 200), max_size=6))
+def test_sse_events_do_not_depend_on_where_reads_end(pieces: list[bytes], cuts: list[int]) -> None:
+    raw = b"".join(pieces)
+    whole = PARSERS["sse"]()
+    expected = whole.feed(raw) + whole.close()
+    parser = PARSERS["sse"]()
+    events, start = [], 0
+    for cut in sorted({min(c, len(raw)) for c in cuts}):
+        events.extend(parser.feed(raw[start:cut]))
+        start = cut
+    events.extend(parser.feed(raw[start:]))
+    assert events + parser.close() == expected
+
+
+def test_sse_lines_decode_alike_with_and_without_carriage_returns() -> None:
+    broken = b"data: \xe2\x82\ndata: \xc3\n\nevent: e\xff\ndata: 1\n\n"
+    lf_only = parse_all("sse", broken)
+    crlf = parse_all("sse", broken.replace(b"\n", b"\r\n"))
+    assert lf_only == crlf
+    assert lf_only[0].data == "\ufffd\n\ufffd" and lf_only[1].name == "e\ufffd"
 
 
 def test_ndjson_lines_split_anywhere() -> None:

@@ -63,3 +63,16 @@ def test_event_name_from_payload() -> None:
     translator = StreamTranslator(spec, {"model": "m"}, {})
     assert translator.feed(Event(None, {"type": "delta", "t": "x"}))[0]["choices"][0]["delta"] == {"content": "x"}
     assert translator.feed(Event(None, {"type": "other", "t": "x"})) == []
+
+
+def test_rules_run_in_file_order_whether_they_name_the_event_or_not() -> None:
+    spec = compile_stream({"init": {"log": ""}, "rules": [
+        {"event": ["a", "b"], "set": {"log": "join('', [_state.log, '1'])"}},
+        {"set": {"log": "join('', [_state.log, '2'])"}},
+        {"event": "a", "set": {"log": "join('', [_state.log, '3'])"}},
+        {"event": "_end", "emit": "{choices: [{delta: {content: _state.log}}]}"},
+    ]}, Compiler())
+    translator = StreamTranslator(spec, {"model": "m"}, {})
+    for name in ("a", "b", None, "z"):
+        translator.feed(Event(name, {}))
+    assert translator.finish()[0]["choices"][0]["delta"]["content"] == "123" "12" "2" "2"

@@ -6,8 +6,11 @@ One gateway serves every vendor here (one channel per provider file), to keep th
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import re
+from types import SimpleNamespace
 from typing import Any, Iterator
 
 import openai
@@ -15,6 +18,10 @@ import pytest
 
 from conftest import CLIENT_KEY, PROVIDERS_DIR, UPSTREAM_KEY, GatewayProcess, serve_for_module
 from fakevendor import FakeVendor, Reply, fixture_bytes, fixture_json, sse_events
+from oneapi.mapping import Compiler
+from oneapi.providers import load_providers
+from oneapi.streams import compile_stream
+from oneapi.translate import _translate_stream
 
 AWS_KEY = "AKIDEXAMPLE|wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 
@@ -176,6 +183,51 @@ def test_anthropic_in_band_stream_error_raises_in_the_sdk(sdk: openai.OpenAI, ve
     with pytest.raises(openai.APIError) as caught:
         list(sdk.chat.completions.create(model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hi"}], stream=True))
     assert "Overloaded" in str(caught.value)
+
+
+class Reads:
+    """An upstream reply whose body arrives in the given reads."""
+
+    def __init__(self, reads: list[bytes]):
+        self._reads = iter(reads)
+
+    async def next_chunk(self) -> bytes:
+        return next(self._reads, b"")
+
+    def close(self) -> None:
+        pass
+
+
+def translate_reads(stream: Any, reads: list[bytes]) -> list[bytes]:
+    """What `_translate_stream` sends the client, piece by piece, for a body arriving in `reads`."""
+    channel = SimpleNamespace(name="c", options={})
+    operation = SimpleNamespace(stream=stream)
+    request = {"model": "m", "stream_options": {"include_usage": True}}
+
+    async def drain() -> list[bytes]:
+        pieces = _translate_stream(channel, operation, Reads(reads[1:]), reads[0], request, "", 5.0, lambda ok: None)  # type: ignore[arg-type]
+        return [piece async for piece in pieces]
+    return asyncio.run(drain())
+
+
+def test_each_upstream_read_goes_out_as_one_piece_of_whole_events() -> None:
+    stream = load_providers(PROVIDERS_DIR)[0]["anthropic"].operations["chat"].stream
+    raw = fixture_bytes("anthropic/stream_text_raw.sse")
+    whole = translate_reads(stream, [raw])
+    assert len(whole) == 2 and whole[0].count(b"data: ") == 4 and whole[1] == b"data: [DONE]\n\n"  # the end is a read of its own
+    cut = raw.index(b"event: content_block_delta")
+    pieces = translate_reads(stream, [raw[:cut], raw[cut:cut + 5], raw[cut + 5:]])
+    assert len(pieces) == 3  # the read that completes no event sends nothing
+    assert all(piece.startswith(b"data: ") and piece.endswith(b"\n\n") for piece in pieces)
+    assert re.sub(rb'"created":\d+', b"", b"".join(pieces)) == re.sub(rb'"created":\d+', b"", b"".join(whole))
+
+
+def test_a_mapping_error_mid_read_follows_the_events_before_it() -> None:
+    stream = compile_stream({"rules": [{"emit": "{choices: [{delta: {content: to_string(length(n))}}]}"}]}, Compiler())
+    pieces = translate_reads(stream, [b'data: {"n": "ab"}\n\ndata: {"n": 5}\n\ndata: {"n": "c"}\n\n'])
+    events = [json.loads(line[6:]) for piece in pieces for line in piece.split(b"\n\n") if line]
+    assert [e["choices"][0]["delta"]["content"] for e in events[:-1]] == ["2"]
+    assert events[-1]["error"]["code"] == "upstream_bad_response" and "length()" in events[-1]["error"]["message"]
 
 
 def test_anthropic_client_error_keeps_its_status_and_message(sdk: openai.OpenAI, vendor: FakeVendor) -> None:

@@ -1,0 +1,128 @@
+"""What translating a stream costs in CPU, next to passing one through: in process, no sockets.
+
+    python bench/translate_stream.py [--streams 300] [--chunk-size 0] [--rounds 5]
+
+The bench's 50-delta Messages stream goes through the real SSE parser, stream translator and
+`_translate_stream`; the bench's 50-event OpenAI stream through `pass_through`. Both are drained
+through the StreamTap a relayed stream gets (usage hidden the way the relay hides it from a client
+that did not ask for it). `--chunk-size 0` hands each body over in one read, as the loopback mock
+does; a size cuts it into reads of that many bytes. Prints CPU µs per stream and per upstream event,
+and what the extra CPU of a translated stream means for a served worker: with a pass-through rate R
+(streams/s, whose inverse includes everything a served stream costs), a translated stream takes
+1/R + extra, so the translated rate is R / (1 + extra * R). The target is at least 50%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, AsyncIterator, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from mock_upstream import (
+    ANTHROPIC_TEXT_DELTAS,
+    OPENAI_STREAM_EVENTS,
+    build_anthropic_stream,
+    build_openai_stream,
+)
+
+from oneapi.metering import translated_body, upstream_body
+from oneapi.passthrough import pass_through
+from oneapi.providers import load_providers
+from oneapi.translate import _translate_stream
+from oneapi.usage import StreamTap
+
+CLIENT_BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+
+
+class Reply:
+    """An upstream reply whose body is already in memory, handed over in fixed reads."""
+
+    def __init__(self, reads: list[bytes]):
+        self._reads = iter(reads)
+
+    async def next_chunk(self) -> bytes:
+        return next(self._reads, b"")
+
+    def close(self) -> None:
+        pass
+
+
+def reads(body: bytes, size: int) -> list[bytes]:
+    if size <= 0:
+        return [body]
+    return [body[i:i + size] for i in range(0, len(body), size)]
+
+
+async def drain(make: Callable[[], AsyncIterator[bytes]], hide: str | None, count: int) -> tuple[float, bytes]:
+    """Seconds for `count` streams, and the last stream's bytes (to check the path did its work)."""
+    last: list[bytes] = []
+    started = time.process_time()  # CPU time: another process on the same cores does not count
+    for _ in range(count):
+        last = [chunk async for chunk in StreamTap(make(), hide)]
+    return time.process_time() - started, b"".join(last)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--streams", type=int, default=300, help="streams per round and path")
+    parser.add_argument("--chunk-size", type=int, default=0, help="bytes per upstream read; 0: the whole body in one read")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds; the best one counts")
+    parser.add_argument("--pass-through-rate", type=float, default=423.0,
+                        help="pass-through streams/s of one served worker (bench/run.py's stream scenario), for the estimate")
+    args = parser.parse_args()
+
+    providers, _ = load_providers(ROOT / "providers.d")
+    operation = providers["anthropic"].operations["chat"]
+    channel = SimpleNamespace(name="bench", options=dict(providers["anthropic"].options))
+    anthropic_reads = reads(build_anthropic_stream(), args.chunk_size)
+    openai_reads = reads(build_openai_stream(), args.chunk_size)
+    request, translated_hide = translated_body(CLIENT_BODY, True, "chat", True)
+    request = {**request, "model": "claude-sonnet-4-5"}
+    _, passed_hide = upstream_body(b"", CLIENT_BODY, "gpt-4o-mini", "gpt-4o-mini", True, "chat", "openai")
+    record: Callable[[bool], None] = lambda ok: None
+
+    def translated() -> AsyncIterator[bytes]:
+        reply = Reply(anthropic_reads)
+        first = anthropic_reads[0]
+        reply._reads = iter(anthropic_reads[1:])
+        return _translate_stream(channel, operation, reply, first, request, "sk-secret", 600.0, record)  # type: ignore[arg-type]
+
+    def passed() -> AsyncIterator[bytes]:
+        reply = Reply(openai_reads[1:])
+        return pass_through(channel, reply, openai_reads[0], 600.0, record)  # type: ignore[arg-type]
+
+    best_translated = best_passed = float("inf")
+    out_translated = out_passed = b""
+    for _ in range(args.rounds):
+        seconds, out_translated = await drain(translated, translated_hide, args.streams)
+        best_translated = min(best_translated, seconds / args.streams)
+        seconds, out_passed = await drain(passed, passed_hide, args.streams)
+        best_passed = min(best_passed, seconds / args.streams)
+
+    assert out_translated.endswith(b"data: [DONE]\n\n") and out_translated.count(b"data: ") == ANTHROPIC_TEXT_DELTAS + 3, out_translated[-300:]
+    assert out_passed.endswith(b"data: [DONE]\n\n"), out_passed[-200:]
+    events_translated = len([e for e in b"".join(anthropic_reads).split(b"\n\n") if e.strip()])
+    report: dict[str, Any] = {
+        "translated": (best_translated, events_translated),
+        "pass-through": (best_passed, OPENAI_STREAM_EVENTS),
+    }
+    print(f"{'path':<14}{'µs/stream':>12}{'events':>8}{'µs/event':>10}")
+    for name, (seconds, events) in report.items():
+        print(f"{name:<14}{seconds * 1e6:>12.1f}{events:>8}{seconds * 1e6 / events:>10.2f}")
+    extra = best_translated - best_passed
+    # a served stream also pays a fixed cost (request, routing, ASGI, sockets) that both paths share
+    served = 1 / (1 + extra * args.pass_through_rate)
+    print(f"translated / pass-through CPU here: {best_translated / best_passed:.2f}x; extra per translated stream: {extra * 1e6:.0f} µs")
+    print(f"at {args.pass_through_rate:g} pass-through streams/s served, that extra alone would allow {served:.0%} of that rate")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
