@@ -29,6 +29,7 @@ class Measurement:
     stream_load: dict[str, Any] | None = None
     reload: dict[str, Any] | None = None
     others_cpu_pct: float = 0.0  # CPU share taken by processes outside the harness meanwhile: noise
+    profile: dict[str, Any] | None = None  # summarize_stacks() of the py-spy run beside wrk (--profile)
     ratios: dict[str, float | None] = field(default_factory=dict)
 
     @property
@@ -269,10 +270,56 @@ def render_markdown(meta: dict[str, Any], measurements: list[Measurement], skips
             scale_rows(measurements),
         ),
     ]
+    profiled = [m for m in measurements if m.profile]
+    if profiled:
+        lines += ["", "## Where the time goes (py-spy, --profile)", "",
+                  "Samples taken while a thread of the subject held the GIL, so shares are of Python CPU time. `self`: the",
+                  "function itself; `incl`: with what it calls. Collapsed stacks are in `profiles/` beside this file.", ""]
+        for m in profiled:
+            profile = m.profile or {}
+            lines += [f"**{m.subject} · {m.scenario}** ({profile['samples']} samples)", ""]
+            lines += table(["self %", "function", "incl %", "function (inclusive, the gateway's own code)"],
+                           [[number(a[1], 1), f"`{a[0]}`", number(b[1], 1), f"`{b[0]}`"]
+                            for a, b in zip(profile["self"], profile["inclusive"])])
+            lines.append("")
     if skips:
         lines += ["", "## Skipped", ""]
         lines += [f"- {skip.subject} · {skip.scenario}: {skip.reason.splitlines()[0]}" for skip in skips]
     return "\n".join(lines) + "\n"
+
+
+def summarize_stacks(path: Path, top: int = 15, own_code: str = "oneapi/") -> dict[str, Any]:
+    """Top functions of a py-spy raw (collapsed stacks) file: by own samples, and, among the gateway's own
+    functions, by samples with their callees; as % of all samples."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [_frame_name(f) for f in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for name in set(frames):
+            if own_code in name and "cli.py" not in name:  # the command line is every worker's root frame
+                inclusive[name] = inclusive.get(name, 0) + n
+
+    def ranked(counts: dict[str, int]) -> list[tuple[str, float]]:
+        return [(name, 100 * n / total) for name, n in sorted(counts.items(), key=lambda kv: -kv[1])[:top]]
+
+    return {"samples": total, "self": ranked(own), "inclusive": ranked(inclusive)}
+
+
+def _frame_name(frame: str) -> str:
+    """'relay (oneapi/relay.py:151)' -> 'relay (oneapi/relay.py)': lines apart, one function."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", "lib/python3"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    return f"{name} ({path})" if path else name or "(native)"
 
 
 def write_results(output_dir: Path, meta: dict[str, Any], measurements: list[Measurement], skips: list[Skip]) -> str:

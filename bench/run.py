@@ -28,7 +28,7 @@ import configs
 from loadgen import StreamProbeResult, percentile, probe_streams, run_wrk, sample_peak_rss, send_one
 from mock_upstream import MockUpstream, start_mock_upstream, stop_mock_upstream
 from procs import cpu_snapshot, others_cpu_pct, taskset_prefix, tree_rss_mib, worker_rss_mib
-from report import Measurement, Skip, number, write_results
+from report import Measurement, Skip, number, summarize_stacks, write_results
 from scenarios import ALL_KINDS, SCENARIOS, SCENARIOS_BY_NAME, Scenario, setup_key
 from subjects import (
     LITELLM_BIN,
@@ -81,7 +81,8 @@ def parse_args() -> Settings:
     parser.add_argument("--scenarios", help=f"comma list of: {', '.join(SCENARIOS_BY_NAME)} (default: all)")
     parser.add_argument("--subjects", help=f"comma list of: {', '.join(ALL_KINDS)} (default: all)")
     parser.add_argument("--workers", default="1,2", help="worker counts for floor, oneapi and litellm (default 1,2)")
-    parser.add_argument("--profile", action="store_true", help="py-spy flame graph of each subject under load")
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy of each subject under load: collapsed stacks in profiles/, top functions in the report")
     parser.add_argument("--output-dir", type=Path, default=BENCH_DIR / "results")
     args = parser.parse_args()
 
@@ -214,13 +215,16 @@ async def rewrite_config_every_second(
     }
 
 
-async def record_profile(root_pid: int, duration_s: int, svg_path: Path) -> None:
-    options = f"--pid {root_pid} --subprocesses --nonblocking --duration {duration_s}".split()
-    command = [*taskset_prefix(str(HARNESS_CPU)), "py-spy", "record", *options, "--output", str(svg_path)]
+async def record_profile(root_pid: int, duration_s: int, stacks_path: Path) -> dict[str, Any] | None:
+    """py-spy over the subject's processes while wrk runs: collapsed stacks (flamegraph.pl or speedscope read
+    them), sampled only while a thread holds the GIL, so the shares are of Python CPU time, not of waiting."""
+    options = f"--pid {root_pid} --subprocesses --nonblocking --gil --format raw --duration {duration_s}".split()
+    command = [*taskset_prefix(str(HARNESS_CPU)), "py-spy", "record", *options, "--output", str(stacks_path)]
     process = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
     )
     await process.wait()
+    return summarize_stacks(stacks_path) if stacks_path.exists() else None
 
 
 async def delayed_probe(
@@ -274,9 +278,9 @@ async def measure(
             )
         )
     if settings.profile and running.process is not None:
-        svg_path = settings.output_dir / "profiles" / f"{subject.kind}-{subject.workers}-{scenario.name}.svg"
-        svg_path.parent.mkdir(parents=True, exist_ok=True)
-        side_tasks["profile"] = asyncio.create_task(record_profile(running.root_pid, duration_s, svg_path))
+        stacks_path = settings.output_dir / "profiles" / f"{subject.kind}-{subject.workers}-{scenario.name}.txt"
+        stacks_path.parent.mkdir(parents=True, exist_ok=True)
+        side_tasks["profile"] = asyncio.create_task(record_profile(running.root_pid, duration_s, stacks_path))
 
     cpu_before = cpu_snapshot({running.root_pid, ctx.mock_pid})
     wrk = await run_wrk(
@@ -303,6 +307,7 @@ async def measure(
         stream_load=side_results["probe"].summary() if "probe" in side_results else None,
         reload=side_results.get("reload"),
         others_cpu_pct=others_cpu_pct(cpu_before, cpu_after),
+        profile=side_results.get("profile"),
     )
 
 

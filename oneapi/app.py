@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import logging
 import os
@@ -86,6 +87,11 @@ class Gateway:
     async def start(self) -> None:
         await self.accounting.start()
         await self.services.upstream.start()
+        # Everything alive now (modules, the compiled providers, the first snapshot: ~70,000 objects) stays for
+        # the worker's life: out of the collector's sight, a full collection stops costing ~50 ms of stalled
+        # event loop. A snapshot has no reference cycles, so once a reload replaces it, it is still freed.
+        gc.collect()
+        gc.freeze()
         self._tasks.append(asyncio.create_task(self.holder.watch()))
         self._tasks.append(asyncio.create_task(self.metrics.publish_forever()))
         with suppress(NotImplementedError, RuntimeError):

@@ -42,6 +42,14 @@ def compile_tree(tree: dict[str, Any], options: Options) -> Evaluate:
     return _Builder(options).build(tree)
 
 
+def compile_output_tree(tree: dict[str, Any], options: Options) -> Evaluate:
+    """The closure for drop_nulls(search(tree)): what a mapping or an emitted chunk produces. The multi-selects
+    the result is made of leave their null keys out as they are built, instead of a second walk over the
+    result; whatever else lands in it (a value taken from the document, a function's result) is cleaned as
+    before. Expressions inside functions, filters or projections see the usual, null-keeping values."""
+    return _Builder(options).output(tree)
+
+
 class _Bound:
     """Stands in for the interpreter inside an expression reference (`&key`): functions such as
     sort_by call `ref.visit(ref.expression, item)`, which runs the compiled closure."""
@@ -64,6 +72,40 @@ class _Builder:
         if method is None:
             return self._interpreted(node)
         return method(node)
+
+    def output(self, node: dict[str, Any]) -> Evaluate:
+        kind = node["type"]
+        keys = [child["value"] for child in node["children"]] if kind == "multi_select_dict" else []
+        # a repeated key ({a: x, b: y, a: z}) keeps its first place and its last value: left to the general case
+        if kind == "multi_select_dict" and self.dict_cls is dict and len(set(keys)) == len(keys):
+            pairs = tuple((child["value"], self.output(child["children"][0])) for child in node["children"])
+
+            def select_dict(value: Any) -> Any:
+                if value is None:
+                    return None
+                built = {}
+                for key, evaluate in pairs:
+                    item = evaluate(value)
+                    if item is not None:
+                        built[key] = item
+                return built
+            return select_dict
+        if kind == "multi_select_list":
+            items = tuple(self.output(child) for child in node["children"])
+
+            def select_list(value: Any) -> Any:
+                if value is None:
+                    return None
+                return [evaluate(value) for evaluate in items]
+            return select_list
+        if kind == "literal" and not isinstance(node["value"], (dict, list)):
+            return self.build(node)
+        inner = self.build(node)
+
+        def cleaned(value: Any) -> Any:
+            result = inner(value)
+            return drop_nulls(result) if isinstance(result, (dict, list)) else result
+        return cleaned
 
     def _interpreted(self, node: dict[str, Any]) -> Evaluate:
         visit = self.interpreter.visit
@@ -318,6 +360,32 @@ class _Builder:
         return call
 
 
+def equality_guard(tree: dict[str, Any]) -> tuple[tuple[str, ...], Evaluate, str, bool] | None:
+    """For a condition that is, or starts with (`X == 'text' && ...`), a field path compared with a string
+    constant: (path, its getter, the constant, whether the comparison is the whole condition). Rules that test
+    the same path (one per kind of delta, say) can read it once per event, and skip the rest of a condition
+    that cannot hold. None for any other condition, and for paths under `_state` (a rule's `set` changes it)."""
+    node = tree
+    while node["type"] == "and_expression":
+        node = node["children"][0]
+    if node["type"] != "comparator" or node["value"] != "eq":
+        return None
+    for side, constant in (node["children"], node["children"][::-1]):
+        path = _field_path(side)
+        text = _string_literal(constant)
+        if path and text is not None and path[0] != "_state":
+            return path, _field_chain(path), text, node is tree
+    return None
+
+
+def _field_path(node: dict[str, Any]) -> tuple[str, ...] | None:
+    if node["type"] == "field":
+        return (node["value"],)
+    if node["type"] == "subexpression" and all(child["type"] == "field" for child in node["children"]):
+        return tuple(child["value"] for child in node["children"])
+    return None
+
+
 def _same(value: Any) -> Any:
     return value
 
@@ -349,6 +417,15 @@ def _field_chain(names: tuple[str, ...]) -> Evaluate:
             value = value.get(name)
         return value
     return fields
+
+
+def drop_nulls(value: Any) -> Any:
+    """Remove object keys whose value is null, at every depth: mappings produce optional fields this way."""
+    if isinstance(value, dict):
+        return {k: drop_nulls(v) if isinstance(v, (dict, list)) else v for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [drop_nulls(v) if isinstance(v, (dict, list)) else v for v in value]
+    return value
 
 
 def _is_number(value: Any) -> bool:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import orjson
 
 
-@dataclass
+@dataclass(slots=True)
 class Event:
     name: str | None  # SSE `event:` field, eventstream `:event-type`; None where the framing has no names
     data: Any  # parsed JSON, or the raw text when it is not JSON
@@ -54,8 +54,7 @@ class SSEParser:
             cut = buffer.rfind(b"\n")
             self._buffer = buffer[cut + 1:]
             if cut >= 0:
-                for line in buffer[:cut].decode("utf-8", "replace").split("\n"):
-                    self._line(line, events)
+                self._lines(buffer[:cut].decode("utf-8", "replace").split("\n"), events)
             return events
         start = 0
         while True:
@@ -76,6 +75,25 @@ class SSEParser:
         self._dispatch(events)
         return events
 
+    def _lines(self, lines: list[str], events: list[Event]) -> None:
+        """Many lines at once: `_line` with the usual fields (`data`, `event`, the blank line) handled inline,
+        since a stream is mostly made of them."""
+        data = self._data
+        for line in lines:
+            if not line:
+                if data:
+                    self._dispatch(events)
+                    data = self._data
+                else:
+                    self._event, self._id, self._comments = None, None, []
+            elif line.startswith("data:"):
+                data.append(line[6:] if line.startswith(" ", 5) else line[5:])
+            elif line.startswith("event:"):
+                self._event = line[7:] if line.startswith(" ", 6) else line[6:]
+            else:
+                self._line(line, events)
+                data = self._data
+
     def _line(self, line: str, events: list[Event]) -> None:
         if line == "":
             self._dispatch(events)
@@ -94,13 +112,14 @@ class SSEParser:
             self._id = value
 
     def _dispatch(self, events: list[Event]) -> None:
-        if self._data:
+        data = self._data
+        if data:
             meta: dict[str, Any] = {}
             if self._id is not None:
                 meta["id"] = self._id
             if self._comments:
                 meta["comments"] = self._comments
-            events.append(Event(self._event or None, _payload("\n".join(self._data)), meta))
+            events.append(Event(self._event or None, _payload(data[0] if len(data) == 1 else "\n".join(data)), meta))
         self._event, self._data, self._id, self._comments = None, [], None, []
 
 

@@ -264,9 +264,9 @@ def _compile_operation(op_name: str, raw: dict[str, Any], compiler: Compiler, au
     mapping = None
     if fmt != "openai" or raw.get("request_set"):
         mapping = BodyMapping(
-            request=compiler.compile(raw["request"]) if raw.get("request") else None,
-            request_set=tuple((k, compiler.compile(v)) for k, v in (raw.get("request_set") or {}).items()),
-            response=compiler.compile(raw["response"]) if raw.get("response") else None,
+            request=compiler.compile_output(raw["request"]) if raw.get("request") else None,
+            request_set=tuple((k, compiler.compile_output(v)) for k, v in (raw.get("request_set") or {}).items()),
+            response=compiler.compile_output(raw["response"]) if raw.get("response") else None,
         )
     translated = fmt != "openai" or auth.signer or mapping is not None
     if translated and op_name in RELAYED_ONLY:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-from .closures import is_false
+from .closures import equality_guard, is_false
 from .framing import Event
-from .mapping import Compiler, Expression, drop_nulls
+from .mapping import Compiler, Expression
 
 END_EVENT = "_end"
 
@@ -29,6 +29,8 @@ class Rule:
     emit: tuple[Expression, ...]
     error: Expression | None
     line: int = 0
+    # `when` is, or starts with, a path == 'text' test (closures.equality_guard): (path, getter, text, whole)
+    guard: tuple[tuple[str, ...], Callable[[Any], Any], str, bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,9 @@ def compile_stream(raw: Mapping[str, Any], compiler: Compiler, line_of: Any = No
         rules.append(Rule(
             on=names,
             when=compiler.compile(r["when"]) if r.get("when") else None,
+            guard=equality_guard(compiler.parse(r["when"])) if r.get("when") else None,
             set=tuple((k, compiler.compile(v)) for k, v in (r.get("set") or {}).items()),
-            emit=tuple(compiler.compile(e) for e in ([r["emit"]] if isinstance(r.get("emit"), str) else r.get("emit") or ())),
+            emit=tuple(compiler.compile_output(e) for e in ([r["emit"]] if isinstance(r.get("emit"), str) else r.get("emit") or ())),
             error=compiler.compile(r["error"]) if r.get("error") else None,
             line=line_of(i) if line_of else 0,
         ))
@@ -87,7 +90,16 @@ class StreamTranslator:
     state: dict[str, Any] = field(default_factory=dict)
     failed: bool = False
     created: int = field(default_factory=lambda: int(time.time()))
-    fallback_id: str = field(default_factory=lambda: "chatcmpl-" + uuid.uuid4().hex)
+    _fallback_id: str | None = None
+    _envelope_names: tuple[Any, Any] = (False, False)  # the state's (id, model) the envelope was built for
+    _envelope: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fallback_id(self) -> str:
+        """The chunks' id when the vendor's events carry none: drawn once, when first needed."""
+        if self._fallback_id is None:
+            self._fallback_id = "chatcmpl-" + uuid.uuid4().hex
+        return self._fallback_id
 
     def __post_init__(self) -> None:
         self.state = dict(self.spec.init)
@@ -98,20 +110,31 @@ class StreamTranslator:
         if self.failed:
             return []
         data = event.data
-        doc = dict(data) if isinstance(data, dict) else {"_data": data}
+        # the event's own object (parsed for this call alone) takes the reserved keys, rather than a copy
+        doc = data if type(data) is dict else {"_data": data}
         doc["_request"] = self.request
         doc["_options"] = self.options
         name = event.name
-        if self.spec.event is not None and name != END_EVENT:
+        spec = self.spec
+        if spec.event is not None and name != END_EVENT:
             doc["_event"] = name
             doc["_state"] = self.state
-            computed = self.spec.event.search(doc)
+            computed = spec.event.search(doc)
             name = computed if isinstance(computed, str) else name
         doc["_event"] = name
         doc["_state"] = self.state
         out: list[dict[str, Any]] = []
-        for rule in self.spec.rules_for(name):
-            if rule.when is not None and is_false(rule.when.search(doc)):
+        probed: dict[tuple[str, ...], Any] = {}  # guard paths read for this event (they do not change during it)
+        for rule in spec.by_event.get(name, spec.other_events):  # rules_for(name), inlined: once per event
+            guard = rule.guard
+            if guard is not None:
+                path, read, text, whole = guard
+                value = probed[path] if path in probed else probed.setdefault(path, read(doc))
+                if value != text:
+                    continue
+                if not whole and is_false(rule.when.search(doc)):  # type: ignore[union-attr]
+                    continue
+            elif rule.when is not None and is_false(rule.when.search(doc)):
                 continue
             if rule.set:
                 updates = {key: expr.search(doc) for key, expr in rule.set}
@@ -119,8 +142,13 @@ class StreamTranslator:
                 doc["_state"] = self.state
             for template in rule.emit:
                 produced = template.search(doc)
-                for chunk in produced if isinstance(produced, list) else [produced]:
-                    finished = self._chunk(chunk)
+                if isinstance(produced, list):
+                    for chunk in produced:
+                        finished = self._chunk(chunk)
+                        if finished is not None:
+                            out.append(finished)
+                else:
+                    finished = self._chunk(produced)
                     if finished is not None:
                         out.append(finished)
             if rule.error is not None:
@@ -138,23 +166,34 @@ class StreamTranslator:
     def _chunk(self, produced: Any) -> dict[str, Any] | None:
         if not isinstance(produced, dict):
             return None
-        body = drop_nulls(produced)
+        # emit expressions are compiled with compile_output: their results come null-free and newly built
+        body = produced
         if not self.include_usage:
             body.pop("usage", None)
         choices = body.get("choices") or []
-        if not body.get("usage") and all(not c.get("delta") and not c.get("finish_reason") for c in choices):
-            return None  # nothing a client could act on
+        if not body.get("usage"):
+            for choice in choices:
+                if choice.get("delta") or choice.get("finish_reason"):
+                    break
+            else:
+                return None  # nothing a client could act on
         for choice in choices:
-            choice.setdefault("index", 0)
-            choice.setdefault("delta", {})
-        return {
-            "id": self.state.get("id") or self.fallback_id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.state.get("model") or self.request.get("model"),
-            **body,
-            "choices": choices,
-        }
+            if "index" not in choice:
+                choice["index"] = 0
+            if "delta" not in choice:
+                choice["delta"] = {}
+        # {id, object, created, model, **body, "choices": choices}, from an envelope built once per id and model
+        state = self.state
+        names = (state.get("id"), state.get("model"))
+        if names != self._envelope_names:
+            self._envelope_names = names
+            self._envelope = {"id": names[0] or self.fallback_id, "object": "chat.completion.chunk", "created": self.created,
+                              "model": names[1] or self.request.get("model")}
+        chunk = self._envelope.copy()
+        chunk.update(body)
+        if not body.get("choices"):
+            chunk["choices"] = choices
+        return chunk
 
 
 def _error_object(error: Any) -> dict[str, Any]:

@@ -255,7 +255,8 @@ async def _translate_stream(channel: Channel, operation: Operation, reply: Any, 
 def _translate_events(translator: StreamTranslator, events: list[Any], secret: str, out: list[bytes]) -> None:
     """Append the SSE bytes of `events`' OpenAI chunks to `out`; after a vendor error nothing more."""
     for event in events:
-        out.extend(_sse(piece, secret) for piece in translator.feed(event))
+        for piece in translator.feed(event):
+            out.append(_sse(piece, secret))
         if translator.failed:
             return
 

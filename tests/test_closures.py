@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from jmespath.visitor import Options, TreeInterpreter
 
 import oneapi.mapping
-from oneapi.closures import compile_tree, is_false
+from oneapi.closures import compile_output_tree, compile_tree, drop_nulls, is_false
 from oneapi.mapping import _Functions
 from oneapi.providers import load_providers
 
@@ -31,9 +31,15 @@ def outcome(evaluate: Callable[[Any], Any], doc: Any) -> tuple[str, str]:
         return type(exc).__name__, str(exc)
 
 
-def same_as_interpreter(tree: dict[str, Any], options: Options, doc: Any, evaluate: Callable[[Any], Any] | None = None) -> None:
-    compiled = evaluate or compile_tree(tree, options)
-    expected = outcome(lambda d: TreeInterpreter(options).visit(tree, d), doc)
+def same_as_interpreter(tree: dict[str, Any], options: Options, doc: Any, evaluate: Callable[[Any], Any] | None = None,
+                        output: bool = False) -> None:
+    """The closure's outcome is the interpreter's; for an output closure (compile_output_tree), the interpreter's
+    result with its null keys dropped."""
+    compiled = evaluate or (compile_output_tree if output else compile_tree)(tree, options)
+    if output:
+        expected = outcome(lambda d: drop_nulls(TreeInterpreter(options).visit(tree, d)), doc)
+    else:
+        expected = outcome(lambda d: TreeInterpreter(options).visit(tree, d), doc)
     assert outcome(compiled, doc) == expected
 
 
@@ -70,25 +76,32 @@ def random_documents(tree: dict[str, Any], count: int, seed: str) -> list[Any]:
     return [random_document(keys, constants, rnd) for _ in range(count)]
 
 
-def provider_expressions() -> list[tuple[str, dict[str, Any], Options, Callable[[Any], Any]]]:
-    """(source, tree, options, the closure the engine runs) for every expression providers.d compiles."""
-    seen: list[tuple[dict[str, Any], Options, Callable[[Any], Any]]] = []
-    real = oneapi.mapping.compile_tree
+def provider_expressions() -> list[tuple[str, dict[str, Any], Options, Callable[[Any], Any], bool]]:
+    """(source, tree, options, the closure the engine runs, whether it is an output closure) for every expression
+    providers.d compiles."""
+    seen: list[tuple[dict[str, Any], Options, Callable[[Any], Any], bool]] = []
+    real, real_output = oneapi.mapping.compile_tree, oneapi.mapping.compile_output_tree
 
     def recording(tree: dict[str, Any], options: Options) -> Callable[[Any], Any]:
         evaluate = real(tree, options)
-        seen.append((tree, options, evaluate))
+        seen.append((tree, options, evaluate, False))
         return evaluate
 
-    oneapi.mapping.compile_tree = recording
+    def recording_output(tree: dict[str, Any], options: Options) -> Callable[[Any], Any]:
+        evaluate = real_output(tree, options)
+        seen.append((tree, options, evaluate, True))
+        return evaluate
+
+    oneapi.mapping.compile_tree, oneapi.mapping.compile_output_tree = recording, recording_output
     try:
         load_providers(PROVIDERS)
     finally:
-        oneapi.mapping.compile_tree = real
-    unique: dict[str, tuple[str, dict[str, Any], Options, Callable[[Any], Any]]] = {}
-    for tree, options, evaluate in seen:
+        oneapi.mapping.compile_tree, oneapi.mapping.compile_output_tree = real, real_output
+    unique: dict[str, tuple[str, dict[str, Any], Options, Callable[[Any], Any], bool]] = {}
+    for tree, options, evaluate, output in seen:
         if not any(n["type"] == "function_expression" and n["value"] in NONDETERMINISTIC for n in nodes(tree)):
-            unique.setdefault(repr(tree) + str(id(options.custom_functions.tables)), (repr(tree)[:60], tree, options, evaluate))
+            unique.setdefault(repr(tree) + str(id(options.custom_functions.tables)) + str(output),
+                              (("output " if output else "") + repr(tree)[:60], tree, options, evaluate, output))
     return list(unique.values())
 
 
@@ -97,13 +110,15 @@ PROVIDER_EXPRESSIONS = provider_expressions()
 
 def test_every_provider_expression_is_checked() -> None:
     assert len(PROVIDER_EXPRESSIONS) > 100
+    assert sum(1 for case in PROVIDER_EXPRESSIONS if case[4]) > 30  # mapped bodies and emitted chunks
 
 
-@pytest.mark.parametrize("tree, options, evaluate", [case[1:] for case in PROVIDER_EXPRESSIONS],
+@pytest.mark.parametrize("tree, options, evaluate, output", [case[1:] for case in PROVIDER_EXPRESSIONS],
                          ids=[case[0] for case in PROVIDER_EXPRESSIONS])
-def test_provider_expressions_match_the_interpreter(tree: dict[str, Any], options: Options, evaluate: Callable[[Any], Any]) -> None:
+def test_provider_expressions_match_the_interpreter(tree: dict[str, Any], options: Options, evaluate: Callable[[Any], Any],
+                                                    output: bool) -> None:
     for doc in random_documents(tree, 300, repr(tree)):
-        same_as_interpreter(tree, options, doc, evaluate)
+        same_as_interpreter(tree, options, doc, evaluate, output)
 
 
 TRICKY = [
@@ -131,12 +146,39 @@ TRICKY = [
 ]
 
 
+OUTPUT_TRICKY = [
+    # null keys dropped where the result is built, and inside values taken whole from the document
+    "{x: a, y: b, z: {w: c, v: `null`}}", "[a, {x: b}]", "{choices: [{delta: {content: a.b}}], usage: c}",
+    "{x: a, l: `[1, null, {\"k\": null}]`}", "a[*].{x: b, y: c}", "a || {x: b}", "{x: a} | {y: x}",
+    # inside a function or a filter, a multi-select keeps its nulls: only the result is cleaned
+    "{a: a, b: b, a: c}", "{x: {a: a, b: b, a: c}}",
+    "{x: json_dump({a: a, b: b})}", "{x: length({a: a, b: b})}", "a[?{k: b}.k == `null`].c", "{x: not_null(a, b)}",
+]
+
+
 @pytest.mark.parametrize("source", TRICKY)
-def test_tricky_expressions_match_the_interpreter(source: str) -> None:
+@pytest.mark.parametrize("output", [False, True], ids=["search", "output"])
+def test_tricky_expressions_match_the_interpreter(source: str, output: bool) -> None:
     tree = jmespath.compile(source).parsed
     options = Options(custom_functions=_Functions(TABLES))
     for doc in random_documents(tree, 300, source):
-        same_as_interpreter(tree, options, doc)
+        same_as_interpreter(tree, options, doc, output=output)
+
+
+@pytest.mark.parametrize("source", OUTPUT_TRICKY)
+def test_output_expressions_drop_nulls_exactly_where_the_result_is_built(source: str) -> None:
+    tree = jmespath.compile(source).parsed
+    options = Options(custom_functions=_Functions(TABLES))
+    for doc in random_documents(tree, 300, source):
+        same_as_interpreter(tree, options, doc, output=True)
+
+
+def test_output_results_are_new_objects() -> None:
+    """Emitted chunks are changed afterwards (index and delta defaults): never a literal's or the document's own object."""
+    doc = {"a": {"k": 1}}
+    for source in ("a", "`{\"k\": 1}`", "{x: a}.x", "[a][0]"):
+        evaluate = compile_output_tree(jmespath.compile(source).parsed, Options())
+        assert evaluate(doc) == {"k": 1} and evaluate(doc) is not doc["a"] and evaluate(doc) is not evaluate(doc)
 
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers(-2, 2) | st.floats(-2, 2, allow_nan=False) | st.sampled_from(["", "x", "y"]),

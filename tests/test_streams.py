@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from oneapi.framing import Event
 from oneapi.mapping import Compiler
 from oneapi.streams import StreamTranslator, compile_stream
@@ -76,3 +78,33 @@ def test_rules_run_in_file_order_whether_they_name_the_event_or_not() -> None:
     for name in ("a", "b", None, "z"):
         translator.feed(Event(name, {}))
     assert translator.finish()[0]["choices"][0]["delta"]["content"] == "123" "12" "2" "2"
+
+
+GUARDED = compile_stream({
+    "framing": "sse",
+    "init": {"mode": "a"},
+    "rules": [
+        {"event": "d", "when": "kind == 'x'", "emit": "{choices: [{delta: {content: join('', ['x:', text])}}]}"},
+        {"event": "d", "when": "'y' == kind && text != ''", "emit": "{choices: [{delta: {content: join('', ['y:', text])}}]}"},
+        # a condition on state is never read ahead: the rule before it changes the state
+        {"event": "d", "when": "kind == 'z'", "set": {"mode": "'b'"}},
+        {"event": "d", "when": "_state.mode == 'b' && kind == 'z'", "emit": "{choices: [{delta: {content: 'mode b'}}]}"},
+        {"event": "d", "when": "meta.kind == `1`", "emit": "{choices: [{delta: {content: 'number, not text'}}]}"},
+    ],
+}, Compiler())
+
+
+def test_rules_reading_one_path_see_it_once_and_keep_their_meaning() -> None:
+    """Rules that test the same field against text constants read it once per event (an equality guard); the
+    result is what evaluating every condition gives, including a condition's remainder and state set before it."""
+    events = [Event("d", {"kind": "x", "text": "1"}), Event("d", {"kind": "y", "text": ""}), Event("d", {"kind": "y", "text": "2"}),
+              Event("d", {"kind": "z"}), Event("d", {"kind": None}), Event("d", {"meta": {"kind": 1}})]
+    assert [r.guard is not None for r in GUARDED.rules] == [True, True, True, False, False]
+    translator = StreamTranslator(GUARDED, {"model": "m"}, {})
+    contents = [c["choices"][0]["delta"]["content"] for e in events for c in translator.feed(e)]
+    assert contents == ["x:1", "y:2", "mode b", "number, not text"]
+
+    # the same rules with every condition evaluated in full
+    plain_spec = replace(GUARDED, by_event={name: tuple(replace(r, guard=None) for r in rules) for name, rules in GUARDED.by_event.items()})
+    plain = StreamTranslator(plain_spec, {"model": "m"}, {})
+    assert [c["choices"][0]["delta"]["content"] for e in events for c in plain.feed(e)] == contents
