@@ -168,6 +168,8 @@ def scale_rows(measurements: list[Measurement]) -> list[list[str]]:
                 seen,
                 number(reload.get("p50_ms"), 0),
                 number(reload.get("max_ms"), 0),
+                number(reload.get("build_p50_ms"), 0),
+                number(reload.get("build_max_ms"), 0),
                 number(m.worker_rss_idle_mib, 0),
                 number(m.worker_rss_load_mib, 0),
                 number(m.rss_idle_mib, 0),
@@ -247,7 +249,9 @@ def render_markdown(meta: dict[str, Any], measurements: list[Measurement], skips
         "50 connections. `× small` compares with the gateway's own relay-c50 at the same worker count;",
         "reloads `seen/written`: new `config_version`s seen on `GET /health` / file rewrites (one a second);",
         "reload ms runs from the first write after the last version seen to the next new version seen",
-        "(writes landing during a reload are coalesced by the gateway).",
+        "(writes landing during a reload are coalesced by the gateway), so it includes the wait for the gateway's",
+        "next look at the file (`watch_interval`, 1 s by default); build ms is the reload itself, as `GET /health`",
+        "reports it (`reload_ms`) for each new version.",
         "",
         *table(
             [
@@ -261,6 +265,8 @@ def render_markdown(meta: dict[str, Any], measurements: list[Measurement], skips
                 "reloads",
                 "reload p50 ms",
                 "reload max ms",
+                "build p50 ms",
+                "build max ms",
                 "worker RSS idle MiB",
                 "worker RSS load MiB",
                 "total RSS idle MiB",

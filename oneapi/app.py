@@ -165,6 +165,7 @@ class Gateway:
             "status": "ok",
             "config_version": snapshot.version,
             "loaded_at": snapshot.loaded_at,
+            "reload_ms": snapshot.build_ms,  # how long building the live config took
             "last_reload_error": holder.last_reload_error,
             "channels": len(snapshot.channels),
             "tokens": len(snapshot.tokens),

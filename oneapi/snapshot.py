@@ -9,7 +9,7 @@ import logging
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -48,14 +48,17 @@ class Snapshot:
     version: str
     loaded_at: float
     warnings: tuple[Problem, ...]
+    build_ms: float = 0.0  # how long reading, validating and compiling it took (GET /health: reload_ms)
     cache: ReloadCache = field(default_factory=ReloadCache, repr=False, compare=False)  # for the build that replaces it
 
 
 def build_snapshot(config_path: str | Path, environ: Mapping[str, str] | None = None, previous: Snapshot | None = None) -> Snapshot:
     """Read config.yaml and every provider file into a new Snapshot; raise ConfigError on any problem.
     Given the `previous` snapshot, whatever did not change since it was built is reused rather than built again."""
+    started = time.perf_counter()
     with _collector_paused():
-        return _build_snapshot(config_path, environ, previous.cache if previous is not None else ReloadCache())
+        snapshot = _build_snapshot(config_path, environ, previous.cache if previous is not None else ReloadCache())
+    return replace(snapshot, build_ms=round((time.perf_counter() - started) * 1000, 1))
 
 
 @contextmanager

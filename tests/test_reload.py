@@ -34,6 +34,7 @@ def test_editing_config_yaml_reloads_it(gateway: GatewayProcess, vendor: FakeVen
 
     after = gateway.wait_for(lambda h: h["config_version"] != before["config_version"])
     assert after["tokens"] == 2
+    assert 0 < after["reload_ms"] < 10_000 and after["loaded_at"] > before["loaded_at"]  # the build that made it live
     assert chat(gateway, key="sk-new-token-xyz").status_code == 200
 
 
