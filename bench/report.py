@@ -306,7 +306,8 @@ def summarize_stacks(path: Path, top: int = 15, own_code: str = "oneapi/") -> di
             continue
         n = int(count)
         total += n
-        frames = [_frame_name(f) for f in stack.split(";")]
+        # py-spy --subprocesses roots each stack at a "process PID:..." frame: not a function
+        frames = [_frame_name(f) for f in stack.split(";") if not f.startswith("process ")] or ["(native code holding the GIL)"]
         own[frames[-1]] = own.get(frames[-1], 0) + n
         for name in set(frames):
             if own_code in name and "cli.py" not in name:  # the command line is every worker's root frame

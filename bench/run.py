@@ -227,7 +227,7 @@ async def rewrite_config_every_second(
 async def record_profile(root_pid: int, duration_s: int, stacks_path: Path) -> dict[str, Any] | None:
     """py-spy over the subject's processes while wrk runs: collapsed stacks (flamegraph.pl or speedscope read
     them), sampled only while a thread holds the GIL, so the shares are of Python CPU time, not of waiting."""
-    options = f"--pid {root_pid} --subprocesses --nonblocking --gil --format raw --duration {duration_s}".split()
+    options = f"--pid {root_pid} --subprocesses --nonblocking --gil --rate 250 --format raw --duration {duration_s}".split()
     command = [*taskset_prefix(str(HARNESS_CPU)), "py-spy", "record", *options, "--output", str(stacks_path)]
     process = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL

@@ -256,10 +256,9 @@ class StreamTap:
                     chunk, pending = chunk[:cut], chunk[cut:]
                     if not chunk:
                         continue
-                if _USAGE_OBJECT.search(chunk):
-                    chunk = hide_usage(chunk, self._everywhere)
-                    if not chunk:
-                        continue
+                chunk = hide_usage(chunk, self._everywhere)  # one scan; the same bytes back when there is no usage
+                if not chunk:
+                    continue
             self.bytes_out += len(chunk)
             yield chunk
         if pending:
