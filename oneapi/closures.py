@@ -374,8 +374,19 @@ def equality_guard(tree: dict[str, Any]) -> tuple[tuple[str, ...], Evaluate, str
         path = _field_path(side)
         text = _string_literal(constant)
         if path and text is not None and path[0] != "_state":
-            return path, _field_chain(path), text, node is tree
+            return path, _shared_getter(path), text, node is tree
     return None
+
+
+_GETTERS: dict[tuple[str, ...], Evaluate] = {}
+
+
+def _shared_getter(path: tuple[str, ...]) -> Evaluate:
+    """One getter per path, so rules testing the same path share it (and a cache of reads can key on it)."""
+    getter = _GETTERS.get(path)
+    if getter is None:
+        getter = _GETTERS[path] = _field_chain(path)
+    return getter
 
 
 def _field_path(node: dict[str, Any]) -> tuple[str, ...] | None:

@@ -79,7 +79,10 @@ class SSEParser:
         """Many lines at once: `_line` with the usual fields (`data`, `event`, the blank line) handled inline,
         since a stream is mostly made of them."""
         data = self._data
-        for line in lines:
+        i, count = 0, len(lines)
+        while i < count:
+            line = lines[i]
+            i += 1
             if not line:
                 if data:
                     self._dispatch(events)
@@ -87,9 +90,16 @@ class SSEParser:
                 else:
                     self._event, self._id, self._comments = None, None, []
             elif line.startswith("data:"):
-                data.append(line[6:] if line.startswith(" ", 5) else line[5:])
+                value = line[6:] if line[5:6] == " " else line[5:]  # (startswith(" ", 5) parses its arguments slowly)
+                if i < count and not lines[i] and not data and self._id is None and not self._comments:
+                    # the usual event, one data line and its blank line: dispatched here, as _dispatch would
+                    events.append(Event(self._event or None, _payload(value), {}))
+                    self._event = None
+                    i += 1
+                else:
+                    data.append(value)
             elif line.startswith("event:"):
-                self._event = line[7:] if line.startswith(" ", 6) else line[6:]
+                self._event = line[7:] if line[6:7] == " " else line[6:]
             else:
                 self._line(line, events)
                 data = self._data

@@ -229,14 +229,18 @@ class Expression:
     """One JMESPath expression, compiled to a closure bound to its provider's functions (closures.py)."""
 
     source: str
-    _evaluate: Evaluate
+    evaluate: Evaluate  # the bare closure: raises jmespath's own errors (a hot loop may call it and convert them once)
     drops_nulls: bool = False  # compiled with Compiler.compile_output: results come with null keys left out
 
     def search(self, data: Any) -> Any:
         try:
-            return self._evaluate(data)
+            return self.evaluate(data)
         except jmes_errors.JMESPathError as exc:
-            raise MappingError(f"{exc} (in expression {self.source.strip()[:120]!r})") from None
+            raise self.failed(exc) from None
+
+    def failed(self, exc: Exception) -> MappingError:
+        """The MappingError for `exc`, raised while evaluating this expression."""
+        return MappingError(f"{exc} (in expression {self.source.strip()[:120]!r})")
 
 
 class Compiler:

@@ -14,6 +14,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from jmespath.exceptions import JMESPathError
+
 from .closures import equality_guard, is_false
 from .framing import Event
 from .mapping import Compiler, Expression
@@ -124,39 +126,54 @@ class StreamTranslator:
         doc["_event"] = name
         doc["_state"] = self.state
         out: list[dict[str, Any]] = []
-        probed: dict[tuple[str, ...], Any] = {}  # guard paths read for this event (they do not change during it)
-        for rule in spec.by_event.get(name, spec.other_events):  # rules_for(name), inlined: once per event
-            guard = rule.guard
-            if guard is not None:
-                path, read, text, whole = guard
-                value = probed[path] if path in probed else probed.setdefault(path, read(doc))
-                if value != text:
-                    continue
-                if not whole and is_false(rule.when.search(doc)):  # type: ignore[union-attr]
-                    continue
-            elif rule.when is not None and is_false(rule.when.search(doc)):
-                continue
-            if rule.set:
-                updates = {key: expr.search(doc) for key, expr in rule.set}
-                self.state = {**self.state, **updates}
-                doc["_state"] = self.state
-            for template in rule.emit:
-                produced = template.search(doc)
-                if isinstance(produced, list):
-                    for chunk in produced:
-                        finished = self._chunk(chunk)
+        probed: dict[Any, Any] = {}  # guard paths read for this event, by getter (they do not change during it)
+        # Run per vendor event, so the closures are called bare (not through Expression.search) and a jmespath
+        # error is turned into a MappingError once, here, naming the expression that raised it.
+        current: Expression | None = None
+        try:
+            for rule in spec.by_event.get(name, spec.other_events):  # rules_for(name), inlined: once per event
+                guard = rule.guard
+                current = rule.when
+                if guard is not None:
+                    _, read, text, whole = guard
+                    value = probed[read] if read in probed else probed.setdefault(read, read(doc))
+                    if value != text:
+                        continue
+                    if not whole:
+                        result = current.evaluate(doc)  # type: ignore[union-attr]
+                        if result is False or result is None or is_false(result):
+                            continue
+                elif current is not None:
+                    result = current.evaluate(doc)
+                    if result is False or result is None or is_false(result):
+                        continue
+                if rule.set:
+                    updates = {}
+                    for key, current in rule.set:
+                        updates[key] = current.evaluate(doc)
+                    self.state = {**self.state, **updates}
+                    doc["_state"] = self.state
+                for current in rule.emit:
+                    produced = current.evaluate(doc)
+                    if isinstance(produced, list):
+                        for chunk in produced:
+                            finished = self._chunk(chunk)
+                            if finished is not None:
+                                out.append(finished)
+                    else:
+                        finished = self._chunk(produced)
                         if finished is not None:
                             out.append(finished)
-                else:
-                    finished = self._chunk(produced)
-                    if finished is not None:
-                        out.append(finished)
-            if rule.error is not None:
-                error = rule.error.search(doc)
-                if error is not None:
-                    self.failed = True
-                    out.append({"error": _error_object(error)})
-                    return out
+                current = rule.error
+                if current is not None:
+                    error = current.evaluate(doc)
+                    if error is not None:
+                        self.failed = True
+                        out.append({"error": _error_object(error)})
+                        return out
+        except JMESPathError as exc:
+            assert current is not None
+            raise current.failed(exc) from None
         return out
 
     def finish(self) -> list[dict[str, Any]]:

@@ -254,9 +254,11 @@ async def _translate_stream(channel: Channel, operation: Operation, reply: Any, 
 
 def _translate_events(translator: StreamTranslator, events: list[Any], secret: str, out: list[bytes]) -> None:
     """Append the SSE bytes of `events`' OpenAI chunks to `out`; after a vendor error nothing more."""
+    dumps = orjson.dumps
     for event in events:
         for piece in translator.feed(event):
-            out.append(_sse(piece, secret))
+            # _sse, inlined for the common chunk (an error object is the one that could quote the key)
+            out.append(_sse(piece, secret) if "error" in piece else b"data: %b\n\n" % dumps(piece))
         if translator.failed:
             return
 
