@@ -25,7 +25,9 @@ from typing import Any, AsyncIterator, Callable
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))  # the in-memory upstream reply the tests use too
 
+from fakevendor import InMemoryReply
 from mock_upstream import (
     ANTHROPIC_TEXT_DELTAS,
     OPENAI_STREAM_EVENTS,
@@ -40,19 +42,6 @@ from oneapi.translate import _translate_stream
 from oneapi.usage import StreamTap
 
 CLIENT_BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-
-
-class Reply:
-    """An upstream reply whose body is already in memory, handed over in fixed reads."""
-
-    def __init__(self, reads: list[bytes]):
-        self._reads = iter(reads)
-
-    async def next_chunk(self) -> bytes:
-        return next(self._reads, b"")
-
-    def close(self) -> None:
-        pass
 
 
 def reads(body: bytes, size: int) -> list[bytes]:
@@ -90,13 +79,11 @@ async def main() -> None:
     record: Callable[[bool], None] = lambda ok: None
 
     def translated() -> AsyncIterator[bytes]:
-        reply = Reply(anthropic_reads)
-        first = anthropic_reads[0]
-        reply._reads = iter(anthropic_reads[1:])
-        return _translate_stream(channel, operation, reply, first, request, "sk-secret", 600.0, record)  # type: ignore[arg-type]
+        reply = InMemoryReply(anthropic_reads[1:])
+        return _translate_stream(channel, operation, reply, anthropic_reads[0], request, "sk-secret", 600.0, record)  # type: ignore[arg-type]
 
     def passed() -> AsyncIterator[bytes]:
-        reply = Reply(openai_reads[1:])
+        reply = InMemoryReply(openai_reads[1:])
         return pass_through(channel, reply, openai_reads[0], 600.0, record)  # type: ignore[arg-type]
 
     best_translated = best_passed = float("inf")

@@ -189,12 +189,7 @@ class _Builder:
                 return None
             if identity:
                 return [element for element in base if element is not None]
-            collected = []
-            for element in base:
-                current = right(element)
-                if current is not None:
-                    collected.append(current)
-            return collected
+            return _kept(right, base)
         return projection
 
     def _compile_value_projection(self, node: dict[str, Any]) -> Evaluate:
@@ -206,12 +201,7 @@ class _Builder:
                 base = base.values()
             except AttributeError:
                 return None
-            collected = []
-            for element in base:
-                current = right(element)
-                if current is not None:
-                    collected.append(current)
-            return collected
+            return _kept(right, base)
         return value_projection
 
     def _compile_filter_projection(self, node: dict[str, Any]) -> Evaluate:
@@ -395,6 +385,16 @@ def _field_path(node: dict[str, Any]) -> tuple[str, ...] | None:
     if node["type"] == "subexpression" and all(child["type"] == "field" for child in node["children"]):
         return tuple(child["value"] for child in node["children"])
     return None
+
+
+def _kept(evaluate: Evaluate, elements: Any) -> list[Any]:
+    """`evaluate` of each element, nulls left out: what a projection collects."""
+    collected = []
+    for element in elements:
+        current = evaluate(element)
+        if current is not None:
+            collected.append(current)
+    return collected
 
 
 def _same(value: Any) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncIterator, Iterator, Mapping
 
 import orjson
 
@@ -123,32 +123,32 @@ def usage_from_body(content: bytes) -> Usage | None:
             return _usage_in_event(orjson.loads(content))
         except orjson.JSONDecodeError:
             return None
-    end = len(content)
-    while True:
-        at = content.rfind(_USAGE_KEY, 0, end)
-        if at < 0:
-            return None
-        end = at
-        match = _USAGE_OBJECT.match(content, at)
-        if match is None or (at and content[at - 1] == 0x5C):  # "usage": null, or text inside a string
+    for match in _usage_objects_from_end(content):
+        at = match.start()
+        if at and content[at - 1] == 0x5C:  # text inside a string
             continue
         found = normalise_usage(_object_at(content, match.end() - 1))
         if found is not None:
             return found
+    return None
+
+
+def _usage_objects_from_end(buffer: bytes) -> Iterator[re.Match[bytes]]:
+    """Each `"usage": {` in `buffer`, the last first; `"usage": null` is passed over."""
+    end = len(buffer)
+    while (at := buffer.rfind(_USAGE_KEY, 0, end)) >= 0:
+        end = at
+        match = _USAGE_OBJECT.match(buffer, at)
+        if match is not None:
+            yield match
 
 
 def usage_from_sse(tail: bytes) -> Usage | None:
     """The usage reported by the last SSE event of `tail` that has one (a final usage chunk, a finish chunk
     with usage, or an x_<vendor>.usage extension). Found from the end: only the lines that hold a usage object
     are parsed (OpenAI-format chunks carry `"usage": null` in every event)."""
-    end = len(tail)
-    while True:
-        at = tail.rfind(_USAGE_KEY, 0, end)
-        if at < 0:
-            return None
-        end = at
-        if _USAGE_OBJECT.match(tail, at) is None:
-            continue  # "usage": null
+    for match in _usage_objects_from_end(tail):
+        at = match.start()
         line_start = tail.rfind(b"\n", 0, at) + 1
         if not tail.startswith(b"data:", line_start):
             continue
@@ -159,7 +159,7 @@ def usage_from_sse(tail: bytes) -> Usage | None:
             continue  # the cut first event of the tail, or not JSON
         if found is not None:
             return found
-        end = line_start
+    return None
 
 
 def event_boundary(buffer: bytes) -> int:

@@ -50,6 +50,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class InMemoryReply:
+    """An upstream reply (as relay code reads one) whose body is already here, handed over in the given reads:
+    for driving a stream translator or the pass-through without sockets."""
+
+    def __init__(self, reads: list[bytes]):
+        self._reads = iter(reads)
+
+    async def next_chunk(self) -> bytes:
+        return next(self._reads, b"")
+
+    def close(self) -> None:
+        pass
+
+
 @dataclass
 class Received:
     method: str

@@ -282,19 +282,26 @@ def test_breaker_state_survives_a_reload_of_unchanged_channels(vendor, backup, s
     assert len(backup.received) == 2
 
 
+def hang_up_after_the_first_bytes(gateway: GatewayProcess) -> None:
+    with httpx.stream("POST", gateway.url("/v1/chat/completions"), headers={"Authorization": f"Bearer {CLIENT_KEY}"},
+                      json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "stream": True}) as response:
+        next(response.iter_raw())
+
+
+def vendor_saw_the_hang_up(vendor: FakeVendor, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while vendor.disconnects == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return vendor.disconnects == 1
+
+
 def test_client_disconnect_cancels_the_upstream_stream(vendor, start_gateway) -> None:
     gateway = start_gateway(base_config(vendor))
     slow = [EVENTS[0]] + [EVENTS[1]] * 40
     vendor.reply("POST", "/v1/chat/completions", Reply(chunks=slow, delay=0.1, content_type="text/event-stream"))
 
-    with httpx.stream("POST", gateway.url("/v1/chat/completions"), headers={"Authorization": f"Bearer {CLIENT_KEY}"},
-                      json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "stream": True}) as response:
-        next(response.iter_raw())
-
-    deadline = time.monotonic() + 3
-    while vendor.disconnects == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert vendor.disconnects == 1
+    hang_up_after_the_first_bytes(gateway)
+    assert vendor_saw_the_hang_up(vendor, within=3)
 
 
 def test_client_leaving_a_silent_stream_closes_the_upstream(vendor, start_gateway) -> None:
@@ -304,15 +311,9 @@ def test_client_leaving_a_silent_stream_closes_the_upstream(vendor, start_gatewa
     vendor.reply("POST", "/v1/chat/completions", Reply(chunks=[EVENTS[0]] + [EVENTS[1]] * 5, delays=[0, 2.0],
                                                        content_type="text/event-stream"))
 
-    with httpx.stream("POST", gateway.url("/v1/chat/completions"), headers={"Authorization": f"Bearer {CLIENT_KEY}"},
-                      json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "stream": True}) as response:
-        next(response.iter_raw())
-
+    hang_up_after_the_first_bytes(gateway)
     # the vendor's next write, after its 2 s of silence, finds the connection closed
-    deadline = time.monotonic() + 5
-    while vendor.disconnects == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert vendor.disconnects == 1
+    assert vendor_saw_the_hang_up(vendor, within=5)
 
 
 def test_sigterm_lets_streams_in_flight_finish(vendor, start_gateway) -> None:

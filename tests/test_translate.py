@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from conftest import CLIENT_KEY, PROVIDERS_DIR, UPSTREAM_KEY, GatewayProcess, serve_for_module
-from fakevendor import FakeVendor, Reply, fixture_bytes, fixture_json, sse_events
+from fakevendor import FakeVendor, InMemoryReply, Reply, fixture_bytes, fixture_json, sse_events
 from oneapi.mapping import Compiler
 from oneapi.providers import load_providers
 from oneapi.streams import compile_stream
@@ -185,19 +185,6 @@ def test_anthropic_in_band_stream_error_raises_in_the_sdk(sdk: openai.OpenAI, ve
     assert "Overloaded" in str(caught.value)
 
 
-class Reads:
-    """An upstream reply whose body arrives in the given reads."""
-
-    def __init__(self, reads: list[bytes]):
-        self._reads = iter(reads)
-
-    async def next_chunk(self) -> bytes:
-        return next(self._reads, b"")
-
-    def close(self) -> None:
-        pass
-
-
 def translate_reads(stream: Any, reads: list[bytes]) -> list[bytes]:
     """What `_translate_stream` sends the client, piece by piece, for a body arriving in `reads`."""
     channel = SimpleNamespace(name="c", options={})
@@ -205,7 +192,7 @@ def translate_reads(stream: Any, reads: list[bytes]) -> list[bytes]:
     request = {"model": "m", "stream_options": {"include_usage": True}}
 
     async def drain() -> list[bytes]:
-        pieces = _translate_stream(channel, operation, Reads(reads[1:]), reads[0], request, "", 5.0, lambda ok: None)  # type: ignore[arg-type]
+        pieces = _translate_stream(channel, operation, InMemoryReply(reads[1:]), reads[0], request, "", 5.0, lambda ok: None)  # type: ignore[arg-type]
         return [piece async for piece in pieces]
     return asyncio.run(drain())
 
