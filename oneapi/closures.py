@@ -361,7 +361,7 @@ def equality_guard(tree: dict[str, Any]) -> tuple[tuple[str, ...], Evaluate, str
     if node["type"] != "comparator" or node["value"] != "eq":
         return None
     for side, constant in (node["children"], node["children"][::-1]):
-        path = _field_path(side)
+        path = field_path(side)
         text = _string_literal(constant)
         if path and text is not None and path[0] != "_state":
             return path, _shared_getter(path), text, node is tree
@@ -379,7 +379,7 @@ def _shared_getter(path: tuple[str, ...]) -> Evaluate:
     return getter
 
 
-def _field_path(node: dict[str, Any]) -> tuple[str, ...] | None:
+def field_path(node: dict[str, Any]) -> tuple[str, ...] | None:
     if node["type"] == "field":
         return (node["value"],)
     if node["type"] == "subexpression" and all(child["type"] == "field" for child in node["children"]):

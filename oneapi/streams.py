@@ -14,11 +14,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from jmespath.exceptions import JMESPathError
 
-from .closures import equality_guard, is_false
+from .closures import equality_guard
 from .framing import Event
 from .mapping import Compiler, Expression
+from .rulecode import Runner, generate
 
 END_EVENT = "_end"
 
@@ -43,9 +43,9 @@ class StreamSpec:
     rules: tuple[Rule, ...]
     by_event: Mapping[str | None, tuple[Rule, ...]] = field(default_factory=dict)  # the rules an event name reaches
     other_events: tuple[Rule, ...] = ()  # the rules any other event (not `_end`) reaches
-
-    def rules_for(self, name: str | None) -> tuple[Rule, ...]:
-        return self.by_event.get(name, self.other_events)
+    # the same rules as generated code (rulecode.py): one function per name in by_event, one for any other name
+    runners: Mapping[str | None, Runner] = field(default_factory=dict)
+    run_other: Runner = lambda doc, translator, out: None
 
 
 def _index_rules(rules: tuple[Rule, ...]) -> tuple[dict[str | None, tuple[Rule, ...]], tuple[Rule, ...]]:
@@ -72,6 +72,7 @@ def compile_stream(raw: Mapping[str, Any], compiler: Compiler, line_of: Any = No
             line=line_of(i) if line_of else 0,
         ))
     by_event, other_events = _index_rules(tuple(rules))
+    runners, run_other = generate(by_event, other_events, compiler)
     return StreamSpec(
         framing=raw.get("framing", "sse"),
         event=compiler.compile(raw["event_name"]) if raw.get("event_name") else None,
@@ -79,6 +80,8 @@ def compile_stream(raw: Mapping[str, Any], compiler: Compiler, line_of: Any = No
         rules=tuple(rules),
         by_event=by_event,
         other_events=other_events,
+        runners=runners,
+        run_other=run_other,
     )
 
 
@@ -95,6 +98,7 @@ class StreamTranslator:
     _fallback_id: str | None = None
     _envelope_names: tuple[Any, Any] = (False, False)  # the state's (id, model) the envelope was built for
     _envelope: dict[str, Any] = field(default_factory=dict)
+    _envelope_state: Any = None  # the state object the envelope was last checked against
 
     @property
     def fallback_id(self) -> str:
@@ -126,99 +130,46 @@ class StreamTranslator:
         doc["_event"] = name
         doc["_state"] = self.state
         out: list[dict[str, Any]] = []
-        probed: dict[Any, Any] = {}  # guard paths read for this event, by getter (they do not change during it)
-        # Run per vendor event, so the closures are called bare (not through Expression.search) and a jmespath
-        # error is turned into a MappingError once, here, naming the expression that raised it.
-        current: Expression | None = None
-        try:
-            for rule in spec.by_event.get(name, spec.other_events):  # rules_for(name), inlined: once per event
-                guard = rule.guard
-                current = rule.when
-                if guard is not None:
-                    _, read, text, whole = guard
-                    value = probed[read] if read in probed else probed.setdefault(read, read(doc))
-                    if value != text:
-                        continue
-                    if not whole:
-                        result = current.evaluate(doc)  # type: ignore[union-attr]
-                        if result is False or result is None or is_false(result):
-                            continue
-                elif current is not None:
-                    result = current.evaluate(doc)
-                    if result is False or result is None or is_false(result):
-                        continue
-                if rule.set:
-                    updates = {}
-                    for key, current in rule.set:
-                        updates[key] = current.evaluate(doc)
-                    self.state = {**self.state, **updates}
-                    doc["_state"] = self.state
-                for current in rule.emit:
-                    produced = current.evaluate(doc)
-                    if isinstance(produced, list):
-                        for chunk in produced:
-                            finished = self._chunk(chunk)
-                            if finished is not None:
-                                out.append(finished)
-                    else:
-                        finished = self._chunk(produced)
-                        if finished is not None:
-                            out.append(finished)
-                current = rule.error
-                if current is not None:
-                    error = current.evaluate(doc)
-                    if error is not None:
-                        self.failed = True
-                        out.append({"error": _error_object(error)})
-                        return out
-        except JMESPathError as exc:
-            assert current is not None
-            raise current.failed(exc) from None
+        spec.runners.get(name, spec.run_other)(doc, self, out)
         return out
 
     def finish(self) -> list[dict[str, Any]]:
         """The upstream stream ended: run the `_end` rules."""
         return self.feed(Event(END_EVENT, {}))
 
-    def _chunk(self, produced: Any) -> dict[str, Any] | None:
-        if not isinstance(produced, dict):
+    def _chunk(self, body: Any) -> dict[str, Any] | None:
+        """An emitted object as the chunk a client gets; None when it holds nothing a client could act on.
+        Emit expressions are compiled with compile_output: their results come null-free and newly built."""
+        if type(body) is not dict and not isinstance(body, dict):
             return None
-        # emit expressions are compiled with compile_output: their results come null-free and newly built
-        body = produced
-        if not self.include_usage:
+        if self.include_usage:
+            useful = bool(body.get("usage"))
+        else:
             body.pop("usage", None)
+            useful = False
         choices = body.get("choices") or []
-        if not body.get("usage"):
-            for choice in choices:
-                if choice.get("delta") or choice.get("finish_reason"):
-                    break
-            else:
-                return None  # nothing a client could act on
         for choice in choices:
             if "index" not in choice:
                 choice["index"] = 0
-            if "delta" not in choice:
-                choice["delta"] = {}
+            if "delta" in choice:
+                delta = choice["delta"]
+            else:
+                choice["delta"] = delta = {}
+            if not useful and (delta or choice.get("finish_reason")):
+                useful = True
+        if not useful:
+            return None
         # {id, object, created, model, **body, "choices": choices}, from an envelope built once per id and model
         state = self.state
-        names = (state.get("id"), state.get("model"))
-        if names != self._envelope_names:
-            self._envelope_names = names
-            self._envelope = {"id": names[0] or self.fallback_id, "object": "chat.completion.chunk", "created": self.created,
-                              "model": names[1] or self.request.get("model")}
-        chunk = self._envelope.copy()
-        chunk.update(body)
+        if state is not self._envelope_state:  # a rule's `set` makes a new state object
+            self._envelope_state = state
+            names = (state.get("id"), state.get("model"))
+            if names != self._envelope_names:
+                self._envelope_names = names
+                self._envelope = {"id": names[0] or self.fallback_id, "object": "chat.completion.chunk", "created": self.created,
+                                  "model": names[1] or self.request.get("model")}
+        chunk = {**self._envelope, **body}
         if not body.get("choices"):
             chunk["choices"] = choices
         return chunk
 
-
-def _error_object(error: Any) -> dict[str, Any]:
-    if not isinstance(error, dict):
-        error = {"message": str(error)}
-    return {
-        "message": str(error.get("message") or "Upstream stream failed."),
-        "type": error.get("type") or "upstream_error",
-        "code": error.get("code"),
-        "param": error.get("param"),
-    }

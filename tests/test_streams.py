@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from oneapi.framing import Event
 from oneapi.mapping import Compiler
 from oneapi.streams import StreamTranslator, compile_stream
+from test_rulecode import ReferenceTranslator
 
 SPEC = compile_stream({
     "framing": "sse",
@@ -105,6 +104,5 @@ def test_rules_reading_one_path_see_it_once_and_keep_their_meaning() -> None:
     assert contents == ["x:1", "y:2", "mode b", "number, not text"]
 
     # the same rules with every condition evaluated in full
-    plain_spec = replace(GUARDED, by_event={name: tuple(replace(r, guard=None) for r in rules) for name, rules in GUARDED.by_event.items()})
-    plain = StreamTranslator(plain_spec, {"model": "m"}, {})
+    plain = ReferenceTranslator(GUARDED, {"model": "m"}, {})
     assert [c["choices"][0]["delta"]["content"] for e in events for c in plain.feed(e)] == contents
