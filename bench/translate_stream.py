@@ -4,8 +4,8 @@
 
 The bench's 50-delta Messages stream goes through the real SSE parser, stream translator and
 `_translate_stream`; the bench's 50-event OpenAI stream through `pass_through`. Both are drained
-through the StreamTap a relayed stream gets (usage hidden the way the relay hides it from a client
-that did not ask for it). `--chunk-size 0` hands each body over in one read, as the loopback mock
+through the StreamTap a relayed stream gets, for a client that did not ask for usage: the pass-through
+tap hides the usage chunk, the translator leaves usage out itself and hands it to the meter. `--chunk-size 0` hands each body over in one read, as the loopback mock
 does; a size cuts it into reads of that many bytes. Prints CPU µs per stream and per upstream event,
 and what the extra CPU of a translated stream means for a served worker: with a pass-through rate R
 (streams/s, whose inverse includes everything a served stream costs), a translated stream takes
@@ -36,6 +36,7 @@ from mock_upstream import (
 )
 
 from oneapi.metering import translated_body, upstream_body
+from oneapi.streams import StreamTranslator
 from oneapi.passthrough import pass_through
 from oneapi.providers import load_providers
 from oneapi.translate import _translate_stream
@@ -50,13 +51,17 @@ def reads(body: bytes, size: int) -> list[bytes]:
     return [body[i:i + size] for i in range(0, len(body), size)]
 
 
-async def drain(make: Callable[[], AsyncIterator[bytes]], hide: str | None, count: int) -> tuple[float, bytes]:
-    """Seconds for `count` streams, and the last stream's bytes (to check the path did its work)."""
+async def drain(make: Callable[[], tuple[AsyncIterator[bytes], Any]], hide: str | None, count: int) -> tuple[float, bytes, Any]:
+    """Seconds for `count` streams, and the last stream's bytes and usage (to check the path did its work)."""
     last: list[bytes] = []
+    usage = None
     started = time.process_time()  # CPU time: another process on the same cores does not count
     for _ in range(count):
-        last = [chunk async for chunk in StreamTap(make(), hide)]
-    return time.process_time() - started, b"".join(last)
+        chunks, reported = make()
+        tap = StreamTap(chunks, hide)
+        last = [chunk async for chunk in tap]
+        usage = reported() if reported is not None else tap.usage()  # as MeteredStream.close reads it
+    return time.process_time() - started, b"".join(last), usage
 
 
 async def main() -> None:
@@ -73,29 +78,33 @@ async def main() -> None:
     channel = SimpleNamespace(name="bench", options=dict(providers["anthropic"].options))
     anthropic_reads = reads(build_anthropic_stream(), args.chunk_size)
     openai_reads = reads(build_openai_stream(), args.chunk_size)
-    request, translated_hide = translated_body(CLIENT_BODY, True, "chat", True)
+    request, hide = translated_body(CLIENT_BODY, True, "chat")
     request = {**request, "model": "claude-sonnet-4-5"}
     _, passed_hide = upstream_body(b"", CLIENT_BODY, "gpt-4o-mini", "gpt-4o-mini", True, "chat", "openai")
     record: Callable[[bool], None] = lambda ok: None
 
-    def translated() -> AsyncIterator[bytes]:
+    def translated() -> tuple[AsyncIterator[bytes], Any]:
         reply = InMemoryReply(anthropic_reads[1:])
-        return _translate_stream(channel, operation, reply, anthropic_reads[0], request, "sk-secret", 600.0, record)  # type: ignore[arg-type]
+        translator = StreamTranslator(operation.stream, request, channel.options, client_usage=False if hide else None)
+        return (_translate_stream(channel, translator, reply, anthropic_reads[0], "sk-secret", 600.0, record),  # type: ignore[arg-type]
+                translator.reported_usage)
 
-    def passed() -> AsyncIterator[bytes]:
+    def passed() -> tuple[AsyncIterator[bytes], Any]:
         reply = InMemoryReply(openai_reads[1:])
-        return pass_through(channel, reply, openai_reads[0], 600.0, record)  # type: ignore[arg-type]
+        return pass_through(channel, reply, openai_reads[0], 600.0, record), None  # type: ignore[arg-type]
 
     best_translated = best_passed = float("inf")
     out_translated = out_passed = b""
     for _ in range(args.rounds):
-        seconds, out_translated = await drain(translated, translated_hide, args.streams)
+        seconds, out_translated, usage_translated = await drain(translated, None, args.streams)
         best_translated = min(best_translated, seconds / args.streams)
-        seconds, out_passed = await drain(passed, passed_hide, args.streams)
+        seconds, out_passed, usage_passed = await drain(passed, passed_hide, args.streams)
         best_passed = min(best_passed, seconds / args.streams)
 
     assert out_translated.endswith(b"data: [DONE]\n\n") and out_translated.count(b"data: ") == ANTHROPIC_TEXT_DELTAS + 3, out_translated[-300:]
     assert out_passed.endswith(b"data: [DONE]\n\n"), out_passed[-200:]
+    assert b'"usage"' not in out_translated and b'"choices":[]' not in out_passed, "usage the client did not ask for"
+    assert usage_translated is not None and usage_passed is not None and not usage_translated.estimated
     events_translated = len([e for e in b"".join(anthropic_reads).split(b"\n\n") if e.strip()])
     report: dict[str, Any] = {
         "translated": (best_translated, events_translated),

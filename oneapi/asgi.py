@@ -8,7 +8,10 @@ ASGI 2.3). Every answer here is an ASGI app itself, so Starlette's handlers can 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mapping
+
+if TYPE_CHECKING:
+    from .usage import Usage
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -86,7 +89,7 @@ class StreamAnswer:
     """An answer relayed as its chunks arrive. `closers` run once when it ends, however it ends: to the last
     byte, the client hanging up (noticed even while the upstream is silent), or never started at all."""
 
-    __slots__ = ("chunks", "status_code", "media_type", "headers", "closers", "watch_client")
+    __slots__ = ("chunks", "status_code", "media_type", "headers", "closers", "watch_client", "usage")
 
     def __init__(self, chunks: AsyncIterator[bytes], status_code: int = 200, media_type: str = "text/event-stream",
                  headers: Mapping[str, str] | None = None):
@@ -97,6 +100,8 @@ class StreamAnswer:
         self.closers: list[Callable[[], None]] = []
         # off while someone else still reads the request body (an upload streamed upstream as it arrives)
         self.watch_client = True
+        # where the stream's usage comes from when not from its bytes (a translated stream: what the translator saw)
+        self.usage: Callable[[], Usage | None] | None = None
 
     def close(self) -> None:
         closers, self.closers = self.closers, []

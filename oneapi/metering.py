@@ -18,7 +18,7 @@ from .errors import GatewayError
 from .ledger import UsageRecord
 from .limits import Accounting, Admission, Demand, has_limits, refusal
 from .usage import (
-    FREE, HIDE_USAGE_CHUNK, HIDE_USAGE_EVERYWHERE, StreamTap, Usage, cost_nano, estimate_completion_from_body, estimate_prompt_tokens, requested_completion_tokens,
+    FREE, HIDE_USAGE_CHUNK, StreamTap, Usage, cost_nano, estimate_completion_from_body, estimate_prompt_tokens, requested_completion_tokens,
     usage_from_body,
 )
 
@@ -134,8 +134,8 @@ class Meter:
         self.record(channel, upstream_model, usage)
 
     def stream(self, chunks: AsyncIterator[bytes], channel: str, upstream_model: str, hide_usage: str | None,
-               slot: str | None) -> "MeteredStream":
-        return MeteredStream(self, chunks, channel, upstream_model, hide_usage, slot)
+               slot: str | None, usage: Callable[[], Usage | None] | None = None) -> "MeteredStream":
+        return MeteredStream(self, chunks, channel, upstream_model, hide_usage, slot, usage)
 
 
 class MeteredStream:
@@ -143,12 +143,13 @@ class MeteredStream:
     to the last byte, by the client hanging up mid-stream, or before its first byte was ever asked for."""
 
     def __init__(self, meter: Meter, chunks: AsyncIterator[bytes], channel: str, upstream_model: str, hide_usage: str | None,
-                 slot: str | None):
+                 slot: str | None, usage: Callable[[], Usage | None] | None = None):
         self.meter = meter
         self.channel = channel
         self.upstream_model = upstream_model
         self.slot = slot
         self.tap = StreamTap(chunks, hide_usage)
+        self.usage = usage if usage is not None else self.tap.usage  # where the usage comes from: the stream's bytes by default
         self._relayed = self.tap.__aiter__()
         self._closed = False
 
@@ -171,7 +172,7 @@ class MeteredStream:
         if self._closed:
             return
         self._closed = True
-        usage = self.tap.usage()
+        usage = self.usage()
         if usage is None:
             usage = Usage(self.meter.prompt_estimate(), self.tap.estimated_completion_tokens(), estimated=True)
         self.meter.record(self.channel, self.upstream_model, usage)
@@ -195,12 +196,12 @@ def upstream_body(raw: bytes, body: Mapping[str, Any], model: str, upstream_mode
     return raw, hide
 
 
-def translated_body(body: Mapping[str, Any], stream: bool, operation: str, translates_stream: bool) -> tuple[Mapping[str, Any], str | None]:
+def translated_body(body: Mapping[str, Any], stream: bool, operation: str) -> tuple[Mapping[str, Any], str | None]:
     """The request a translated operation works from: asking for stream usage like upstream_body does, so the
-    translator emits it; hidden again (wherever it lands) from a client that did not ask."""
+    vendor reports it; what to hide from a client that did not ask (a translated stream leaves it out itself)."""
     if not stream or operation not in STREAM_USAGE_OPERATIONS:
         return body, None
     options = stream_usage_patch(body)
     if options is None:
         return body, None
-    return {**body, "stream_options": options}, HIDE_USAGE_EVERYWHERE if translates_stream else HIDE_USAGE_CHUNK
+    return {**body, "stream_options": options}, HIDE_USAGE_CHUNK

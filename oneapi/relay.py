@@ -360,8 +360,9 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
     # the channel's usual timeouts, unless the retry deadline is nearer
     timeouts = channel.timeouts if time_left >= config.timeout else Timeouts(time_left, config.connect_timeout)
     if operation.translated:  # a vendor that does not speak OpenAI, or needs a signer: translate.py
-        body, hide_usage = translated_body(call.body, call.stream, call.endpoint.operation, operation.stream is not None)
-        answer = await translated_attempt(channel, key, operation, upstream_model, dict(body), call.stream, upstream, timeouts, record)
+        body, hide_usage = translated_body(call.body, call.stream, call.endpoint.operation)
+        answer = await translated_attempt(channel, key, operation, upstream_model, dict(body), call.stream, upstream, timeouts, record,
+                                          hide_usage is not None)
         return _metered(answer, call, channel, upstream_model, hide_usage, slot, None)
     url = channel.url(operation, upstream_model, key)
     upload = call.upload
@@ -432,7 +433,8 @@ def _metered(answer: Answer | StreamAnswer | Failure, call: Call, channel: Chann
              slot: str, reply: UpstreamReply | None) -> Answer | StreamAnswer | Failure:
     """A successful answer with its usage metered: a stream as it ends, a body now."""
     if isinstance(answer, StreamAnswer):
-        metered = call.meter.stream(answer.chunks, channel.name, upstream_model, hide_usage, slot)
+        # a translated stream hides the usage the client did not ask for itself, and hands it over as answer.usage
+        metered = call.meter.stream(answer.chunks, channel.name, upstream_model, None if answer.usage else hide_usage, slot, answer.usage)
         # however the answer ends (even before its first byte), its accounting and upstream connection close
         answer.chunks = metered.relayed()
         answer.closers.append(metered.close)

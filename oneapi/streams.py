@@ -19,6 +19,7 @@ from .closures import equality_guard
 from .framing import Event
 from .mapping import Compiler, Expression
 from .rulecode import Runner, generate
+from .usage import Usage, normalise_usage
 
 END_EVENT = "_end"
 
@@ -99,6 +100,10 @@ class StreamTranslator:
     _envelope_names: tuple[Any, Any] = (False, False)  # the state's (id, model) the envelope was built for
     _envelope: dict[str, Any] = field(default_factory=dict)
     _envelope_state: Any = None  # the state object the envelope was last checked against
+    # whether chunks carry usage: None reads the request's stream_options; False when the gateway asked for
+    # usage the client did not (the meter still gets it, from `usage`)
+    client_usage: bool | None = None
+    usage: dict[str, Any] | None = None  # the last usage object the rules emitted, shown to the client or not
 
     @property
     def fallback_id(self) -> str:
@@ -109,7 +114,8 @@ class StreamTranslator:
 
     def __post_init__(self) -> None:
         self.state = dict(self.spec.init)
-        self.include_usage = bool((self.request.get("stream_options") or {}).get("include_usage"))
+        asked = bool((self.request.get("stream_options") or {}).get("include_usage"))
+        self.include_usage = asked if self.client_usage is None else self.client_usage
 
     def feed(self, event: Event) -> list[dict[str, Any]]:
         """The OpenAI chunks for one vendor event; after an error nothing more comes out."""
@@ -133,6 +139,10 @@ class StreamTranslator:
         spec.runners.get(name, spec.run_other)(doc, self, out)
         return out
 
+    def reported_usage(self) -> Usage | None:
+        """What the vendor reported, as the rules put it into chunks (the last one that had usage)."""
+        return normalise_usage(self.usage)
+
     def finish(self) -> list[dict[str, Any]]:
         """The upstream stream ended: run the `_end` rules."""
         return self.feed(Event(END_EVENT, {}))
@@ -143,10 +153,13 @@ class StreamTranslator:
         if type(body) is not dict and not isinstance(body, dict):
             return None
         if self.include_usage:
-            useful = bool(body.get("usage"))
+            usage = body.get("usage")
+            useful = bool(usage)
         else:
-            body.pop("usage", None)
+            usage = body.pop("usage", None)
             useful = False
+        if usage:
+            self.usage = usage
         choices = body.get("choices") or []
         for choice in choices:
             if "index" not in choice:

@@ -44,8 +44,11 @@ _ENVELOPES: dict[str, tuple[str, str | None]] = {
 
 
 async def attempt(channel: Channel, key: ChannelKey, operation: Operation, upstream_model: str, body: dict[str, Any],
-                  stream: bool, upstream: Upstream, timeouts: Timeouts, record: Callable[[bool], None]) -> Answer | StreamAnswer | Failure:
-    """One try on one channel: an answer for the client, or the Failure that decides what the relay does next."""
+                  stream: bool, upstream: Upstream, timeouts: Timeouts, record: Callable[[bool], None],
+                  withhold_usage: bool = False) -> Answer | StreamAnswer | Failure:
+    """One try on one channel: an answer for the client, or the Failure that decides what the relay does next.
+    `withhold_usage`: the body asks for stream usage the client did not; a translated stream leaves it out of
+    the chunks and hands it to the meter as `StreamAnswer.usage`."""
     provider = channel.provider
     request = {**body, "model": upstream_model}
     try:
@@ -87,8 +90,11 @@ async def attempt(channel: Channel, key: ChannelKey, operation: Operation, upstr
         if spec is None:
             return StreamAnswer(pass_through(channel, reply, first, config.idle_timeout, record), reply.status, reply.content_type,
                                 STREAM_HEADERS)
-        return StreamAnswer(_translate_stream(channel, operation, reply, first, request, key.secret, config.idle_timeout, record),
-                            headers=STREAM_HEADERS)
+        translator = StreamTranslator(spec, request, channel.options, client_usage=False if withhold_usage else None)
+        answer = StreamAnswer(_translate_stream(channel, translator, reply, first, key.secret, config.idle_timeout, record),
+                              headers=STREAM_HEADERS)
+        answer.usage = translator.reported_usage
+        return answer
 
     try:
         content = await reply.read()
@@ -212,13 +218,11 @@ def upstream_failure(provider: Provider, channel_name: str, status: int | None, 
     return Failure(GatewayError(502, f"Upstream error {status} {where}", type="upstream_error", code=str(error["code"])))
 
 
-async def _translate_stream(channel: Channel, operation: Operation, reply: Any, first: bytes, request: dict[str, Any], secret: str,
+async def _translate_stream(channel: Channel, translator: StreamTranslator, reply: Any, first: bytes, secret: str,
                             idle_timeout: float, record: Callable[[bool], None]) -> AsyncIterator[bytes]:
     """The client's stream: whatever one upstream read translates to goes out as one piece (whole events only),
     so a read holding many vendor events costs one write, not one per chunk."""
-    assert operation.stream is not None
-    parser = PARSERS[operation.stream.framing]()
-    translator = StreamTranslator(operation.stream, request, channel.options)
+    parser = PARSERS[translator.spec.framing]()
     out: list[bytes] = []  # the events translated from the current read, not yet sent
     try:
         chunk = first

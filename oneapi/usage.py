@@ -183,12 +183,12 @@ def _event_span(buffer: bytes, at: int) -> tuple[int, int, int]:
     return start, len(buffer), len(buffer)
 
 
-# what a StreamTap hides from a client that did not ask for usage, when the gateway asked for it
-HIDE_USAGE_CHUNK = "chunk"  # an OpenAI-format upstream: its usage-only chunk (choices: [])
-HIDE_USAGE_EVERYWHERE = "everywhere"  # a translated stream: the usage field of every chunk, as if never asked
+# what a StreamTap hides from a client that did not ask for usage, when the gateway asked for it: an OpenAI-format
+# upstream's usage-only chunk (choices: []). A translated stream leaves usage out itself (streams.StreamTranslator).
+HIDE_USAGE_CHUNK = "chunk"
 
 
-def _without_usage(event: bytes, everywhere: bool) -> bytes:
+def _without_usage(event: bytes) -> bytes:
     """The event (without its blank line) as the client would have had it without asking for usage: b"" to drop it."""
     for line in event.splitlines():
         if not line.startswith(b"data:"):
@@ -199,16 +199,11 @@ def _without_usage(event: bytes, everywhere: bool) -> bytes:
             return event
         if not isinstance(payload, dict) or not isinstance(payload.get("usage"), dict):
             return event
-        if payload.get("choices") == []:
-            return b""
-        if not everywhere:
-            return event
-        del payload["usage"]
-        return b"data: " + orjson.dumps(payload)
+        return b"" if payload.get("choices") == [] else event
     return event
 
 
-def hide_usage(events: bytes, everywhere: bool) -> bytes:
+def hide_usage(events: bytes) -> bytes:
     """Complete SSE events with the usage the client did not ask for removed; only the events that hold a
     usage object are parsed."""
     out: list[bytes] = []
@@ -217,7 +212,7 @@ def hide_usage(events: bytes, everywhere: bool) -> bytes:
         if match.start() < done:
             continue  # a second usage object in an event already seen
         start, data_end, end = _event_span(events, match.start())
-        kept = _without_usage(events[start:data_end], everywhere)
+        kept = _without_usage(events[start:data_end])
         out.append(events[done:start])
         if kept:
             out.append(kept + events[data_end:end])
@@ -236,7 +231,6 @@ class StreamTap:
     def __init__(self, chunks: AsyncIterator[bytes], hide_usage: str | None):
         self._chunks = chunks
         self._strip = hide_usage is not None
-        self._everywhere = hide_usage == HIDE_USAGE_EVERYWHERE
         self._tail: deque[bytes] = deque()
         self._tail_size = 0
         self.data_events = 0
@@ -256,7 +250,7 @@ class StreamTap:
                     chunk, pending = chunk[:cut], chunk[cut:]
                     if not chunk:
                         continue
-                chunk = hide_usage(chunk, self._everywhere)  # one scan; the same bytes back when there is no usage
+                chunk = hide_usage(chunk)  # one scan; the same bytes back when there is no usage
                 if not chunk:
                     continue
             self.bytes_out += len(chunk)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from oneapi.framing import Event
 from oneapi.mapping import Compiler
 from oneapi.streams import StreamTranslator, compile_stream
+from oneapi.usage import Usage
 from test_rulecode import ReferenceTranslator
 
 SPEC = compile_stream({
@@ -51,6 +52,22 @@ def test_usage_only_when_the_client_asked() -> None:
     chunks = run([Event("stop", {"usage": {"output": 3}})], include_usage=False)
     assert all("usage" not in c for c in chunks)
     assert [c["choices"][0].get("finish_reason") for c in chunks] == ["stop", None]
+
+
+def test_usage_the_client_did_not_ask_for_is_withheld_but_reported() -> None:
+    """Asked for usage on a client's behalf, a vendor may report it on a content chunk (as Gemini does on every
+    one): the client that did not ask gets the chunk without the field, and the meter still gets the last usage."""
+    spec = compile_stream({"rules": [
+        {"emit": "{choices: [{delta: {content: text}}], usage: {prompt_tokens: n, completion_tokens: m, total_tokens: add(n, m)}}"},
+    ]}, Compiler())
+    events = [Event("d", {"text": "a", "n": 3, "m": 1}), Event("d", {"text": "b", "n": 3, "m": 2}), Event("d", {"n": 3, "m": 2})]
+    # the last event only has usage: a chunk for the client that asked, nothing for the one that did not
+    for client_usage, expected in ((False, [None, None]), (None, [4, 5, 5])):
+        translator = StreamTranslator(spec, {"model": "m", "stream_options": {"include_usage": True}}, {}, client_usage=client_usage)
+        chunks = [c for e in events for c in translator.feed(e)]
+        assert [(c.get("usage") or {}).get("total_tokens") for c in chunks] == expected
+        assert [c["choices"][0]["delta"].get("content") for c in chunks] == ["a", "b", None][:len(expected)]
+        assert translator.reported_usage() == Usage(3, 2)
 
 
 def test_error_ends_the_stream() -> None:

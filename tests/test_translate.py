@@ -20,7 +20,7 @@ from conftest import CLIENT_KEY, PROVIDERS_DIR, UPSTREAM_KEY, GatewayProcess, se
 from fakevendor import FakeVendor, InMemoryReply, Reply, fixture_bytes, fixture_json, sse_events
 from oneapi.mapping import Compiler
 from oneapi.providers import load_providers
-from oneapi.streams import compile_stream
+from oneapi.streams import StreamTranslator, compile_stream
 from oneapi.translate import _translate_stream
 
 AWS_KEY = "AKIDEXAMPLE|wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -188,11 +188,10 @@ def test_anthropic_in_band_stream_error_raises_in_the_sdk(sdk: openai.OpenAI, ve
 def translate_reads(stream: Any, reads: list[bytes]) -> list[bytes]:
     """What `_translate_stream` sends the client, piece by piece, for a body arriving in `reads`."""
     channel = SimpleNamespace(name="c", options={})
-    operation = SimpleNamespace(stream=stream)
-    request = {"model": "m", "stream_options": {"include_usage": True}}
+    translator = StreamTranslator(stream, {"model": "m", "stream_options": {"include_usage": True}}, {})
 
     async def drain() -> list[bytes]:
-        pieces = _translate_stream(channel, operation, InMemoryReply(reads[1:]), reads[0], request, "", 5.0, lambda ok: None)  # type: ignore[arg-type]
+        pieces = _translate_stream(channel, translator, InMemoryReply(reads[1:]), reads[0], "", 5.0, lambda ok: None)  # type: ignore[arg-type]
         return [piece async for piece in pieces]
     return asyncio.run(drain())
 
