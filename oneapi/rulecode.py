@@ -19,6 +19,7 @@ rule expression it belongs to, as the rule-by-rule engine did.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from jmespath.exceptions import JMESPathError
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
     from .mapping import Compiler, Expression
     from .streams import Rule, StreamTranslator
 
-Runner = Callable[[dict[str, Any], "StreamTranslator", list[dict[str, Any]]], None]
+# (the event's document, the translator, the chunks so far, the event's name): adds the event's chunks
+Runner = Callable[[dict[str, Any], "StreamTranslator", list[dict[str, Any]], Any], None]
 
 
 def _get(value: Any, name: str) -> Any:
@@ -84,12 +86,20 @@ class _Writer:
         self.lines: list[str] = []
         self.constants: dict[str, Any] = {}
         self.expressions: list[Expression] = []
+        self.starts: list[int] = []  # the generated line where each expression's code starts, by expression
         self.functions = 0
         self.temps = 0
         self.guards: dict[tuple[str, ...], str] = {}  # paths read once in the current function, by variable
 
     def namespace(self) -> dict[str, Any]:
-        return {**_BASE_NAMESPACE, **self.constants, "_EXPRESSIONS": tuple(self.expressions)}
+        expressions, starts = tuple(self.expressions), tuple(self.starts)
+
+        def failed(exc: JMESPathError) -> Exception:
+            """The MappingError naming the rule expression whose code raised `exc` (by the line it was raised on:
+            nothing to keep up to date while the rules run)."""
+            line = exc.__traceback__.tb_lineno if exc.__traceback__ is not None else 0
+            return expressions[max(bisect_right(starts, line) - 1, 0)].failed(exc)
+        return {**_BASE_NAMESPACE, **self.constants, "_failed_at": failed}
 
     # --- functions and rules ------------------------------------------------------------
 
@@ -97,21 +107,30 @@ class _Writer:
         name = f"_rules_{self.functions}"
         self.functions += 1
         self.guards = {}
-        self.lines += [f"def {name}(doc, tr, out):", "    chunk = tr._chunk", "    at = 0", "    try:"]
+        self.lines += [f"def {name}(doc, tr, out, name):", "    chunk = tr._chunk"]
+        # the reserved keys these rules can see, put on the event's document (the rest would be work for nothing)
+        trees = [self.compiler.parse(e.source) for rule in rules for e in _expressions(rule)]
+        self.lines += [f"    doc[{key!r}] = {source}" for key, source in RESERVED.items() if key in reserved_reads(trees)]
+        self.lines.append("    try:")
         start = len(self.lines)
         for rule in rules:
             self.rule(rule, "        ")
         if len(self.lines) == start:
             self.lines.append("        pass")
-        self.lines += ["    except JMESPathError as exc:", "        raise _EXPRESSIONS[at].failed(exc) from None", ""]
+        self.lines += ["    except JMESPathError as exc:", "        raise _failed_at(exc) from None", ""]
         return name
 
     def rule(self, rule: Rule, indent: str) -> None:
         self.lines.append(f"{indent}# rule at line {rule.line}" if rule.line else f"{indent}# rule")
-        if rule.guard is not None and rule.guard[0] not in self.guards:
-            # read once per event: a path outside _state does not change while the event's rules run
-            variable = self.guards[rule.guard[0]] = self.temp("g")
-            self.lines.append(f"{indent}{variable} = {self.path(rule.guard[0])}")
+        if rule.guard is not None:
+            # read once per event, with the objects on the way: a path outside _state does not change while
+            # the event's rules run
+            path = rule.guard[0]
+            for cut in range(1, len(path) + 1):
+                if path[:cut] not in self.guards:
+                    code = self.path(path[:cut])
+                    variable = self.guards[path[:cut]] = self.temp("g")
+                    self.lines.append(f"{indent}{variable} = {code}")
         if rule.when is not None:
             self.at(rule.when, indent)
             self.lines.append(f"{indent}if {self.condition(self.compiler.parse(rule.when.source))}:")
@@ -141,7 +160,7 @@ class _Writer:
 
     def at(self, expression: Expression, indent: str) -> None:
         """Name the rule expression whose code follows, for the error a closure in it might raise."""
-        self.lines.append(f"{indent}at = {len(self.expressions)}")
+        self.starts.append(len(self.lines) + 1)  # compiled line numbers count from 1
         self.expressions.append(expression)
 
     def emit(self, tree: dict[str, Any], indent: str) -> None:
@@ -171,7 +190,7 @@ class _Writer:
         kind = node["type"]
         path = field_path(node)
         if path is not None:
-            return self.guards.get(path) or self.path(path)
+            return self.path(path)
         if kind == "literal":
             return self.constant(node["value"])  # the same object every time, as the interpreter returns it
         if kind in ("current", "identity"):
@@ -211,7 +230,7 @@ class _Writer:
         path = field_path(node)
         if path is not None:
             read = self.temp("v")
-            return f"(_drop_nulls({read}) if isinstance({read} := {self.guards.get(path) or self.path(path)}, _containers) else {read})"
+            return f"(_drop_nulls({read}) if isinstance({read} := {self.path(path)}, _containers) else {read})"
         return f"{self.constant(compile_output_tree(node, self.options), 'o')}(doc)"
 
     def settled(self, built: str, indent: str) -> str:
@@ -247,9 +266,15 @@ class _Writer:
         return None
 
     def path(self, names: tuple[str, ...]) -> str:
-        """Reading a.b.c from the document: `.get` while the value is a dict, _get (null or a mapping's get) otherwise."""
-        code = f"doc.get({names[0]!r})"
-        for name in names[1:]:
+        """Reading a.b.c from the document: `.get` while the value is a dict, _get (null or a mapping's get) otherwise;
+        from the longest part of it this event has read already."""
+        cut = next((cut for cut in range(len(names), 0, -1) if names[:cut] in self.guards), 0)
+        if cut == len(names):
+            return self.guards[names]
+        code = self.guards[names[:cut]] if cut else "doc"
+        if code == "doc":
+            code, cut = f"doc.get({names[0]!r})", 1
+        for name in names[cut:]:
             step = self.temp("p")
             code = f"({step}.get({name!r}) if type({step} := {code}) is dict else _get({step}, {name!r}))"
         return code
@@ -266,3 +291,27 @@ class _Writer:
     def temp(self, prefix: str) -> str:
         self.temps += 1
         return f"{prefix}{self.temps}"
+
+
+# what the engine puts on each event's document besides the vendor's payload (see streams.py), by where it comes from
+RESERVED = {"_request": "tr.request", "_options": "tr.options", "_event": "name", "_state": "tr.state"}
+
+
+def reserved_reads(trees: list[dict[str, Any]]) -> set[str]:
+    """The reserved keys expressions can see: those they name; all of them if one looks at the document itself
+    (`@`, `*` over an object), which shows every key."""
+    seen: set[str] = set()
+    pending = list(trees)
+    while pending:
+        node = pending.pop()
+        kind = node["type"]
+        if kind in ("current", "identity", "value_projection"):
+            return set(RESERVED)
+        if kind == "field" and node["value"] in RESERVED:
+            seen.add(node["value"])
+        pending.extend(child for child in node.get("children", ()) if isinstance(child, dict))
+    return seen
+
+
+def _expressions(rule: Rule) -> list[Expression]:
+    return [e for e in (rule.when, rule.error) if e is not None] + [e for _, e in rule.set] + list(rule.emit)

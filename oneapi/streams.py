@@ -46,7 +46,7 @@ class StreamSpec:
     other_events: tuple[Rule, ...] = ()  # the rules any other event (not `_end`) reaches
     # the same rules as generated code (rulecode.py): one function per name in by_event, one for any other name
     runners: Mapping[str | None, Runner] = field(default_factory=dict)
-    run_other: Runner = lambda doc, translator, out: None
+    run_other: Runner = lambda doc, translator, out, name: None
 
 
 def _index_rules(rules: tuple[Rule, ...]) -> tuple[dict[str | None, tuple[Rule, ...]], tuple[Rule, ...]]:
@@ -124,19 +124,14 @@ class StreamTranslator:
         data = event.data
         # the event's own object (parsed for this call alone) takes the reserved keys, rather than a copy
         doc = data if type(data) is dict else {"_data": data}
-        doc["_request"] = self.request
-        doc["_options"] = self.options
         name = event.name
         spec = self.spec
         if spec.event is not None and name != END_EVENT:
-            doc["_event"] = name
-            doc["_state"] = self.state
+            doc.update(_request=self.request, _options=self.options, _event=name, _state=self.state)
             computed = spec.event.search(doc)
             name = computed if isinstance(computed, str) else name
-        doc["_event"] = name
-        doc["_state"] = self.state
         out: list[dict[str, Any]] = []
-        spec.runners.get(name, spec.run_other)(doc, self, out)
+        spec.runners.get(name, spec.run_other)(doc, self, out, name)  # puts the reserved keys its rules read on doc
         return out
 
     def reported_usage(self) -> Usage | None:
