@@ -151,8 +151,8 @@ def resplit(blocks: list[Block], old: str, new: str, itemized: frozenset[str]) -
     if start == starts[k] and old_end == start and opens is None and k > 0:
         k -= 1  # lines put in front of a block's first line: the end of the block before
     elif start == starts[k]:
-        if opens is None or opens.end() != start or _BLOCK_START.search(new, start, new_end):
-            return None  # the block's first line edited into something else, or a block more
+        if old_end == start or opens is None or opens.end() != start or _BLOCK_START.search(new, start, new_end):
+            return None  # a block put in front of this one, its first line edited into something else, or a block more
     elif opens is not None:
         return None
     block = blocks[k]

@@ -39,7 +39,7 @@ class ReloadCache:
     # the last channels built: from which configs and providers, and the warnings that came with them
     bound: tuple[tuple[ChannelConfig, ...], Mapping[str, Provider], dict[str, Channel], list[Problem]] | None = None
     provider_digest: tuple[list[Document], bytes] | None = None  # the provider files' part of the version
-    routes: tuple[tuple[Channel, ...], Routes] | None = None  # the last routes, and the channels they route
+    routes: Routes | None = None  # the last routes
     tokens: TokenIndex | None = None  # the last token index
 
 
@@ -167,10 +167,14 @@ def _config_digest(doc: Document) -> bytes:
 
 
 def _routes(channels: tuple[Channel, ...], cache: ReloadCache) -> Routes:
-    """The last routes when they route the very same channels (a token edit, say): they are read-only."""
-    if cache.routes is None or cache.routes[0] != channels:  # Channel compares by identity
-        cache.routes = (channels, Routes(list(channels)))
-    return cache.routes[1]
+    """The last routes when they route the very same channels (a token edit, say): they are read-only.
+    Otherwise made from them, routing again only what the channels that changed serve."""
+    last = cache.routes
+    if last is None:
+        cache.routes = Routes(channels)
+    elif last.channels != channels:  # Channel compares by identity
+        cache.routes = last.replaced(channels)
+    return cache.routes
 
 
 def _provider_digest(provider_docs: list[Document], cache: ReloadCache) -> bytes:
