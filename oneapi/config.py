@@ -7,12 +7,13 @@ import ipaddress
 import os
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from operator import attrgetter, is_, is_not
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
 from .documents import ConfigError, Document, Problem
-from .incremental import PieceCache
+from .incremental import PieceCache, unchanged_ends
 
 DEFAULT_LISTEN = "0.0.0.0:3000"
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
@@ -122,31 +123,42 @@ def sha256_hex(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-class ItemMemo:
-    """Objects built from parsed items, kept while the very same item object comes back from the piece cache
-    (which hands out the same object as long as the item's text and what its `${...}` read are unchanged)."""
+class BuiltItems:
+    """Objects built from an array's items, by position. The piece cache hands back the very same item object
+    while the item's text and what its `${...}` read are unchanged, so a reload keeps what it built for every item
+    at either end that is still the same object (compared from both ends in C), looks up the few in between (they
+    may have moved), and builds only the rest."""
 
     def __init__(self) -> None:
-        self._last: dict[int, tuple[Any, Any]] = {}
-        self._next: dict[int, tuple[Any, Any]] = {}
+        self.items: list[Any] = []
+        self.built: list[Any] = []  # None where it must be built again: it reported a problem or a warning
+        self.rebuild: list[int] = []  # where those are
+        self.groups: Mapping[str, float] | None = None  # the groups the last build checked every item against
 
-    def get(self, raw: Any) -> Any:
-        hit = self._last.get(id(raw))
-        if hit is None or hit[0] is not raw:  # holding `raw` keeps its id from being reused
-            return None
-        self._next[id(raw)] = hit
-        return hit[1]
+    def reuse(self, items: list[Any]) -> tuple[list[Any], list[int], range, range]:
+        """What was built for `items` (None where it must be built), the positions to look at (the middle, and
+        those to build again), and the ends kept as they were."""
+        head, tail = unchanged_ends(self.items, items, is_not)
+        old_stop, stop = len(self.items) - tail, len(items) - tail
+        built = self.built[:head] + [None] * (stop - head) + self.built[old_stop:]
+        if head < stop and head < old_stop:
+            known = {id(raw): (raw, b) for raw, b in zip(self.items[head:old_stop], self.built[head:old_stop])}
+            for i in range(head, stop):
+                hit = known.get(id(items[i]))
+                if hit is not None and hit[0] is items[i]:  # holding the item keeps its id from being reused
+                    built[i] = hit[1]
+        shift = stop - old_stop
+        todo = list(range(head, stop))
+        todo.extend(p if p < head else p + shift for p in self.rebuild if p < head or p >= old_stop)
+        todo.sort()
+        return built, todo, range(0, head), range(stop, len(items))
 
-    def put(self, raw: Any, built: Any) -> None:
-        self._next[id(raw)] = (raw, built)
-
-    def settle(self, loaded: bool) -> None:
-        """After a load: keep what it used, or after a refused one, everything known so far."""
-        if loaded:
-            self._last = self._next
-        else:
-            self._last.update(self._next)
-        self._next = {}
+    def remember(self, items: list[Any], built: list[Any], rebuild: list[int], groups: Mapping[str, float] | None) -> None:
+        if rebuild:
+            built = list(built)
+            for i in rebuild:
+                built[i] = None
+        self.items, self.built, self.rebuild, self.groups = items, built, rebuild, groups
 
 
 @dataclass
@@ -154,22 +166,15 @@ class ConfigCache:
     """What the next load of the same config.yaml can reuse: its parsed pieces and what was built from them."""
 
     pieces: PieceCache = field(default_factory=PieceCache)
-    channels: ItemMemo = field(default_factory=ItemMemo)
-    tokens: ItemMemo = field(default_factory=ItemMemo)
+    channels: BuiltItems = field(default_factory=BuiltItems)
+    tokens: BuiltItems = field(default_factory=BuiltItems)
+    unpriced: tuple[tuple[ChannelConfig, ...], Mapping[str, Price], list[Problem]] | None = None
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None,
                 cache: ConfigCache | None = None) -> tuple[Config, Document]:
     """Read, interpolate and validate config.yaml; raise ConfigError listing every problem."""
-    cache = cache or ConfigCache()
-    loaded = False
-    try:
-        result = _load_config(Path(path), os.environ if environ is None else environ, cache)
-        loaded = True
-        return result
-    finally:
-        cache.channels.settle(loaded)
-        cache.tokens.settle(loaded)
+    return _load_config(Path(path), os.environ if environ is None else environ, cache or ConfigCache())
 
 
 def _load_config(path: Path, environ: Mapping[str, str], cache: ConfigCache) -> tuple[Config, Document]:
@@ -182,29 +187,17 @@ def _load_config(path: Path, environ: Mapping[str, str], cache: ConfigCache) -> 
     groups = {name: float(spec.get("ratio", 1.0)) for name, spec in (data.get("groups") or {}).items()}
     groups.setdefault(DEFAULT_GROUP, 1.0)
 
-    channels: list[ChannelConfig] = []
-    for i, raw in enumerate(data.get("channels") or []):
-        for j, group in enumerate(raw.get("groups", [DEFAULT_GROUP])):
-            if group not in groups:
-                problems.append(doc.problem(("channels", i, "groups", j), f"channel {raw['name']!r} names group {group!r}, which is not under groups:"))
-        line = doc.line(("channels", i))
-        channel = cache.channels.get(raw)
-        if channel is None:
-            channel = _channel(raw, line)
-            cache.channels.put(raw, channel)
-        elif channel.line != line:
-            channel = replace(channel, line=line)
-        channels.append(channel)
+    channels = _channels(doc, data.get("channels") or [], groups, cache.channels, problems)
     tokens = _tokens(doc, data.get("tokens") or [], groups, cache.tokens, problems, warnings)
-    _check_unique(doc, "channels", [c.name for c in channels], problems)
-    _check_unique(doc, "tokens", [t.name for t in tokens], problems)
+    _check_unique(doc, "channels", list(map(_name, channels)), problems)
+    _check_unique(doc, "tokens", list(map(_name, tokens)), problems)
     _check_unique_keys(doc, tokens, problems)
     if problems:
         raise ConfigError(problems)
     pricing = dict((data.get("pricing") or {}).get("models") or {})
     prices = {model: Price(float(p.get("input", 0.0)), float(p.get("output", 0.0)),
                            None if p.get("cached_input") is None else float(p["cached_input"])) for model, p in pricing.items()}
-    _warn_unpriced(doc, tuple(channels), prices, warnings)
+    warnings.extend(_unpriced(doc, tuple(channels), prices, cache))
 
     host, _, port = str(data.get("listen", DEFAULT_LISTEN)).rpartition(":")
     admin_key = data.get("admin_key") or None
@@ -231,22 +224,56 @@ def _load_config(path: Path, environ: Mapping[str, str], cache: ConfigCache) -> 
     return config, doc
 
 
-def _tokens(doc: Document, items: list[dict[str, Any]], groups: Mapping[str, float], memo: ItemMemo,
+_name = attrgetter("name")
+
+
+def _channels(doc: Document, items: list[dict[str, Any]], groups: Mapping[str, float], memo: BuiltItems,
+              problems: list[Problem]) -> list[ChannelConfig]:
+    """Channels in order, each built once while its item is unchanged; kept ones follow their item's line."""
+    channels, todo, head, tail = memo.reuse(items)
+    checked = todo if groups == memo.groups else range(len(items))  # the groups every kept item was checked against
+    found = len(problems)
+    for i in checked:
+        raw = items[i]
+        for j, group in enumerate(raw.get("groups", [DEFAULT_GROUP])):
+            if group not in groups:
+                problems.append(doc.problem(("channels", i, "groups", j), f"channel {raw['name']!r} names group {group!r}, which is not under groups:"))
+    for i in todo:
+        line = doc.line(("channels", i))
+        channel = channels[i]
+        if channel is None:
+            channels[i] = _channel(items[i], line)
+        elif channel.line != line:  # a kept item found further up or down
+            channels[i] = replace(channel, line=line)
+    for kept in (head, tail):  # every item of a kept end moved by as many lines as its first one
+        if kept and (moved := doc.line(("channels", kept.start)) - channels[kept.start].line):
+            for i in kept:
+                channels[i] = replace(channels[i], line=channels[i].line + moved)
+    memo.remember(items, channels, [], groups if len(problems) == found else None)
+    return channels
+
+
+def _tokens(doc: Document, items: list[dict[str, Any]], groups: Mapping[str, float], memo: BuiltItems,
             problems: list[Problem], warnings: list[Problem]) -> list[TokenConfig]:
-    """Tokens in order, each built once while its item is unchanged. In comprehensions: ten thousand of them."""
-    tokens: list[TokenConfig | None] = [memo.get(raw) for raw in items]
-    every_group_known = {raw.get("group", DEFAULT_GROUP) for raw in items}.issubset(groups)
-    for i in [i for i, token in enumerate(tokens) if token is None] if every_group_known else range(len(items)):
+    """Tokens in order, each built once while its item is unchanged. Ten thousand of them: kept in slices."""
+    tokens, todo, _, _ = memo.reuse(items)
+    if groups == memo.groups:  # every kept item was checked against these groups
+        every_group_known = all(items[i].get("group", DEFAULT_GROUP) in groups for i in todo)
+    else:
+        every_group_known = {raw.get("group", DEFAULT_GROUP) for raw in items}.issubset(groups)
+    rebuild = []
+    for i in todo if every_group_known else range(len(items)):
         raw = items[i]
         group = raw.get("group", DEFAULT_GROUP)
         if group not in groups:
             problems.append(doc.problem(("tokens", i, "group"), f"token {raw['name']!r} names group {group!r}, which is not under groups:"))
         if tokens[i] is None:
             found = len(problems), len(warnings)
-            tokens[i] = token = _token(doc, i, raw, problems, warnings)
-            if (len(problems), len(warnings)) == found:  # what it reports depends on the item alone: reported again next time
-                memo.put(raw, token)
-    return tokens  # type: ignore[return-value]  # every None was built above
+            tokens[i] = _token(doc, i, raw, problems, warnings)
+            if (len(problems), len(warnings)) != found:  # what it reports depends on the item alone: reported again next time
+                rebuild.append(i)
+    memo.remember(items, tokens, rebuild, groups if every_group_known else None)
+    return tokens
 
 
 def _channel(raw: dict[str, Any], line: int) -> ChannelConfig:
@@ -313,6 +340,16 @@ def _token(doc: Document, i: int, raw: dict[str, Any], problems: list[Problem], 
     )
 
 
+def _unpriced(doc: Document, channels: tuple[ChannelConfig, ...], prices: Mapping[str, Price], cache: ConfigCache) -> list[Problem]:
+    """The last load's warnings when the channels (lines included) and prices are the same: a token edit, say."""
+    last = cache.unpriced
+    if last is None or last[1] != prices or len(last[0]) != len(channels) or not all(map(is_, last[0], channels)):
+        warnings: list[Problem] = []
+        _warn_unpriced(doc, channels, prices, warnings)
+        cache.unpriced = last = (channels, prices, warnings)
+    return last[2]
+
+
 def _warn_unpriced(doc: Document, channels: tuple[ChannelConfig, ...], prices: Mapping[str, Price], warnings: list[Problem]) -> None:
     """A served model without a price costs nothing and counts nothing against budgets: say so once per model."""
     warned: set[str] = set()
@@ -327,8 +364,11 @@ def _warn_unpriced(doc: Document, channels: tuple[ChannelConfig, ...], prices: M
                                                          "its requests are recorded as free and never count against a budget"))
 
 
+_key_sha256 = attrgetter("key_sha256")
+
+
 def _check_unique_keys(doc: Document, tokens: list[TokenConfig], problems: list[Problem]) -> None:
-    digests = [t.key_sha256 for t in tokens if t.key_sha256 is not None]
+    digests = list(filter(None, map(_key_sha256, tokens)))
     if len(set(digests)) == len(digests):
         return  # the usual case, decided in C
     seen_keys: dict[str, str] = {}

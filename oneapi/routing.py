@@ -7,11 +7,14 @@ import random
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Iterator, Mapping
+from itertools import accumulate
+from operator import is_not
+from typing import Iterator, Mapping, Sequence
 from urllib.parse import urlencode
 
 from .auth import credentials
 from .config import ChannelConfig
+from .incremental import unchanged_ends
 from .providers import Operation, Provider
 from .upstream import Timeouts
 
@@ -92,10 +95,9 @@ class Tier:
     channels: list[Channel] = field(default_factory=list)
     cumulative: list[float] = field(default_factory=list)
 
-    def add(self, channel: Channel) -> None:
-        self.channels.append(channel)
-        total = self.cumulative[-1] if self.cumulative else 0.0
-        self.cumulative.append(total + channel.config.weight)
+    @classmethod
+    def of(cls, priority: int, channels: list[Channel]) -> Tier:
+        return cls(priority, channels, list(accumulate(c.config.weight for c in channels)))
 
     def draw(self) -> Channel:
         total = self.cumulative[-1]
@@ -107,25 +109,72 @@ class Tier:
 class Routes:
     """Precomputed (group, model, operation) -> tiers, highest priority first: a lookup, not a scan."""
 
-    def __init__(self, channels: list[Channel]):
-        tiers: dict[tuple[str, str, str], dict[int, Tier]] = {}
+    def __init__(self, channels: Sequence[Channel]):
+        self.channels = tuple(channels)
+        # (group, model) -> the channels that serve it, in config order; every route is made from one of these
+        self._serving: dict[tuple[str, str], list[Channel]] = {}
         self.models_by_group: dict[str, dict[str, Channel]] = {}
-        for channel in channels:
-            priority = channel.config.priority
-            serves = channel.config.serves()
+        self._tiers: dict[tuple[str, str, str], list[Tier]] = {}
+        for channel in self.channels:
             for group in channel.config.groups:
-                models = self.models_by_group.setdefault(group, {})
-                for model in serves:
-                    models.setdefault(model, channel)
-                    for op in channel.provider.operations:
-                        by_priority = tiers.setdefault((group, model, op), {})
-                        tier = by_priority.get(priority)
-                        if tier is None:
-                            tier = by_priority[priority] = Tier(priority)
-                        tier.add(channel)
-        self._tiers = {
-            route: [by_priority[p] for p in sorted(by_priority, reverse=True)] for route, by_priority in tiers.items()
-        }
+                self.models_by_group.setdefault(group, {})
+                for model in channel.config.serves():
+                    self._serving.setdefault((group, model), []).append(channel)
+        self._route(self._serving, set())
+
+    def replaced(self, channels: Sequence[Channel]) -> Routes:
+        """The routes of `channels`, made from these: only the (group, model) pairs that a channel which is not
+        the very same object serves (now or before) are routed again. A one-channel edit touches a few."""
+        channels = tuple(channels)
+        head, tail = unchanged_ends(self.channels, channels, is_not)
+        gone, added = self.channels[head:len(self.channels) - tail], channels[head:len(channels) - tail]
+        routes = Routes(())
+        routes.channels = channels
+        routes._serving, routes._tiers = dict(self._serving), dict(self._tiers)
+        routes.models_by_group = {group: dict(models) for group, models in self.models_by_group.items()}
+        pairs = {(group, model) for c in gone + added for group in c.config.groups for model in c.config.serves()}
+        if pairs:
+            order = {id(c): i for i, c in enumerate(channels)}
+            kept = order.keys() - {id(c) for c in added}  # an added channel may have been there before (moved)
+            for pair in pairs:
+                serving = [c for c in self._serving.get(pair, ()) if id(c) in kept]
+                serving.extend(c for c in added if pair[0] in c.config.groups and pair[1] in c.config.serves())
+                serving.sort(key=lambda c: order[id(c)])
+                routes._serving[pair] = serving
+            for c in added:
+                for group in c.config.groups:
+                    routes.models_by_group.setdefault(group, {})
+            emptied = {group for c in gone for group in c.config.groups} - {group for c in channels for group in c.config.groups}
+            for group in emptied:
+                del routes.models_by_group[group]
+            routes._route({pair: routes._serving[pair] for pair in pairs}, {op for c in gone for op in c.provider.operations})
+        return routes
+
+    def _route(self, serving: Mapping[tuple[str, str], list[Channel]], dropped_operations: set[str]) -> None:
+        """Route these (group, model) pairs again from the channels serving each (or not at all, when none does).
+        Channels with the same operations share their tiers: they are never changed once made."""
+        for (group, model), channels in serving.items():
+            models = self.models_by_group.get(group)
+            if channels:
+                models[model] = channels[0]  # type: ignore[index]
+            else:
+                del self._serving[(group, model)]
+                if models is not None:
+                    models.pop(model, None)
+            made: dict[tuple[Channel, ...], list[Tier]] = {}
+            operations = {op for c in channels for op in c.provider.operations}
+            for op in operations | dropped_operations:
+                offering = tuple(c for c in channels if op in c.provider.operations)
+                if not offering:
+                    self._tiers.pop((group, model, op), None)
+                    continue
+                tiers = made.get(offering)
+                if tiers is None:
+                    by_priority: dict[int, list[Channel]] = {}
+                    for c in offering:
+                        by_priority.setdefault(c.config.priority, []).append(c)
+                    tiers = made[offering] = [Tier.of(p, by_priority[p]) for p in sorted(by_priority, reverse=True)]
+                self._tiers[(group, model, op)] = tiers
 
     def knows(self, group: str, model: str) -> bool:
         return model in self.models_by_group.get(group, {})

@@ -10,13 +10,15 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from operator import is_
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import orjson
 
-from .config import Config, ConfigCache, load_config
+from .config import ChannelConfig, Config, ConfigCache, load_config
 from .documents import ConfigError, Document, Problem
+from .incremental import value_digest
 from .providers import Provider, ProviderCache, load_providers
 from .routing import Channel, Routes
 from .tokens import TokenIndex
@@ -34,8 +36,11 @@ class ReloadCache:
     config: ConfigCache = field(default_factory=ConfigCache)
     providers: ProviderCache = field(default_factory=ProviderCache)
     channels: Mapping[str, Channel] = field(default_factory=dict)  # of the last snapshot built
+    # the last channels built: from which configs and providers, and the warnings that came with them
+    bound: tuple[tuple[ChannelConfig, ...], Mapping[str, Provider], dict[str, Channel], list[Problem]] | None = None
     provider_digest: tuple[list[Document], bytes] | None = None  # the provider files' part of the version
-    routes: tuple[tuple[Channel, ...], Routes] | None = None  # the last routes, and the channels they route
+    routes: Routes | None = None  # the last routes
+    tokens: TokenIndex | None = None  # the last token index
 
 
 @dataclass(frozen=True)
@@ -77,11 +82,47 @@ def _collector_paused() -> Iterator[None]:
 def _build_snapshot(config_path: str | Path, environ: Mapping[str, str] | None, cache: ReloadCache) -> Snapshot:
     config, doc = load_config(config_path, environ, cache.config)
     providers, provider_docs = load_providers(config.providers_dir, cache.providers)
-    problems: list[Problem] = []
     warnings = list(config.warnings)
+    channels = _channels(config, doc, providers, cache, warnings)
+
+    digest = hashlib.sha256()
+    digest.update(_config_digest(doc))
+    digest.update(_provider_digest(provider_docs, cache))
+    last_tokens = cache.tokens
+    cache.tokens = tokens = last_tokens.replaced(config.tokens) if last_tokens is not None else TokenIndex(config.tokens)
+    return Snapshot(
+        config=config,
+        providers=providers,
+        channels=channels,
+        routes=_routes(tuple(channels.values()), cache),
+        tokens=tokens,
+        version=digest.hexdigest()[:16],
+        loaded_at=time.time(),
+        warnings=tuple(warnings),
+        cache=cache,
+    )
+
+
+def _channels(config: Config, doc: Document, providers: Mapping[str, Provider], cache: ReloadCache,
+              warnings: list[Problem]) -> dict[str, Channel]:
+    """Every routed channel bound to its provider; the last build's when neither the channels nor the providers
+    changed (a token edit), else the last build's Channel wherever its settings and provider are the same."""
+    last = cache.bound
+    if (last is not None and last[1] is providers and len(last[0]) == len(config.channels)
+            and all(map(is_, last[0], config.channels))):  # ChannelConfig compares without its line: by identity
+        warnings.extend(last[3])
+        return last[2]
+    problems: list[Problem] = []
+    found: list[Problem] = []
     channels: dict[str, Channel] = {}
     for i, cc in enumerate(config.channels):
         provider = providers.get(cc.provider)
+        kept = cache.channels.get(cc.name)
+        if kept is not None and kept.config is cc and kept.provider is provider:
+            channels[cc.name] = kept  # its key rotation goes on where it was
+            if not cc.serves():
+                found.append(doc.problem(("channels", i), f"channel {cc.name!r} lists no models, so it serves nothing"))
+            continue
         if provider is None:
             known = ", ".join(sorted(providers)) or "none"
             problems.append(doc.problem(("channels", i, "provider"), f"channel {cc.name!r}: no provider {cc.provider!r} in {config.providers_dir} (known: {known})"))
@@ -93,40 +134,47 @@ def _build_snapshot(config_path: str | Path, environ: Mapping[str, str] | None, 
         if not cc.enabled:
             continue
         if not cc.keys and provider.auth.style != "none":
-            warnings.append(doc.problem(("channels", i, "keys"), f"channel {cc.name!r} has no key set, so it is left out of routing"))
+            found.append(doc.problem(("channels", i, "keys"), f"channel {cc.name!r} has no key set, so it is left out of routing"))
             continue
         if not cc.serves():
-            warnings.append(doc.problem(("channels", i), f"channel {cc.name!r} lists no models, so it serves nothing"))
-        last = cache.channels.get(cc.name)
-        if last is not None and last.config is cc and last.provider is provider and last.endpoint == endpoint:
-            channels[cc.name] = last  # its key rotation goes on where it was
-        else:
-            channels[cc.name] = Channel(cc, provider, endpoint)
+            found.append(doc.problem(("channels", i), f"channel {cc.name!r} lists no models, so it serves nothing"))
+        channels[cc.name] = Channel(cc, provider, endpoint)
     if problems:
         raise ConfigError(problems)
-
-    digest = hashlib.sha256()
-    digest.update(orjson.dumps(doc.data, option=orjson.OPT_SORT_KEYS, default=str))
-    digest.update(_provider_digest(provider_docs, cache))
     cache.channels = channels
-    return Snapshot(
-        config=config,
-        providers=providers,
-        channels=channels,
-        routes=_routes(tuple(channels.values()), cache),
-        tokens=TokenIndex(config.tokens),
-        version=digest.hexdigest()[:16],
-        loaded_at=time.time(),
-        warnings=tuple(warnings),
-        cache=cache,
-    )
+    cache.bound = (config.channels, providers, channels, found)
+    warnings.extend(found)
+    return channels
+
+
+def _config_digest(doc: Document) -> bytes:
+    """config.yaml's part of the version: its data, each top-level array item by item, so that a reload hashes
+    only the items that changed (a PieceDocument has the digests of the others already)."""
+    known: Mapping[str, list[bytes]] = getattr(doc, "item_digests", {})
+    digest = hashlib.sha256()
+    for key in sorted(doc.data):
+        value = doc.data[key]
+        digest.update(orjson.dumps(key))
+        if isinstance(value, list):
+            items = known.get(key)
+            if items is None:
+                items = [value_digest(item) for item in value]
+            digest.update(b"[%d]" % len(items))
+            digest.update(b"".join(items))
+        else:
+            digest.update(orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str))
+    return digest.digest()
 
 
 def _routes(channels: tuple[Channel, ...], cache: ReloadCache) -> Routes:
-    """The last routes when they route the very same channels (a token edit, say): they are read-only."""
-    if cache.routes is None or cache.routes[0] != channels:  # Channel compares by identity
-        cache.routes = (channels, Routes(list(channels)))
-    return cache.routes[1]
+    """The last routes when they route the very same channels (a token edit, say): they are read-only.
+    Otherwise made from them, routing again only what the channels that changed serve."""
+    last = cache.routes
+    if last is None:
+        cache.routes = Routes(channels)
+    elif last.channels != channels:  # Channel compares by identity
+        cache.routes = last.replaced(channels)
+    return cache.routes
 
 
 def _provider_digest(provider_docs: list[Document], cache: ReloadCache) -> bytes:

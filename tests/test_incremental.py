@@ -394,3 +394,205 @@ def test_generated_files_read_the_same_as_whole_and_after_an_edit(tmp_path_facto
         if expected[0] == "loaded" and expected[1] is None:
             continue  # an empty file: load_config reads it as {}
         assert got == expected, text
+
+
+# --- a reload that reuses the last build serves exactly what a cold build of the same files serves ------------
+
+def served(snapshot: Any) -> Any:
+    """Everything a request or an operator can see of a snapshot, in plain data."""
+    routes = snapshot.routes
+    tiers = {route: [(t.priority, [c.name for c in t.channels], t.cumulative) for t in found]
+             for route, found in routes._tiers.items()}
+    return {
+        "config": snapshot.config,  # ChannelConfig compares without its line: the lines are next
+        "lines": [c.line for c in snapshot.config.channels],
+        "warnings": [str(w) for w in snapshot.warnings],
+        "version": snapshot.version,
+        "tokens": dict(snapshot.tokens._by_digest),
+        "channels": {name: (c.config, c.provider, c.endpoint, [k.headers for k in c.keys]) for name, c in snapshot.channels.items()},
+        "models": {g: {m: c.name for m, c in models.items()} for g, models in routes.models_by_group.items()},
+        "tiers": tiers,
+    }
+
+
+def _model(tokens: int = 24, channels: int = 8) -> dict[str, Any]:
+    return {
+        "groups": {"default": {"ratio": 1.0}, "vip": {"ratio": 2}},
+        "pricing": {"models": {"m0": {"input": 1, "output": 2}}},
+        "channels": [{"name": f"c{i}", "provider": ["openai", "deepseek"][i % 2], "base_url": "http://127.0.0.1:1",
+                      "keys": [f"sk-{i}"], "models": [f"m{i % 3}", "shared"], "groups": [["default"], ["default", "vip"]][i % 2],
+                      "priority": i % 3, "weight": 1 + i % 2} for i in range(channels)],
+        "tokens": [{"name": f"t{i}", "key": f"${{TOKEN_{i}:-sk-client-{i}}}", "group": ["default", "vip"][i % 2],
+                    **({"subnets": ["10.0.0.0/8"]} if i % 5 == 0 else {})} for i in range(tokens)],
+    }
+
+
+_EDITS = ["token changed", "token added", "token removed", "channel changed", "channel added", "channel removed",
+          "item moved", "reversed", "env changed", "secret changed", "provider changed", "group ratio changed",
+          "comment added", "broken group", "broken schema", "nothing"]
+
+
+def _apply(edit: str, n: int, model: dict[str, Any], environ: dict[str, str], files: dict[str, Path]) -> None:
+    tokens, channels = model["tokens"], model["channels"]
+    if edit == "token changed" and tokens:
+        tokens[n % len(tokens)]["rpm"] = n
+    elif edit == "token added":
+        tokens.insert(n % (len(tokens) + 1), {"name": f"new{n}-{len(tokens)}", "key": f"sk-new-{n}-{len(tokens)}"})
+    elif edit == "token removed" and tokens:
+        del tokens[n % len(tokens)]
+    elif edit == "channel changed" and channels:
+        channel = channels[n % len(channels)]
+        channel["models"] = [f"m{n % 4}"] + (["shared"] if n % 2 else [])
+        channel["priority"] = n % 3
+    elif edit == "channel added":
+        channels.insert(n % (len(channels) + 1), {"name": f"added{n}-{len(channels)}", "provider": "deepseek", "keys": ["sk-a"],
+                                                  "models": ["shared", f"m{n % 5}"], "groups": ["vip"]})
+    elif edit == "channel removed" and channels:
+        del channels[n % len(channels)]
+    elif edit == "item moved":
+        items = tokens if n % 2 else channels
+        if items:
+            items.append(items.pop(n % len(items)))
+    elif edit == "reversed":
+        (tokens if n % 2 else channels).reverse()
+    elif edit == "env changed":
+        environ[f"TOKEN_{n % 30}"] = f"sk-env-{n}"
+    elif edit == "secret changed":
+        files["secret"].write_text(f"admin-{n}\n")
+    elif edit == "provider changed":
+        text = files["deepseek"].read_text()
+        files["deepseek"].write_text(text.replace("api_prefix: /v1", "api_prefix: /v2") if "/v1" in text else text.replace("/v2", "/v1"))
+    elif edit == "group ratio changed":
+        model["groups"]["vip"]["ratio"] = 2 + n % 3
+    elif edit == "comment added":
+        model["comment"] = model.get("comment", 0) + 1
+    elif edit == "broken group" and tokens:
+        tokens[n % len(tokens)]["group"] = "gold"
+    elif edit == "broken schema" and tokens:
+        tokens[n % len(tokens)]["rmp"] = 1
+
+
+def _text(model: dict[str, Any], files: dict[str, Path]) -> str:
+    data = {key: value for key, value in model.items() if key != "comment"}
+    data["providers_dir"] = str(files["deepseek"].parent)
+    data["admin_key"] = f"${{file:{files['secret']}}}"
+    text = yaml.safe_dump(data)
+    return text.replace("\ntokens:\n", "\n" + "# a note\n" * model.get("comment", 0) + "tokens:\n")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_EDITS), st.integers(0, 50)), min_size=1, max_size=8))
+def test_a_reload_after_any_edits_serves_what_a_cold_build_serves(tmp_path_factory: pytest.TempPathFactory,
+                                                                  edits: list[tuple[str, int]]) -> None:
+    import copy
+    tmp = tmp_path_factory.mktemp("reuse")
+    providers = tmp / "providers.d"
+    providers.mkdir()
+    for name in ("openai", "deepseek"):
+        (providers / f"{name}.yaml").write_text((PROVIDERS_DIR / f"{name}.yaml").read_text())
+    files = {"deepseek": providers / "deepseek.yaml", "secret": tmp / "admin"}
+    files["secret"].write_text("admin-0\n")
+    path = tmp / "config.yaml"
+    model, environ = _model(), {"TOKEN_1": "sk-env"}
+    path.write_text(_text(model, files))
+    live = build_snapshot(path, environ)
+    for edit, n in edits:
+        edited = copy.deepcopy(model)
+        _apply(edit, n, edited, environ, files)
+        path.write_text(_text(edited, files))
+        try:
+            cold = build_snapshot(path, environ)
+        except ConfigError as exc:
+            with pytest.raises(ConfigError) as refused:
+                build_snapshot(path, environ, live)
+            assert [str(p) for p in refused.value.problems] == [str(p) for p in exc.problems], edit
+            path.write_text(_text(model, files))  # the operator puts it back; the live snapshot kept serving
+            cold = build_snapshot(path, environ)
+        else:
+            model = edited
+        live = build_snapshot(path, environ, live)
+        assert served(live) == served(cold), (edit, n)
+
+
+def test_a_token_edit_keeps_the_channels_and_routes_and_a_channel_edit_keeps_the_tokens(path: Path) -> None:
+    first = build_snapshot(path, {})
+    path.write_text(CONFIG.replace("  rpm: 10\n", "  rpm: 11\n"))
+    token_edit = build_snapshot(path, {}, first)
+    assert token_edit.channels is first.channels and token_edit.routes is first.routes
+    assert token_edit.config.tokens[0] is first.config.tokens[0] and token_edit.config.tokens[1] is not first.config.tokens[1]
+
+    path.write_text(CONFIG.replace("  rpm: 10\n", "  rpm: 11\n").replace("      - gpt-4o-mini\n    groups: [vip]", "      - gpt-4o\n    groups: [vip]"))
+    channel_edit = build_snapshot(path, {}, token_edit)
+    assert channel_edit.tokens is token_edit.tokens and channel_edit.config.tokens == token_edit.config.tokens
+    assert channel_edit.channels["a"] is token_edit.channels["a"] and channel_edit.channels["b"] is not token_edit.channels["b"]
+    assert channel_edit.routes.knows("vip", "gpt-4o") and not channel_edit.routes.knows("vip", "gpt-4o-mini")
+    assert served(channel_edit) == served(build_snapshot(path, {}))
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("  rpm: 10\n", "  rpm: 11\n"),  # inside an item
+        ("- {name: t3", "- name: t0\n  key: sk-client-0\n- {name: t3"),  # an item put in
+        ("  - name: a\n    provider: openai\n", "  - name: a2\n    provider: openai\n"),  # an item's first line
+        ("  vip: {ratio: 2}\n", "  vip: {ratio: 3}\n"),  # a block that is not cut
+        ("tokens:\n", "tokens:   # cut at its items\n"),  # an array's header
+        ("  # a comment between items\n", ""),  # between items
+        ("channels:\n", "store: sqlite:///x.db\nchannels:\n"),  # a block put in: everything cut again
+        ("    provider: deepseek\n", "provider: deepseek\n"),  # an item line at column 0: not cut at all
+        ("    keys: [sk-c]\n", "    keys: [sk-c]\n  stray: line\n"),  # a stray line among items
+        ("CONFIG_END", "extra: 1\n"),  # appended at the end
+    ],
+)
+def test_cutting_again_only_around_an_edit_cuts_as_the_whole_text_is_cut(old: str, new: str) -> None:
+    base = CONFIG + "CONFIG_END"
+    assert base.count(old) == 1
+    before, after = base.replace("CONFIG_END", ""), base.replace(old, new).replace("CONFIG_END", "")
+    itemized = incremental._itemized(SCHEMA)
+    blocks = incremental.split_blocks(before, itemized)
+    assert blocks is not None
+
+    def cut(text: str) -> Any:
+        try:
+            found = incremental.split_blocks(text, itemized)
+        except incremental._NeedsWholeFile:
+            return "whole"
+        return found and [(b.text, b.line, b.key, b.items, b.start) for b in found]
+
+    try:
+        again = incremental.resplit(blocks, "\n" + before, "\n" + after, itemized)
+    except incremental._NeedsWholeFile:
+        assert cut(after) == "whole"
+        return
+    if again is not None:
+        assert [(b.text, b.line, b.key, b.items, b.start) for b in again] == cut(after)
+
+
+def _cut_or_whole(text: str) -> Any:
+    try:
+        found = incremental.split_blocks(text, incremental._itemized(SCHEMA))
+    except incremental._NeedsWholeFile:
+        return "whole"
+    return found and [(b.text, b.line, b.key, b.items, b.start) for b in found]
+
+
+@settings(max_examples=600, deadline=None)
+@given(_config_text(), _config_text(), st.data())
+def test_cutting_again_around_a_line_edit_of_a_generated_file_cuts_as_the_whole_text_is_cut(first: str, other: str, data: st.DataObject) -> None:
+    lines, donor = first.splitlines(keepends=True), other.splitlines(keepends=True)
+    start = data.draw(st.integers(0, len(lines)))
+    stop = data.draw(st.integers(start, min(len(lines), start + 3)))
+    taken = data.draw(st.integers(0, len(donor)))
+    edited = "".join(lines[:start] + donor[taken:taken + data.draw(st.integers(0, 3))] + lines[stop:])
+    before = _cut_or_whole(first)
+    if not isinstance(before, list):
+        return
+    blocks = incremental.split_blocks(first, incremental._itemized(SCHEMA))
+    assert blocks is not None
+    try:
+        again = incremental.resplit(blocks, "\n" + first, "\n" + edited, incremental._itemized(SCHEMA))
+    except incremental._NeedsWholeFile:
+        assert _cut_or_whole(edited) == "whole", edited
+        return
+    if again is not None:
+        assert [(b.text, b.line, b.key, b.items, b.start) for b in again] == _cut_or_whole(edited), edited
