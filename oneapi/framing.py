@@ -10,17 +10,34 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
 import orjson
 
+NO_META: Mapping[str, Any] = MappingProxyType({})  # the meta of every event that has none: most of them, so shared
 
-@dataclass(slots=True)
+
 class Event:
-    name: str | None  # SSE `event:` field, eventstream `:event-type`; None where the framing has no names
-    data: Any  # parsed JSON, or the raw text when it is not JSON
-    meta: dict[str, Any] = field(default_factory=dict)  # SSE id, eventstream headers
+    """One message of a stream. A plain class rather than a dataclass, since a stream makes one per vendor event:
+    about half as costly to make as the slots dataclass it was (and the SSE parser makes its own cheaper still)."""
+
+    __slots__ = ("name", "data", "meta")
+
+    def __init__(self, name: str | None, data: Any, meta: Mapping[str, Any] = NO_META) -> None:
+        self.name = name  # SSE `event:` field, eventstream `:event-type`; None where the framing has no names
+        self.data = data  # parsed JSON, or the raw text when it is not JSON
+        self.meta = meta  # SSE id and comments, eventstream headers
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Event:
+            return NotImplemented
+        return (self.name, self.data, self.meta) == (other.name, other.data, other.meta)
+
+    __hash__ = None  # type: ignore[assignment]  # equal by value, and the data is mutable
+
+    def __repr__(self) -> str:
+        return f"Event(name={self.name!r}, data={self.data!r}, meta={self.meta!r})"
 
 
 class FramingError(ValueError):
@@ -39,6 +56,9 @@ class SSEParser:
     space; several data lines joined by LF; comment lines (starting with ':') ignored."""
 
     def __init__(self) -> None:
+        # What the reads so far left unfinished: the lines of an event (LF or CRLF line ends), or one line (after a
+        # lone CR). It holds no blank line (no two LFs in a row) and a CR only at its very end, so a read needs
+        # searching only from its last byte on.
         self._buffer = b""
         self._event: str | None = None
         self._data: list[str] = []
@@ -46,34 +66,80 @@ class SSEParser:
         self._comments: list[str] = []
 
     def feed(self, chunk: bytes) -> list[Event]:
-        buffer = self._buffer + chunk if self._buffer else chunk
-        events: list[Event] = []
-        if b"\r" not in buffer:
-            # LF-only line ends, the common case: every complete line at once (LF never occurs inside a UTF-8
-            # sequence, so decoding them together gives the same text as decoding them one by one)
-            cut = buffer.rfind(b"\n")
-            self._buffer = buffer[cut + 1:]
-            if cut >= 0:
-                self._lines(buffer[:cut].decode("utf-8", "replace").split("\n"), events)
+        held = self._buffer
+        buffer = held + chunk if held else chunk
+        search_from = len(held) - 1 if held else 0
+        if buffer.find(b"\r", search_from) != -1:
+            lf_only = buffer.replace(b"\r\n", b"\n")
+            if lf_only.find(b"\r", 0, len(lf_only) - 1) != -1:  # a lone CR ends a line: one line at a time
+                events: list[Event] = []
+                start = self._scan(buffer, events)
+                self._buffer = buffer[start:]
+                return events
+            # CRLF line ends, read as LF ones (a CR at the very end waits: its LF may be in the next read)
+            buffer, held, search_from = lf_only, b"", 0
+        # Every complete event at once: an event ends at a blank line, so where two LFs meet. (LF never occurs
+        # inside a UTF-8 sequence, so decoding the lines together gives the same text as decoding them one by one.)
+        cut = buffer.rfind(b"\n\n", search_from)
+        if cut == -1:
+            if held or buffer[:1] != b"\n":  # (what was held never starts with a blank line)
+                self._buffer = buffer
+                return []
+            events = []
+            self._dispatch(events)  # the read starts with a blank line: the line before it ended in an earlier read
+            self._buffer = buffer[1:]
             return events
-        start = 0
-        while True:
-            cut = _line_end(buffer, start)
-            if cut is None:
-                break
-            end, after = cut
-            self._line(buffer[start:end].decode("utf-8", "replace"), events)
-            start = after
-        self._buffer = buffer[start:]
+        self._buffer = buffer[cut + 2:]
+        events = []
+        blocks = buffer[:cut].decode("utf-8", "replace").split("\n\n")  # each block: its lines, then a blank line
+        if self._event is not None or self._data or self._id is not None or self._comments:
+            self._lines((blocks[0] + "\n").split("\n"), events)  # the rest of an event begun in an earlier read
+            del blocks[0]
+        # The usual blocks, `data: X` and `event: NAME\ndata: X`, are dispatched here as `_lines` would; any other
+        # goes to `_lines`. Each block starts with nothing pending, since the one before ended with a blank line.
+        # An event is made by filling the slots of a bare instance: some 50 ns less than calling Event (CPython 3.11).
+        loads, not_json, append, bare_event = orjson.loads, orjson.JSONDecodeError, events.append, object.__new__
+        for block in blocks:
+            field, _, value = block.partition(":")
+            if field == "data" and "\n" not in value:
+                name = None
+            elif field == "event":
+                name, found, value = value.partition("\ndata:")
+                if not found or "\n" in name or "\n" in value:
+                    self._lines((block + "\n").split("\n"), events)
+                    continue
+                name = name.removeprefix(" ") or None
+            else:
+                self._lines((block + "\n").split("\n"), events)
+                continue
+            try:
+                data = loads(value)  # (JSON ignores the space after the colon)
+            except not_json:
+                data = value.removeprefix(" ")
+            event = bare_event(Event)
+            event.name, event.data, event.meta = name, data, NO_META
+            append(event)
         return events
 
     def close(self) -> list[Event]:
         events: list[Event] = []
-        if self._buffer:
-            self._line(self._buffer.decode("utf-8", "replace"), events)
-            self._buffer = b""
+        buffer, self._buffer = self._buffer, b""
+        start = self._scan(buffer, events)  # the complete lines of an unfinished event
+        if start < len(buffer):
+            self._line(buffer[start:].decode("utf-8", "replace"), events)
         self._dispatch(events)
         return events
+
+    def _scan(self, buffer: bytes, events: list[Event]) -> int:
+        """Each complete line of `buffer` through `_line`; returns where the unfinished last line starts."""
+        start = 0
+        while True:
+            cut = _line_end(buffer, start)
+            if cut is None:
+                return start
+            end, after = cut
+            self._line(buffer[start:end].decode("utf-8", "replace"), events)
+            start = after
 
     def _lines(self, lines: list[str], events: list[Event]) -> None:
         """Many lines at once: `_line` with the usual fields (`data`, `event`, the blank line) handled inline,
@@ -93,7 +159,7 @@ class SSEParser:
                 value = line[6:] if line[5:6] == " " else line[5:]  # (startswith(" ", 5) parses its arguments slowly)
                 if i < count and not lines[i] and not data and self._id is None and not self._comments:
                     # the usual event, one data line and its blank line: dispatched here, as _dispatch would
-                    events.append(Event(self._event or None, _payload(value), {}))
+                    events.append(Event(self._event or None, _payload(value)))
                     self._event = None
                     i += 1
                 else:
@@ -129,7 +195,7 @@ class SSEParser:
                 meta["id"] = self._id
             if self._comments:
                 meta["comments"] = self._comments
-            events.append(Event(self._event or None, _payload(data[0] if len(data) == 1 else "\n".join(data)), meta))
+            events.append(Event(self._event or None, _payload(data[0] if len(data) == 1 else "\n".join(data)), meta or NO_META))
         self._event, self._data, self._id, self._comments = None, [], None, []
 
 

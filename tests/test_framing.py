@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fakevendor import fixture_bytes
-from oneapi.framing import PARSERS, FramingError, encode_eventstream, parse_all
+from oneapi.framing import PARSERS, Event, FramingError, SSEParser, encode_eventstream, parse_all
 
 
 def feed_in_pieces(framing: str, raw: bytes, size: int) -> list:
@@ -65,6 +69,167 @@ def test_sse_lines_decode_alike_with_and_without_carriage_returns() -> None:
     crlf = parse_all("sse", broken.replace(b"\n", b"\r\n"))
     assert lf_only == crlf
     assert lf_only[0].data == "\ufffd\n\ufffd" and lf_only[1].name == "e\ufffd"
+
+
+@dataclass(slots=True)
+class ReferenceEvent:
+    name: str | None
+    data: Any
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _reference_payload(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
+class ReferenceSSEParser:
+    """The SSE parser as it was before it split reads into whole events (commit 1210e8f): the oracle the
+    faster one must agree with, read for read."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._event: str | None = None
+        self._data: list[str] = []
+        self._id: str | None = None
+        self._comments: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[ReferenceEvent]:
+        buffer = self._buffer + chunk if self._buffer else chunk
+        events: list[ReferenceEvent] = []
+        if b"\r" not in buffer:
+            cut = buffer.rfind(b"\n")
+            self._buffer = buffer[cut + 1:]
+            if cut >= 0:
+                self._lines(buffer[:cut].decode("utf-8", "replace").split("\n"), events)
+            return events
+        start = 0
+        while True:
+            cut = _reference_line_end(buffer, start)
+            if cut is None:
+                break
+            end, after = cut
+            self._line(buffer[start:end].decode("utf-8", "replace"), events)
+            start = after
+        self._buffer = buffer[start:]
+        return events
+
+    def close(self) -> list[ReferenceEvent]:
+        events: list[ReferenceEvent] = []
+        if self._buffer:
+            self._line(self._buffer.decode("utf-8", "replace"), events)
+            self._buffer = b""
+        self._dispatch(events)
+        return events
+
+    def _lines(self, lines: list[str], events: list[ReferenceEvent]) -> None:
+        data = self._data
+        i, count = 0, len(lines)
+        while i < count:
+            line = lines[i]
+            i += 1
+            if not line:
+                if data:
+                    self._dispatch(events)
+                    data = self._data
+                else:
+                    self._event, self._id, self._comments = None, None, []
+            elif line.startswith("data:"):
+                value = line[6:] if line[5:6] == " " else line[5:]
+                if i < count and not lines[i] and not data and self._id is None and not self._comments:
+                    events.append(ReferenceEvent(self._event or None, _reference_payload(value), {}))
+                    self._event = None
+                    i += 1
+                else:
+                    data.append(value)
+            elif line.startswith("event:"):
+                self._event = line[7:] if line[6:7] == " " else line[6:]
+            else:
+                self._line(line, events)
+                data = self._data
+
+    def _line(self, line: str, events: list[ReferenceEvent]) -> None:
+        if line == "":
+            self._dispatch(events)
+            return
+        if line.startswith(":"):
+            self._comments.append(line[1:].strip())
+            return
+        name, sep, value = line.partition(":")
+        if sep and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id":
+            self._id = value
+
+    def _dispatch(self, events: list[ReferenceEvent]) -> None:
+        data = self._data
+        if data:
+            meta: dict[str, Any] = {}
+            if self._id is not None:
+                meta["id"] = self._id
+            if self._comments:
+                meta["comments"] = self._comments
+            events.append(ReferenceEvent(self._event or None, _reference_payload(data[0] if len(data) == 1 else "\n".join(data)), meta))
+        self._event, self._data, self._id, self._comments = None, [], None, []
+
+
+def _reference_line_end(buffer: bytes, start: int = 0) -> tuple[int, int] | None:
+    lf = buffer.find(b"\n", start)
+    cr = buffer.find(b"\r", start, lf if lf != -1 else len(buffer))
+    if cr != -1:
+        if cr + 1 == len(buffer):
+            return None
+        return (cr, cr + 2) if buffer[cr + 1:cr + 2] == b"\n" else (cr, cr + 1)
+    if lf != -1:
+        return lf, lf + 1
+    return None
+
+
+def events_per_read(parser: Any, raw: bytes, cuts: list[int]) -> list[list[tuple[Any, Any, dict[str, Any]]]]:
+    """What each read (and the close) gives, as plain values: the oracle's events are another class."""
+    reads, start = [], 0
+    for cut in sorted({min(c, len(raw)) for c in cuts}) + [len(raw)]:
+        reads.append(parser.feed(raw[start:cut]))
+        start = cut
+    reads.append(parser.close())
+    return [[(e.name, e.data, dict(e.meta)) for e in events] for events in reads]
+
+
+# pieces of lines, whole lines and whole events, so that random sequences hit both the usual event shapes and every odd one
+SSE_PARTS = st.sampled_from([
+    b"data: ", b"data:", b"data", b"event: ", b"event:", b"event", b"id: ", b"id:", b": note", b":", b"retry: 5", b"other: x",
+    b"\n", b"\r", b"\r\n", b"\n\n", b"\r\n\r\n", b"\r\r", b" ", b"  ",
+    b'{"a": 1}', b'{"a":', b" [1, 2]}", b"42", b'"s"', b"x", b"[DONE]", b"message_start", "\u00e9\u4e2d".encode(), b"\xe2\x82", b"\xff",
+    b'data: {"type": "ping"}\n\n', b'event: content_block_delta\ndata: {"delta": {"text": "Hi"}}\n\n', b"event:ping\ndata:{}\n\n",
+    b"data: [DONE]\n\n", b"data: not json\n\n", b"event: e\r\ndata: 1\r\n\r\n", b"id: 9\ndata: 1\n\n", b": keep-alive\n\n",
+])
+
+
+@settings(max_examples=400, deadline=None)
+@given(pieces=st.lists(SSE_PARTS, max_size=40), cuts=st.lists(st.integers(0, 400), max_size=8))
+def test_sse_parser_agrees_with_the_reference_read_for_read(pieces: list[bytes], cuts: list[int]) -> None:
+    raw = b"".join(pieces)
+    assert events_per_read(SSEParser(), raw, cuts) == events_per_read(ReferenceSSEParser(), raw, cuts)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 100, 1 << 20])
+@pytest.mark.parametrize("line_end", [b"\n", b"\r\n", b"\r"])
+def test_sse_parser_agrees_with_the_reference_on_recordings(size: int, line_end: bytes) -> None:
+    raw = fixture_bytes("anthropic/stream_text_raw.sse").replace(b"\r\n", b"\n").replace(b"\n", line_end)
+    cuts = list(range(size, len(raw), size))
+    assert events_per_read(SSEParser(), raw, cuts) == events_per_read(ReferenceSSEParser(), raw, cuts)
+
+
+def test_events_compare_by_value_with_or_without_meta() -> None:
+    assert Event("a", {"x": 1}) == Event("a", {"x": 1}, {})
+    assert Event("a", {"x": 1}) != Event("a", {"x": 1}, {"id": "7"}) and Event("a", 1) != Event("b", 1)
+    assert dict(Event(None, "x").meta) == {} and Event(None, "x", {"id": "7"}).meta["id"] == "7"
 
 
 def test_ndjson_lines_split_anywhere() -> None:
