@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
 from typing import Any
 
 import orjson
@@ -71,128 +71,63 @@ def test_sse_lines_decode_alike_with_and_without_carriage_returns() -> None:
     assert lf_only[0].data == "\ufffd\n\ufffd" and lf_only[1].name == "e\ufffd"
 
 
-@dataclass(slots=True)
-class ReferenceEvent:
-    name: str | None
-    data: Any
-    meta: dict[str, Any] = field(default_factory=dict)
+_LINE_END = re.compile(rb"\r\n|\n|\r")
 
 
-def _reference_payload(text: str) -> Any:
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return text
-
-
-class ReferenceSSEParser:
-    """The SSE parser as it was before it split reads into whole events (commit 1210e8f): the oracle the
-    faster one must agree with, read for read."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._event: str | None = None
-        self._data: list[str] = []
-        self._id: str | None = None
-        self._comments: list[str] = []
-
-    def feed(self, chunk: bytes) -> list[ReferenceEvent]:
-        buffer = self._buffer + chunk if self._buffer else chunk
-        events: list[ReferenceEvent] = []
-        if b"\r" not in buffer:
-            cut = buffer.rfind(b"\n")
-            self._buffer = buffer[cut + 1:]
-            if cut >= 0:
-                self._lines(buffer[:cut].decode("utf-8", "replace").split("\n"), events)
-            return events
-        start = 0
-        while True:
-            cut = _reference_line_end(buffer, start)
-            if cut is None:
-                break
-            end, after = cut
-            self._line(buffer[start:end].decode("utf-8", "replace"), events)
-            start = after
-        self._buffer = buffer[start:]
-        return events
-
-    def close(self) -> list[ReferenceEvent]:
-        events: list[ReferenceEvent] = []
-        if self._buffer:
-            self._line(self._buffer.decode("utf-8", "replace"), events)
-            self._buffer = b""
-        self._dispatch(events)
-        return events
-
-    def _lines(self, lines: list[str], events: list[ReferenceEvent]) -> None:
-        data = self._data
-        i, count = 0, len(lines)
-        while i < count:
-            line = lines[i]
-            i += 1
-            if not line:
-                if data:
-                    self._dispatch(events)
-                    data = self._data
-                else:
-                    self._event, self._id, self._comments = None, None, []
-            elif line.startswith("data:"):
-                value = line[6:] if line[5:6] == " " else line[5:]
-                if i < count and not lines[i] and not data and self._id is None and not self._comments:
-                    events.append(ReferenceEvent(self._event or None, _reference_payload(value), {}))
-                    self._event = None
-                    i += 1
-                else:
-                    data.append(value)
-            elif line.startswith("event:"):
-                self._event = line[7:] if line[6:7] == " " else line[6:]
-            else:
-                self._line(line, events)
-                data = self._data
-
-    def _line(self, line: str, events: list[ReferenceEvent]) -> None:
-        if line == "":
-            self._dispatch(events)
-            return
+def reference_events(raw: bytes, final: bool) -> list[tuple[Any, Any, dict[str, Any]]]:
+    """Every event that the bytes `raw` complete, read from scratch per the WHATWG rules, written apart from
+    framing.py: lines end at CRLF, LF or CR (a CR that is the last byte so far may be the first half of a CRLF,
+    so its line waits); each line decodes on its own; a blank line dispatches. At the end (`final`) the unended
+    last line counts too, and whatever data is pending goes out; `id` does not carry over to the next event."""
+    lines, start = [], 0
+    for end in _LINE_END.finditer(raw):
+        if end.group() == b"\r" and end.end() == len(raw) and not final:
+            break
+        lines.append(raw[start:end.start()])
+        start = end.end()
+    if final and start < len(raw):
+        lines.append(raw[start:])
+    events: list[tuple[Any, Any, dict[str, Any]]] = []
+    name, data, ident, comments = None, [], None, []
+    for line in [line.decode("utf-8", "replace") for line in lines] + ([""] if final else []):
         if line.startswith(":"):
-            self._comments.append(line[1:].strip())
-            return
-        name, sep, value = line.partition(":")
-        if sep and value.startswith(" "):
-            value = value[1:]
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._event = value
-        elif name == "id":
-            self._id = value
-
-    def _dispatch(self, events: list[ReferenceEvent]) -> None:
-        data = self._data
+            comments.append(line[1:].strip())
+            continue
+        if line:
+            field, _, value = line.partition(":")
+            value = value[1:] if value[:1] == " " else value
+            if field == "data":
+                data.append(value)
+            elif field == "event":
+                name = value
+            elif field == "id":
+                ident = value
+            continue
         if data:
-            meta: dict[str, Any] = {}
-            if self._id is not None:
-                meta["id"] = self._id
-            if self._comments:
-                meta["comments"] = self._comments
-            events.append(ReferenceEvent(self._event or None, _reference_payload(data[0] if len(data) == 1 else "\n".join(data)), meta))
-        self._event, self._data, self._id, self._comments = None, [], None, []
+            text = "\n".join(data)
+            try:
+                payload = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                payload = text
+            meta = {**({"id": ident} if ident is not None else {}), **({"comments": comments} if comments else {})}
+            events.append((name or None, payload, meta))
+        name, data, ident, comments = None, [], None, []
+    return events
 
 
-def _reference_line_end(buffer: bytes, start: int = 0) -> tuple[int, int] | None:
-    lf = buffer.find(b"\n", start)
-    cr = buffer.find(b"\r", start, lf if lf != -1 else len(buffer))
-    if cr != -1:
-        if cr + 1 == len(buffer):
-            return None
-        return (cr, cr + 2) if buffer[cr + 1:cr + 2] == b"\n" else (cr, cr + 1)
-    if lf != -1:
-        return lf, lf + 1
-    return None
+def reference_per_read(raw: bytes, cuts: list[int]) -> list[list[tuple[Any, Any, dict[str, Any]]]]:
+    """What each read (and the close) should give: the events the bytes so far complete, less those already out."""
+    reads, sent = [], 0
+    for cut in sorted({min(c, len(raw)) for c in cuts}) + [len(raw)]:
+        complete = reference_events(raw[:cut], final=False)
+        reads.append(complete[sent:])
+        sent = len(complete)
+    reads.append(reference_events(raw, final=True)[sent:])
+    return reads
 
 
 def events_per_read(parser: Any, raw: bytes, cuts: list[int]) -> list[list[tuple[Any, Any, dict[str, Any]]]]:
-    """What each read (and the close) gives, as plain values: the oracle's events are another class."""
+    """What each read (and the close) gives, as plain values."""
     reads, start = [], 0
     for cut in sorted({min(c, len(raw)) for c in cuts}) + [len(raw)]:
         reads.append(parser.feed(raw[start:cut]))
@@ -215,7 +150,7 @@ SSE_PARTS = st.sampled_from([
 @given(pieces=st.lists(SSE_PARTS, max_size=40), cuts=st.lists(st.integers(0, 400), max_size=8))
 def test_sse_parser_agrees_with_the_reference_read_for_read(pieces: list[bytes], cuts: list[int]) -> None:
     raw = b"".join(pieces)
-    assert events_per_read(SSEParser(), raw, cuts) == events_per_read(ReferenceSSEParser(), raw, cuts)
+    assert events_per_read(SSEParser(), raw, cuts) == reference_per_read(raw, cuts)
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 7, 100, 1 << 20])
@@ -223,7 +158,7 @@ def test_sse_parser_agrees_with_the_reference_read_for_read(pieces: list[bytes],
 def test_sse_parser_agrees_with_the_reference_on_recordings(size: int, line_end: bytes) -> None:
     raw = fixture_bytes("anthropic/stream_text_raw.sse").replace(b"\r\n", b"\n").replace(b"\n", line_end)
     cuts = list(range(size, len(raw), size))
-    assert events_per_read(SSEParser(), raw, cuts) == events_per_read(ReferenceSSEParser(), raw, cuts)
+    assert events_per_read(SSEParser(), raw, cuts) == reference_per_read(raw, cuts)
 
 
 def test_events_compare_by_value_with_or_without_meta() -> None:
