@@ -126,7 +126,9 @@ class SSEParser:
         buffer, self._buffer = self._buffer, b""
         start = self._scan(buffer, events)  # the complete lines of an unfinished event
         if start < len(buffer):
-            self._line(buffer[start:].decode("utf-8", "replace"), events)
+            # the unended last line; a CR at the very end was waiting for an LF that will not come: it ends the line
+            rest = buffer[start:-1] if buffer.endswith(b"\r") else buffer[start:]
+            self._line(rest.decode("utf-8", "replace"), events)
         self._dispatch(events)
         return events
 

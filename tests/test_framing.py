@@ -161,6 +161,12 @@ def test_sse_parser_agrees_with_the_reference_on_recordings(size: int, line_end:
     assert events_per_read(SSEParser(), raw, cuts) == reference_per_read(raw, cuts)
 
 
+def test_a_carriage_return_that_ends_the_stream_ends_its_line() -> None:
+    assert [e.data for e in parse_all("sse", b"data: x\r")] == ["x"]  # it used to keep the CR: "x\r"
+    assert [e.data for e in parse_all("sse", b"data: x\n\r")] == ["x"]
+    assert events_per_read(SSEParser(), b"data: \r", []) == reference_per_read(b"data: \r", []) == [[], [(None, "", {})]]
+
+
 def test_events_compare_by_value_with_or_without_meta() -> None:
     assert Event("a", {"x": 1}) == Event("a", {"x": 1}, {})
     assert Event("a", {"x": 1}) != Event("a", {"x": 1}, {"id": "7"}) and Event("a", 1) != Event("b", 1)
