@@ -22,7 +22,7 @@ import httpx
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-BODY = (ROOT.parent / "shared" / "fixtures" / "openai" / "chat_completion_text.json")
+BODY = ROOT / "tests" / "fixtures" / "openai" / "chat_completion_text.json"
 FREE_KEY, LIMITED_KEY = "sk-bench-free-0123456789", "sk-bench-limited-0123456789"
 
 

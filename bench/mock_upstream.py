@@ -22,7 +22,7 @@ from pathlib import Path
 
 from procs import free_port, taskset_prefix, wait_for_port
 
-FIXTURES = Path("/work/shared/fixtures")
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 OPENAI_COMPLETION_FIXTURE = FIXTURES / "openai" / "chat_completion_text.json"
 OPENAI_STREAM_FIXTURE = FIXTURES / "openai" / "chat_stream_text_include_usage.sse"
 ANTHROPIC_STREAM_FIXTURE = FIXTURES / "anthropic" / "stream_text_raw.sse"

@@ -1,4 +1,4 @@
-"""A fake vendor: a real HTTP server on 127.0.0.1 that replays recorded payloads from ../shared/fixtures.
+"""A fake vendor: a real HTTP server on 127.0.0.1 that replays recorded payloads from tests/fixtures (origins in tests/fixtures/SOURCES.md).
 
 It runs aiohttp in a background thread, records every request it receives, and answers each
 (method, path) with a configured reply: a JSON body, raw bytes, or a stream written chunk by
@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-FIXTURES = Path(os.environ.get("ONEAPI_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
+FIXTURES = Path(os.environ.get("ONEAPI_FIXTURES", Path(__file__).resolve().parent / "fixtures"))
 
 
 def fixture_path(name: str) -> Path:
