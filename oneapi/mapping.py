@@ -196,8 +196,11 @@ class _Functions(functions.Functions):
     @functions.signature({"types": ["number", "null"], "variadic": True})
     def _func_add(self, *numbers: Any) -> Any:
         """Sum of the arguments, null ones counting as 0."""
-        total = sum(n for n in numbers if n is not None)
-        return total
+        # jmespath checks only the first argument of a variadic signature: a vendor's "tokens": "12" must fail as a mapping
+        for n in numbers:
+            if n is not None and (isinstance(n, bool) or not isinstance(n, (int, float))):
+                raise jmes_errors.JMESPathTypeError("add", n, type(n).__name__, ["number", "null"])
+        return sum(n for n in numbers if n is not None)
 
     @functions.signature({"types": ["string", "null"]})
     def _func_lower(self, value: Any) -> Any:

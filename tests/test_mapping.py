@@ -87,3 +87,11 @@ def test_bad_expressions_fail_at_load() -> None:
 
 def test_drop_nulls_is_deep() -> None:
     assert drop_nulls({"a": None, "b": {"c": None, "d": [{"e": None, "f": 1}]}}) == {"b": {"d": [{"f": 1}]}}
+
+
+def test_add_refuses_a_vendor_number_sent_as_text() -> None:
+    """jmespath type-checks only the first variadic argument; a later string must still be a MappingError, not a crash."""
+    assert search("add(a, b, c)", {"a": 1, "c": 2.5}) == 3.5
+    for bad in ("12", True, [1], {"n": 1}):
+        with pytest.raises(MappingError, match="add"):
+            search("add(a, b)", {"a": None, "b": bad})
