@@ -89,7 +89,7 @@ def in_band_error(content: bytes) -> bytes | None:
     except orjson.JSONDecodeError:
         return None
     if isinstance(parsed, dict) and parsed.get("error") and not parsed.get("choices"):
-        return orjson.dumps(parsed)
+        return payload.strip()  # as it came: orjson would not write an object nested past 255 levels back
     return None
 
 

@@ -165,6 +165,8 @@ def describe_error(spec: ErrorSpec | None, status: int | None, content: bytes) -
         parsed: Any = orjson.loads(content)
     except orjson.JSONDecodeError:
         parsed = None
+    if nests_deeper(parsed):
+        parsed = None  # read as text: its message could not even be printed
     doc = dict(parsed) if isinstance(parsed, dict) else {"_data": parsed if parsed is not None else content.decode("utf-8", "replace")}
     doc["_status"] = status
 

@@ -205,17 +205,22 @@ def admin_usage(gateway: GatewayProcess) -> dict[str, Any]:
     return httpx.get(gateway.url("/admin/usage"), headers=ADMIN, timeout=10).json()["totals"]
 
 
+def answer_as_recorded(vendor: FakeVendor) -> None:
+    """OpenAI's and Anthropic's recorded answers: a stream when asked for one."""
+    stream = Reply(chunks=sse_events(fixture_bytes("openai/chat_stream_text_include_usage.sse")), content_type="text/event-stream")
+    plain = Reply(body=fixture_bytes("openai/chat_completion_text.json"))
+    vendor.reply("POST", "/v1/chat/completions", lambda r: stream if r.json().get("stream") is True else plain)
+    claude_stream = Reply(chunks=ANTHROPIC_EVENTS, content_type="text/event-stream")
+    claude = Reply(body=fixture_bytes("anthropic/message_text.json"))
+    vendor.reply("POST", "/v1/messages", lambda r: claude_stream if r.json().get("stream") is True else claude)
+
+
 @pytest.fixture(scope="module")
 def deep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, FakeVendor]]:
     """An OpenAI channel (with a renamed model, so its bodies are re-serialised), an Anthropic one (translated), a token
     without limits and one with a budget (its prompts are estimated)."""
     with FakeVendor() as vendor:
-        stream = Reply(chunks=sse_events(fixture_bytes("openai/chat_stream_text_include_usage.sse")), content_type="text/event-stream")
-        plain = Reply(body=fixture_bytes("openai/chat_completion_text.json"))
-        vendor.reply("POST", "/v1/chat/completions", lambda r: stream if r.json().get("stream") is True else plain)
-        claude_stream = Reply(chunks=ANTHROPIC_EVENTS, content_type="text/event-stream")
-        claude = Reply(body=fixture_bytes("anthropic/message_text.json"))
-        vendor.reply("POST", "/v1/messages", lambda r: claude_stream if r.json().get("stream") is True else claude)
+        answer_as_recorded(vendor)
         config = base_config(vendor, pricing={"models": {"gpt-4o-mini": {"input": 1.0, "output": 2.0}, CLAUDE: {"input": 1.0, "output": 5.0}}})
         config["channels"][0]["model_map"] = {"mini-alias": "gpt-4o-mini"}
         config["channels"].append({"name": "claude", "provider": "anthropic", "base_url": vendor.base_url, "keys": ["sk-ant-0123456789"],
@@ -303,11 +308,7 @@ def test_upstream_answers_nested_deep_are_relayed_or_fail_over_never_a_500(deep:
             time.sleep(0.1)
         assert admin_usage(gateway)["requests"] == requests + 1
     finally:
-        stream = Reply(chunks=sse_events(fixture_bytes("openai/chat_stream_text_include_usage.sse")), content_type="text/event-stream")
-        plain = Reply(body=fixture_bytes("openai/chat_completion_text.json"))
-        vendor.reply("POST", "/v1/chat/completions", lambda r: stream if r.json().get("stream") is True else plain)
-        vendor.reply("POST", "/v1/messages", lambda r: Reply(chunks=ANTHROPIC_EVENTS, content_type="text/event-stream")
-                     if r.json().get("stream") is True else Reply(body=fixture_bytes("anthropic/message_text.json")))
+        answer_as_recorded(vendor)
     assert "Traceback" not in gateway.log()
 
 
@@ -436,3 +437,34 @@ def test_an_upload_with_two_model_fields_is_a_400_and_never_reaches_a_vendor_who
         assert response.json()["error"]["code"] == "duplicate_field" and response.json()["error"]["param"] == "model"
     time.sleep(0.2)  # a try cut mid-upload reaches the fake vendor's handler a moment later, if at all
     assert len(vendor.requests_to("/v1/audio/transcriptions")) == before
+
+
+@pytest.mark.parametrize("status", [200, 400, 429, 500])
+def test_upstream_bodies_nested_deep_anywhere_are_never_a_500(deep: tuple[GatewayProcess, FakeVendor], status: int) -> None:
+    """Error bodies, in-band errors and answers nested as deep as orjson reads (1000 levels), on both kinds of channel."""
+    gateway, vendor = deep
+    deep_value = nested(1000)
+    bodies = [
+        b'{"error": {"message": %s, "type": "x"}}' % deep_value,
+        b'{"error": %s}' % deep_value,
+        b'{"type": "error", "error": {"type": "overloaded_error", "message": %s}}' % deep_value,
+        b'{"choices": [], "usage": %s}' % deep_value,
+        deep_value,
+    ]
+    try:
+        for body in bodies:
+            for stream in (False, True):
+                reply = Reply(status=status, body=body) if not stream or status != 200 else Reply(
+                    chunks=[b"data: " + body + b"\n\n"], content_type="text/event-stream")
+                vendor.reply("POST", "/v1/chat/completions", reply)
+                vendor.reply("POST", "/v1/messages", reply if not stream or status != 200 else Reply(
+                    chunks=[b"event: message_start\ndata: " + body + b"\n\n"], content_type="text/event-stream"))
+                for model in MODELS:
+                    ask = {"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+                    response = post_raw(gateway, json.dumps(ask).encode())
+                    assert response.status_code != 500, (status, body[:60], stream, model, response.text[:300])
+                    if response.status_code >= 400:
+                        assert set(response.json()["error"]) == {"message", "type", "code", "param"}
+    finally:
+        answer_as_recorded(vendor)
+    assert "Traceback" not in gateway.log()
