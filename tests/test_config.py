@@ -138,16 +138,21 @@ def test_invalid_yaml_is_reported_with_its_line(tmp_path: Path) -> None:
     assert len(found) == 1 and re.match(rf"{re.escape(str(path))}:4: invalid YAML", found[0]), found
 
 
-def test_bad_provider_file_is_reported_with_its_file_and_line(tmp_path: Path) -> None:
+def with_provider_file(tmp_path: Path, name: str, text: str) -> tuple[Path, Path]:
+    """A config whose providers.d holds the shipped openai.yaml and one more file: (config path, that file's path)."""
     providers = tmp_path / "providers.d"
     providers.mkdir()
     (providers / "openai.yaml").write_text((PROVIDERS_DIR / "openai.yaml").read_text())
-    (providers / "broken.yaml").write_text("extends: openai\nbase_url: https://x.example\nauth: {style: header}\n")
-    path = write(tmp_path, "providers_dir: providers.d\n")
+    (providers / name).write_text(text)
+    return write(tmp_path, "providers_dir: providers.d\n"), providers / name
+
+
+def test_bad_provider_file_is_reported_with_its_file_and_line(tmp_path: Path) -> None:
+    path, broken = with_provider_file(tmp_path, "broken.yaml", "extends: openai\nbase_url: https://x.example\nauth: {style: header}\n")
 
     found = problems_of(path, {})
 
-    assert found == [f"{providers / 'broken.yaml'}:3: auth: 'header' is a required property"]
+    assert found == [f"{broken}:3: auth: 'header' is a required property"]
 
 
 def test_check_cli_prints_file_line_and_exits_1(tmp_path: Path) -> None:
@@ -302,13 +307,9 @@ def test_non_finite_number_from_a_variable_is_refused_at_its_line(tmp_path: Path
 
 
 def test_non_finite_number_in_a_provider_file_is_refused_by_check(tmp_path: Path) -> None:
-    providers = tmp_path / "providers.d"
-    providers.mkdir()
-    (providers / "openai.yaml").write_text((PROVIDERS_DIR / "openai.yaml").read_text())
-    (providers / "odd.yaml").write_text("extends: openai\nbase_url: https://x.example\noptions:\n  temperature_cap: .nan\n")
-    path = write(tmp_path, "providers_dir: providers.d\n")
+    path, odd = with_provider_file(tmp_path, "odd.yaml", "extends: openai\nbase_url: https://x.example\noptions:\n  temperature_cap: .nan\n")
 
     result = run_cli("check", "--config", str(path))
 
     assert result.returncode == 1
-    assert f"{providers / 'odd.yaml'}:4: options.temperature_cap: .nan is not a finite number" in result.stderr
+    assert f"{odd}:4: options.temperature_cap: .nan is not a finite number" in result.stderr
