@@ -130,7 +130,7 @@ async def read_json_body(request: Inbound, limit: int) -> tuple[bytes, dict[str,
         raise bad_request(f"Request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(body, dict):
         raise bad_request("Request body must be a JSON object.", code="invalid_json")
-    if nests_deeper(body):
+    if len(raw) > 2 * MAX_NESTING and nests_deeper(body):  # n levels take 2n brackets: a short body is never too deep
         raise bad_request(f"Request body nests objects and arrays more than {MAX_NESTING} levels deep.", code="invalid_json")
     repeated = _repeated_deciding_field(raw, body)
     if repeated is not None:
@@ -141,12 +141,14 @@ async def read_json_body(request: Inbound, limit: int) -> tuple[bytes, dict[str,
 # the fields the gateway routes, prices, admits and streams by: with two values the gateway could check one
 # while the vendor, whose parser may keep the first, acts on the other (the body is forwarded untouched)
 DECIDING_FIELDS = ("model", "stream", "stream_options", "max_tokens", "max_completion_tokens", "max_output_tokens", "n")
+_DECIDING_KEY = re.compile(rb'"(%s)"\s*:' % b"|".join(f.encode() for f in DECIDING_FIELDS))
 
 
 def _repeated_deciding_field(raw: bytes, body: dict[str, Any]) -> str | None:
-    """A deciding field given more than once at the top level of the body. Cheap unless its quoted name occurs
-    twice somewhere in the body (a tool parameter called "model", say): only then is the body parsed again."""
-    if not any(field in body and raw.count(b'"%s"' % field.encode()) > 1 for field in DECIDING_FIELDS):
+    """A deciding field given more than once at the top level of the body. One scan of the bytes, unless such a
+    key occurs twice at any depth (a tool parameter called "model", say): only then is the body parsed again."""
+    keys = _DECIDING_KEY.findall(raw)
+    if len(keys) == len(set(keys)):
         return None
     repeated: list[str] = []
 
