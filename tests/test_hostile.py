@@ -251,6 +251,17 @@ def test_json_nested_too_deep_is_a_400_wherever_it_is(deep: tuple[GatewayProcess
                       json={"model": CLAUDE, "messages": [{"role": "user", "content": "hi"}]}).status_code == 200  # no slot leaked
 
 
+def test_json_nested_too_deep_is_a_400_on_every_json_endpoint(hostile: tuple[GatewayProcess, FakeVendor]) -> None:
+    gateway, vendor = hostile
+    before = len(vendor.received)
+    for path in PATHS:
+        raw = json.dumps({**VALID, "model": "gpt-4o-mini", "voice": "alloy", "query": "q", "documents": ["d"], "extra": "DEEP"}).encode()
+        response = post_raw(gateway, raw.replace(b'"DEEP"', nested(600)), path=path)
+        check_answer(response)
+        assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json", (path, response.text)
+    assert len(vendor.received) == before
+
+
 def test_json_nested_to_the_limit_is_relayed_intact(deep: tuple[GatewayProcess, FakeVendor]) -> None:
     gateway, vendor = deep
     for model in MODELS:
