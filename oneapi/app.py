@@ -159,25 +159,34 @@ class Gateway:
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def health(self, request: Request) -> Response:
+        """For probes and anyone: whether the last reload failed. Its details (file paths, token, channel and
+        variable names) only for the admin key."""
         holder = self.holder
         snapshot = holder.current
-        return json_response({
+        health = {
             "status": "ok",
             "config_version": snapshot.version,
             "loaded_at": snapshot.loaded_at,
             "reload_ms": snapshot.build_ms,  # how long building the live config took
-            "last_reload_error": holder.last_reload_error,
+            "last_reload_failed": holder.last_reload_error is not None,
             "channels": len(snapshot.channels),
             "tokens": len(snapshot.tokens),
             "pid": os.getpid(),
-        })
+        }
+        if self._is_admin(request):
+            health["last_reload_error"] = holder.last_reload_error
+        return json_response(health)
+
+    def _is_admin(self, request: Request) -> bool:
+        admin_key = self.holder.current.config.admin_key
+        presented = client_key(request) or ""
+        return bool(admin_key) and hmac.compare_digest(presented.encode(), admin_key.encode())
 
     def _require_admin(self, request: Request) -> None:
         admin_key = self.holder.current.config.admin_key
         if not admin_key:
             raise GatewayError(404, "The admin API is off: set admin_key in config.yaml.", code="not_found")
-        presented = client_key(request) or ""
-        if not hmac.compare_digest(presented.encode(), admin_key.encode()):
+        if not self._is_admin(request):
             raise GatewayError(401, "Admin endpoints need 'Authorization: Bearer <admin_key>'.", code="invalid_api_key")
 
     async def admin_reload(self, request: Request) -> Response:

@@ -104,9 +104,17 @@ class StreamAnswer:
         self.usage: Callable[[], Usage | None] | None = None
 
     def close(self) -> None:
+        """Run every closer, even past one that fails (an upstream connection must not stay open because a
+        usage record failed); the first failure is raised once all have run."""
         closers, self.closers = self.closers, []
+        failed: Exception | None = None
         for close in closers:
-            close()
+            try:
+                close()
+            except Exception as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise failed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()

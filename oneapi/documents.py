@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -161,13 +162,26 @@ class Interpolator:
 
         return _VAR.sub(replace, text)
 
-    def plain(self, raw: str, value: str) -> Any:
+    def plain(self, raw: str, value: str, path: Path_) -> Any:
         """A plain `${PORT:-3000}` means the number, as if it had been written inline."""
         if _VAR.fullmatch(raw):
             tag = plain_tag(value)
             if tag in _NUMERIC_TAGS:
-                return construct_plain(tag, value)
+                number = construct_plain(tag, value)
+                if not is_finite(number):
+                    self.problems.append((path, not_finite(path, f"{raw} (= {value})")))
+                return number
         return value
+
+
+def is_finite(value: Any) -> bool:
+    """False for .nan, .inf, -.inf and floats written too large (1.0e+400): no price, limit or timeout means those."""
+    return type(value) is not float or math.isfinite(value)
+
+
+def not_finite(path: Path_, written: str) -> str:
+    where = ".".join(str(p) for p in path) or "(top level)"
+    return f"{where}: {written} is not a finite number (leave the key out where no limit is meant)"
 
 
 def load_document(path: str | Path, environ: Environ | None = None) -> Document:
@@ -254,8 +268,10 @@ def _build(node: yaml.Node, path: Path_, doc: Document, loader: YamlLoader, inte
     value = loader.construct_object(node, deep=True)
     if isinstance(value, str) and "$" in value:
         value = interpolate(value, path)
-        if node.style is None and node.tag == STR_TAG:
-            value = interpolate.plain(node.value, value)
+        if not node.style and node.tag == STR_TAG:  # libyaml marks a plain scalar with "", PyYAML with None
+            value = interpolate.plain(node.value, value, path)
+    elif not is_finite(value):
+        interpolate.problems.append((path, not_finite(path, node.value)))  # reported with the `${...}` problems, by line
     return value
 
 

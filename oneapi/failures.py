@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ _KEY_INVALID = re.compile(rb"invalid[ _-]?(api[ _-]?)?key|incorrect api key|api 
                           rb"invalid[ _-]?authentication|authentication[ _-]?(error|failed)|unauthori[sz]ed", re.I)
 _QUOTA = re.compile(rb"insufficient[ _-]?quota|exceeded your current quota|quota[ _-]?exceeded|"
                     rb"insufficient[ _-]?(balance|credit)|billing", re.I)
+
+# the longest wait an upstream's Retry-After is believed for: beyond that it is a broken header, not a plan
+MAX_RETRY_AFTER = 86400.0
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,7 @@ def in_band_error(content: bytes) -> bytes | None:
     except orjson.JSONDecodeError:
         return None
     if isinstance(parsed, dict) and parsed.get("error") and not parsed.get("choices"):
-        return orjson.dumps(parsed)
+        return payload.strip()  # as it came: orjson would not write an object nested past 255 levels back
     return None
 
 
@@ -113,16 +117,20 @@ def _first_sse_data(content: bytes) -> bytes:
 
 
 def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from an upstream's Retry-After (seconds or an HTTP date), within [0, MAX_RETRY_AFTER];
+    None for anything else (garbage, inf, nan, 1e400): an upstream's header is never trusted to be sane."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError, IndexError):
+            return None
+    if not math.isfinite(seconds):
         return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
 
 
 def _error_message(content: bytes, status: int) -> str:

@@ -60,16 +60,19 @@ class FormScanner:
         self._is_file = False
         self._start = 0  # body offset where the current part's content starts
         self._oversized = False
+        self._wanted_parts = 0  # parts named as the wanted field: a second one is refused, wherever it comes
         self.fields: dict[str, str] = {}
         self.value: str | None = None
         self.span: tuple[int, int] | None = None  # body offsets of the wanted field's value
-        self.done = False
+        self.done = False  # the wanted field is in, or the form ended without it
+        self.ended = False  # the form's closing boundary was seen
 
     def feed(self, chunk: bytes) -> None:
-        if self.done:
+        """Scan the next bytes of the body; a 400 (GatewayError) when they break the form or repeat the wanted field."""
+        if self.ended:
             return
         self._buffer += chunk
-        while not self.done and self._step():
+        while not self.ended and self._step():
             pass
 
     def _drop(self, upto: int) -> None:
@@ -118,8 +121,8 @@ class FormScanner:
                 self.value = text.strip()
                 self.span = (self._start, self._base + at)
                 self.done = True
-                return False
-            self.fields.setdefault(self._name, text)
+            elif not self.done:
+                self.fields.setdefault(self._name, text)
         self._drop(self._base + at + len(self._delimiter))
         return self._after_delimiter(0)
 
@@ -131,7 +134,7 @@ class FormScanner:
             self._state = "after"
             return False
         if buffer[offset:offset + 2] == b"--":
-            self.done = True
+            self.done = self.ended = True
             return False
         line_end = buffer.find(b"\r\n", offset)
         if line_end < 0:
@@ -154,6 +157,11 @@ class FormScanner:
             if match is not None:
                 self._name = (match.group(1) if match.group(1) is not None else match.group(2)).decode("utf-8", "replace")
             self._is_file = _FILENAME.search(value) is not None
+        if self._name == self._wanted:
+            self._wanted_parts += 1
+            if self._wanted_parts > 1:  # the vendor might read either: what is routed and priced must be what is sent
+                raise bad_request(f"The form has more than one '{self._wanted}' field: send it once.", code="duplicate_field",
+                                  param=self._wanted)
 
 
 class Upload:
@@ -247,10 +255,10 @@ class Upload:
                     continue
                 if self._size + len(chunk) > self._limit:
                     raise GatewayError(413, f"Request body is larger than {self._limit} bytes.", code="request_too_large")
+                self._scanner.feed(chunk)  # first: bytes that break the form are never replayed upstream
                 self._spool.seek(0, 2)
                 self._spool.write(chunk)
                 self._size += len(chunk)
-                self._scanner.feed(chunk)
                 self._notify()
         except GatewayError as exc:
             self.failure = exc

@@ -31,7 +31,7 @@ from yaml.events import (
 
 from .documents import (
     STR_TAG, ConfigError, Document, Environ, Interpolator, Path_, Problem, Reads, YamlLoader, construct_plain,
-    Sources, node_lines, parse_document, plain_tag, read_text, schema_check, schema_validator, validate,
+    Sources, is_finite, node_lines, parse_document, plain_tag, read_text, schema_check, schema_validator, validate,
 )
 
 # libyaml's bare event parser when present: half the cost of a whole loader per piece
@@ -316,7 +316,7 @@ class _EventBuilder:
             if isinstance(value, str) and "$" in value:
                 value = self.interpolate(value, path)
                 if not event.style:
-                    value = self.interpolate.plain(event.value, value)
+                    value = self.interpolate.plain(event.value, value, path)
             return value
         if kind is MappingStartEvent:
             self._untagged(event)
@@ -351,6 +351,8 @@ class _EventBuilder:
             if tag not in _SIMPLE_TAGS:
                 raise _NeedsWholeFile  # `<<` (merge keys) and `=`
             value = construct_plain(tag, raw)
+            if not is_finite(value):
+                raise _NeedsWholeFile  # the whole file reports it, at its line
             if len(_PLAIN) >= 4096:
                 _PLAIN.clear()
             _PLAIN[raw] = value

@@ -7,9 +7,10 @@ everything else (estimates, reservations) happens only for tokens that have a bu
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import time
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncIterator, Callable, Mapping
 
 import orjson
 
@@ -21,6 +22,8 @@ from .usage import (
     FREE, HIDE_USAGE_CHUNK, StreamTap, Usage, cost_nano, estimate_completion_from_body, estimate_prompt_tokens, requested_completion_tokens,
     usage_from_body,
 )
+
+log = logging.getLogger("oneapi.metering")
 
 # output tokens reserved against a budget when the client set no max_tokens: the reservation bounds how far
 # concurrent requests can overspend, and is replaced by the real cost when the answer is in
@@ -128,10 +131,23 @@ class Meter:
         self.accounting.settle(self.admission, record)
 
     def finish_body(self, channel: str, upstream_model: str, content: bytes) -> None:
-        usage = usage_from_body(content)
-        if usage is None:
-            usage = Usage(self.prompt_estimate(), estimate_completion_from_body(content), estimated=True)
+        usage = self.used(channel, lambda: usage_from_body(content), lambda: estimate_completion_from_body(content))
         self.record(channel, upstream_model, usage)
+
+    def used(self, channel: str, reported: Callable[[], Usage | None], completion_estimate: Callable[[], int]) -> Usage:
+        """What the request used: as the upstream reported it, else estimated. Never an exception: the usage
+        record, and a stream's channel slot, wait on it (a vendor's broken numbers must not cost them)."""
+        try:
+            usage = reported()
+            if usage is not None:
+                return usage
+        except Exception as exc:
+            log.warning("channel %s: the reported usage could not be read (%r); the request is recorded as estimated", channel, exc)
+        try:
+            return Usage(self.prompt_estimate(), completion_estimate(), estimated=True)
+        except Exception as exc:
+            log.warning("channel %s: the usage could not be estimated (%r); the request is recorded without tokens", channel, exc)
+            return Usage(estimated=True)
 
     def stream(self, chunks: AsyncIterator[bytes], channel: str, upstream_model: str, hide_usage: str | None,
                slot: str | None, usage: Callable[[], Usage | None] | None = None) -> "MeteredStream":
@@ -172,11 +188,12 @@ class MeteredStream:
         if self._closed:
             return
         self._closed = True
-        usage = self.usage()
-        if usage is None:
-            usage = Usage(self.meter.prompt_estimate(), self.tap.estimated_completion_tokens(), estimated=True)
-        self.meter.record(self.channel, self.upstream_model, usage)
-        self.meter.release(self.channel, self.slot)
+        try:
+            usage = self.meter.used(self.channel, self.usage, self.tap.estimated_completion_tokens)
+            self.meter.record(self.channel, self.upstream_model, usage)
+        finally:
+            self.meter.release(self.channel, self.slot)  # whatever happened above, the slot is not leaked
+
 
 def upstream_body(raw: bytes, body: Mapping[str, Any], model: str, upstream_model: str, stream: bool, operation: str,
                   upstream_format: str) -> tuple[bytes, str | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -20,6 +21,7 @@ from .health import ChannelHealth, HealthRegistry
 from .limits import Accounting
 from .metering import Meter, new_request_id, translated_body, upstream_body
 from .metrics import Metrics
+from .nesting import MAX_NESTING, nests_deeper
 from .passthrough import first_chunk, pass_bytes, pass_through
 from .routing import Channel, ChannelKey
 from .snapshot import Snapshot
@@ -128,7 +130,38 @@ async def read_json_body(request: Inbound, limit: int) -> tuple[bytes, dict[str,
         raise bad_request(f"Request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(body, dict):
         raise bad_request("Request body must be a JSON object.", code="invalid_json")
+    if len(raw) > 2 * MAX_NESTING and nests_deeper(body):  # n levels take 2n brackets: a short body is never too deep
+        raise bad_request(f"Request body nests objects and arrays more than {MAX_NESTING} levels deep.", code="invalid_json")
+    repeated = _repeated_deciding_field(raw, body)
+    if repeated is not None:
+        raise bad_request(f"'{repeated}' appears more than once in the request body: send it once.", code="duplicate_field", param=repeated)
     return raw, body
+
+
+# the fields the gateway routes, prices, admits and streams by: with two values the gateway could check one
+# while the vendor, whose parser may keep the first, acts on the other (the body is forwarded untouched)
+DECIDING_FIELDS = ("model", "stream", "stream_options", "max_tokens", "max_completion_tokens", "max_output_tokens", "n")
+_DECIDING_KEY = re.compile(rb'"(%s)"\s*:' % b"|".join(f.encode() for f in DECIDING_FIELDS))
+
+
+def _repeated_deciding_field(raw: bytes, body: dict[str, Any]) -> str | None:
+    """A deciding field given more than once at the top level of the body. One scan of the bytes, unless such a
+    key occurs twice at any depth (a tool parameter called "model", say): only then is the body parsed again."""
+    keys = _DECIDING_KEY.findall(raw)
+    if len(keys) == len(set(keys)):
+        return None
+    repeated: list[str] = []
+
+    def note_repeated(pairs: list[tuple[str, Any]]) -> None:
+        seen: set[str] = set()
+        repeated.clear()  # the outermost object is the last one parsed: its keys are what remains
+        for key, _ in pairs:
+            if key in seen:
+                repeated.append(key)
+            seen.add(key)
+
+    json.loads(raw, object_pairs_hook=note_repeated)  # json reads all that orjson read, and more (NaN)
+    return next((key for key in repeated if key in DECIDING_FIELDS), None)
 
 
 def client_key(request: Any) -> str | None:

@@ -25,6 +25,7 @@ from .failures import Failure, bad_body_failure, parse_retry_after, transport_fa
 from .passthrough import cut_stream_event, first_chunk, pass_through
 from .framing import PARSERS, FramingError
 from .mapping import ErrorSpec, MappingError, map_request, map_response
+from .nesting import MAX_NESTING, nests_deeper
 from .providers import Operation, Provider, Template
 from .routing import Channel, ChannelKey
 from .signers import SignerError, sign
@@ -105,6 +106,8 @@ async def attempt(channel: Channel, key: ChannelKey, operation: Operation, upstr
         vendor = orjson.loads(content)
     except orjson.JSONDecodeError:
         return bad_body_failure(channel.name, "answered with a body that is not JSON")
+    if nests_deeper(vendor):  # its mapping and re-serialisation would run out of stack
+        return bad_body_failure(channel.name, f"answered with a body nested more than {MAX_NESTING} levels deep")
     if is_error_body(provider.errors, vendor):
         return upstream_failure(provider, channel.name, None, content, key.secret, None)
     if stream:
@@ -162,6 +165,8 @@ def describe_error(spec: ErrorSpec | None, status: int | None, content: bytes) -
         parsed: Any = orjson.loads(content)
     except orjson.JSONDecodeError:
         parsed = None
+    if nests_deeper(parsed):
+        parsed = None  # read as text: its message could not even be printed
     doc = dict(parsed) if isinstance(parsed, dict) else {"_data": parsed if parsed is not None else content.decode("utf-8", "replace")}
     doc["_status"] = status
 
@@ -243,7 +248,8 @@ async def _translate_stream(channel: Channel, translator: StreamTranslator, repl
             out.append(b"data: [DONE]\n\n")
         yield b"".join(out)
         record(True)
-    except (FramingError, MappingError) as exc:
+    # an event nested too deep to map (RecursionError) or to re-serialise (orjson's limit) is a broken stream too
+    except (FramingError, MappingError, orjson.JSONEncodeError, RecursionError) as exc:
         record(False)
         log.warning("channel %s: stream translation failed: %s", channel.name, exc)
         out.append(_sse({"error": {"message": f"Upstream stream could not be read: {exc}", "type": "upstream_error",

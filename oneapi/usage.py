@@ -14,6 +14,7 @@ from typing import Any, AsyncIterator, Iterator, Mapping
 import orjson
 
 from .config import Price
+from .nesting import nests_deeper
 
 # an image or audio part of unknown size: a flat guess, in tokens (a 512x512 image tile is ~255-765 tokens)
 MEDIA_PART_TOKENS = 800
@@ -327,6 +328,8 @@ def estimate_completion_from_body(content: bytes) -> int:
         return 0
     if not isinstance(payload, dict):
         return 0
+    if nests_deeper(payload):
+        return len(content) // 4  # too deep to walk: bounded by its size instead
     total = 0
     for choice in payload.get("choices") or ():
         if isinstance(choice, dict):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from conftest import PROVIDERS_DIR, ROOT
 from oneapi.config import load_config
@@ -135,16 +138,21 @@ def test_invalid_yaml_is_reported_with_its_line(tmp_path: Path) -> None:
     assert len(found) == 1 and re.match(rf"{re.escape(str(path))}:4: invalid YAML", found[0]), found
 
 
-def test_bad_provider_file_is_reported_with_its_file_and_line(tmp_path: Path) -> None:
+def with_provider_file(tmp_path: Path, name: str, text: str) -> tuple[Path, Path]:
+    """A config whose providers.d holds the shipped openai.yaml and one more file: (config path, that file's path)."""
     providers = tmp_path / "providers.d"
     providers.mkdir()
     (providers / "openai.yaml").write_text((PROVIDERS_DIR / "openai.yaml").read_text())
-    (providers / "broken.yaml").write_text("extends: openai\nbase_url: https://x.example\nauth: {style: header}\n")
-    path = write(tmp_path, "providers_dir: providers.d\n")
+    (providers / name).write_text(text)
+    return write(tmp_path, "providers_dir: providers.d\n"), providers / name
+
+
+def test_bad_provider_file_is_reported_with_its_file_and_line(tmp_path: Path) -> None:
+    path, broken = with_provider_file(tmp_path, "broken.yaml", "extends: openai\nbase_url: https://x.example\nauth: {style: header}\n")
 
     found = problems_of(path, {})
 
-    assert found == [f"{providers / 'broken.yaml'}:3: auth: 'header' is a required property"]
+    assert found == [f"{broken}:3: auth: 'header' is a required property"]
 
 
 def test_check_cli_prints_file_line_and_exits_1(tmp_path: Path) -> None:
@@ -240,3 +248,68 @@ def test_an_extending_file_removes_an_inherited_header(tmp_path: Path) -> None:
     providers, _ = load_providers(PROVIDERS_DIR)
     assert providers["anthropic"].headers == {"anthropic-version": "2023-06-01"}
     assert "anthropic-version" not in {k.lower() for k in providers["vertex-anthropic"].headers}
+
+
+def _number_paths(schema: dict, node: object, at: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Where config.yaml holds a number, as a path into a config: each map's entries named "x", each array's first item."""
+    if not isinstance(node, dict):
+        return []
+    if "$ref" in node:
+        node = schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+    kinds = node.get("type") if isinstance(node.get("type"), list) else [node.get("type")]
+    found = [at] if {"number", "integer"} & set(kinds) else []
+    for name, sub in (node.get("properties") or {}).items():
+        found += _number_paths(schema, sub, at + (name,))
+    if isinstance(node.get("additionalProperties"), dict):
+        found += _number_paths(schema, node["additionalProperties"], at + ("x",))
+    if isinstance(node.get("items"), dict):
+        found += _number_paths(schema, node["items"], at + ("0",))
+    return found
+
+
+CONFIG_NUMBERS = _number_paths(json.loads((ROOT / "schemas" / "config.schema.json").read_text()),
+                               json.loads((ROOT / "schemas" / "config.schema.json").read_text()), ())
+
+
+def test_every_number_of_the_config_schema_is_found() -> None:
+    names = {".".join(p) for p in CONFIG_NUMBERS}
+    assert {"pricing.models.x.input", "groups.x.ratio", "channels.0.weight", "channels.0.timeout", "tokens.0.budget",
+            "retry.deadline", "breaker.cooldown", "watch_interval"} <= names
+
+
+@pytest.mark.parametrize("where", CONFIG_NUMBERS, ids=lambda p: ".".join(p))
+@pytest.mark.parametrize("written", [".nan", ".inf", "-.Inf", "1.0e+400"])
+def test_non_finite_numbers_are_refused_at_their_line(tmp_path: Path, where: tuple[str, ...], written: str) -> None:
+    config: dict = {"providers_dir": str(PROVIDERS_DIR),
+                    "channels": [{"name": "a", "provider": "openai", "keys": ["k"], "models": ["m"]}],
+                    "tokens": [{"name": "t", "key": "sk-t"}]}
+    node: Any = config
+    for name, following in zip(where, where[1:]):
+        key: Any = int(name) if name.isdigit() else name
+        if isinstance(node, dict) and key not in node:
+            node[key] = [{}] if following.isdigit() else {}
+        node = node[key]
+    node[where[-1]] = "NONFINITE"
+    text = yaml.safe_dump(config, sort_keys=False).replace("NONFINITE", written)
+    path = write(tmp_path, text)
+    line = text.splitlines().index(next(s for s in text.splitlines() if written in s)) + 1
+
+    assert problems_of(path, {}) == [f"{path}:{line}: {'.'.join(where)}: {written} is not a finite number "
+                                     "(leave the key out where no limit is meant)"]
+
+
+def test_non_finite_number_from_a_variable_is_refused_at_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace("    models: [gpt-4o-mini]\n", "    models: [gpt-4o-mini]\n    timeout: ${TIMEOUT}\n"))
+    assert problems_of(path, {"UPSTREAM_KEY": "k", "TIMEOUT": ".inf"}) == [
+        f"{path}:7: channels.0.timeout: ${{TIMEOUT}} (= .inf) is not a finite number (leave the key out where no limit is meant)"]
+    config, _ = load_config(path, {"UPSTREAM_KEY": "k", "TIMEOUT": "30"})  # a finite one is the number, on every load path
+    assert config.channels[0].timeout == 30
+
+
+def test_non_finite_number_in_a_provider_file_is_refused_by_check(tmp_path: Path) -> None:
+    path, odd = with_provider_file(tmp_path, "odd.yaml", "extends: openai\nbase_url: https://x.example\noptions:\n  temperature_cap: .nan\n")
+
+    result = run_cli("check", "--config", str(path))
+
+    assert result.returncode == 1
+    assert f"{odd}:4: options.temperature_cap: .nan is not a finite number" in result.stderr

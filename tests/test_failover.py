@@ -417,3 +417,42 @@ def _children(pid: int) -> list[int]:
         children = (task / "children").read_text().split()
         out.extend(int(c) for c in children)
     return out
+
+
+# what vendors (or what sits in front of them) have been seen to put in Retry-After, sane or not
+NONSENSE_RETRY_AFTER = ["inf", "-inf", "nan", "-1", "1e400", "1e300", "99999999999999999999", "Wed, 21 Oct 2015 07:28:00 GMT",
+                        "Fri, 31 Dec 9999 23:59:59 GMT", "Mon, 99 Foo 2020 99:99:99 GMT", "soon", "", "0x10", "1_0 s"]
+
+
+def test_nonsense_retry_after_still_fails_over(vendor, backup, start_gateway) -> None:
+    header = {"value": ""}
+    vendor.reply("POST", "/v1/chat/completions", lambda r: Reply(status=429, body=b'{"error": {"message": "Rate limit reached"}}',
+                                                                 headers={"Retry-After": header["value"]}))
+    gateway = two_channels(vendor, backup, start_gateway)
+    for value in NONSENSE_RETRY_AFTER:
+        header["value"] = value
+        assert ask(gateway).choices[0].message.content, value  # the backup answered
+    assert len(vendor.received) == len(NONSENSE_RETRY_AFTER) and len(backup.received) == len(NONSENSE_RETRY_AFTER)
+    assert "Traceback" not in gateway.log()
+
+
+def test_nonsense_retry_after_with_nowhere_else_to_go_is_a_clean_429(vendor, start_gateway) -> None:
+    header = {"value": ""}
+    vendor.reply("POST", "/v1/chat/completions", lambda r: Reply(status=429, body=b'{"error": {"message": "Rate limit reached"}}',
+                                                                 headers={"Retry-After": header["value"]}))
+    vendor.reply("POST", "/v1/messages", lambda r: Reply(status=429, body=fixture_bytes("anthropic/error_429_rate_limit.json"),
+                                                         headers={"Retry-After": header["value"]}))
+    cfg = base_config(vendor)
+    cfg["channels"].append({"name": "claude", "provider": "anthropic", "base_url": vendor.base_url, "keys": ["sk-ant-0123456789"],
+                            "models": ["claude-haiku-4-5"]})
+    gateway = start_gateway(cfg)
+    for model in ("gpt-4o-mini", "claude-haiku-4-5"):  # a pass-through and a translated channel
+        for value in NONSENSE_RETRY_AFTER:
+            header["value"] = value
+            response = httpx.post(gateway.url("/v1/chat/completions"), headers={"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=30,
+                                  json={"model": model, "messages": [{"role": "user", "content": "x"}]})
+            assert response.status_code == 429, (model, value, response.text)
+            assert response.json()["error"]["code"] == "upstream_rate_limited"
+            retry_after = response.headers.get("retry-after")
+            assert retry_after is None or (retry_after.isdigit() and 1 <= int(retry_after) <= 86400), (value, retry_after)
+    assert "Traceback" not in gateway.log()

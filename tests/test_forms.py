@@ -178,3 +178,46 @@ def test_a_client_that_goes_away_mid_upload_fails_the_upload() -> None:
         upload.close()
 
     asyncio.run(run())
+
+
+def two_models(first: bytes, second: bytes, file: bytes, second_as_file: bool = False) -> tuple[bytes, str]:
+    """model, a file, then model again: a body no SDK sends but curl -F or a hand-made client can."""
+    boundary = "b0undary"
+    second_head = b'; filename="m.txt"' if second_as_file else b""
+    body = (b"--b0undary\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n" + first + b"\r\n"
+            b"--b0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp3\"\r\n\r\n" + file + b"\r\n"
+            b"--b0undary\r\nContent-Disposition: form-data; name=\"model\"" + second_head + b"\r\n\r\n" + second + b"\r\n"
+            b"--b0undary--\r\n")
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+@pytest.mark.parametrize("step", [1, 13, 4096, 1_000_000])
+@pytest.mark.parametrize("second_as_file", [False, True])
+def test_a_second_model_field_anywhere_is_a_400(step: int, second_as_file: bool) -> None:
+    body, content_type = two_models(b"whisper-1", b"gpt-4o-transcribe", os.urandom(20_000), second_as_file)
+    with pytest.raises(GatewayError) as caught:
+        scan(body, content_type, step)
+    assert caught.value.status == 400 and caught.value.code == "duplicate_field" and caught.value.param == "model"
+
+
+def test_fields_after_the_model_are_scanned_but_not_kept() -> None:
+    body, content_type = encode_form({"model": "whisper-1", "language": "en"}, {"file": ("a.mp3", b"ID3" * 1000)})
+    scanner = scan(body, content_type, 50)
+    assert scanner.value == "whisper-1" and scanner.ended and scanner.fields == {}
+
+
+def test_an_upload_with_a_second_model_never_replays_it() -> None:
+    body, content_type = two_models(b"whisper-1", b"gpt-4o-transcribe", os.urandom(300_000))
+
+    async def run() -> None:
+        upload = Upload(chunks_of(body, 4096, pause=0.0005), form_boundary(content_type), limit=10_000_000, declared=len(body))
+        assert await upload.read_fields() == "whisper-1"
+        sent = []
+        with pytest.raises(UploadFailed):
+            async for piece in upload.body("whisper-1"):
+                sent.append(piece)
+        assert upload.failure is not None and upload.failure.code == "duplicate_field"
+        assert b"gpt-4o-transcribe" not in b"".join(sent) and not b"".join(sent).endswith(b"--b0undary--\r\n")
+        upload.close()
+
+    asyncio.run(run())

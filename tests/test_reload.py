@@ -25,7 +25,7 @@ def chat(gateway: GatewayProcess, key: str = CLIENT_KEY, model: str = "gpt-4o-mi
 def test_editing_config_yaml_reloads_it(gateway: GatewayProcess, vendor: FakeVendor) -> None:
     vendor.reply_fixture("/v1/chat/completions", "openai/chat_completion_text.json")
     before = gateway.health()
-    assert before["last_reload_error"] is None
+    assert before["last_reload_failed"] is False
     assert chat(gateway, key="sk-new-token-xyz").status_code == 401
 
     config = base_config(vendor)
@@ -46,14 +46,48 @@ def test_broken_config_is_refused_whole_and_the_old_one_keeps_serving(gateway: G
     config["channels"][0]["provider"] = "no-such-provider"     # ...but this makes the file invalid
     write_config(gateway.config_path, config)
 
-    health = gateway.wait_for(lambda h: h["last_reload_error"] is not None)
+    health = gateway.wait_for(lambda h: h["last_reload_failed"])
     assert health["config_version"] == version
-    assert "no-such-provider" in health["last_reload_error"] and f"{gateway.config_path}:" in health["last_reload_error"]
+    details = admin_health(gateway)["last_reload_error"]
+    assert "no-such-provider" in details and f"{gateway.config_path}:" in details
     assert chat(gateway).status_code == 200
 
     write_config(gateway.config_path, base_config(vendor))
-    healed = gateway.wait_for(lambda h: h["last_reload_error"] is None)
+    healed = gateway.wait_for(lambda h: not h["last_reload_failed"])
     assert healed["config_version"] == version  # same content, same version
+    assert admin_health(gateway)["last_reload_error"] is None
+
+
+def admin_health(gateway: GatewayProcess) -> dict[str, object]:
+    return httpx.get(gateway.url("/health"), headers=ADMIN, timeout=5).json()
+
+
+def test_health_tells_anyone_that_a_reload_failed_and_only_the_admin_why(vendor: FakeVendor, start_gateway) -> None:
+    config = base_config(vendor)
+    config["channels"][0]["name"] = "hidden-channel-zq"
+    config["tokens"].append({"name": "hidden-token-yq", "key": "sk-hidden-token"})
+    gateway = start_gateway(config)
+    fresh = gateway.health()
+    assert fresh["last_reload_failed"] is False and "last_reload_error" not in fresh
+    secrets = ["hidden-channel-zq", "hidden-token-yq", "HIDDEN_VARIABLE_QQ", str(gateway.config_path.parent), "config.yaml", "no-such-provider"]
+
+    # each broken edit names in its error what an anonymous caller must not learn: a path, a variable, a channel, a token
+    missing_variable = base_config(vendor, channels=[{**config["channels"][0], "keys": ["${HIDDEN_VARIABLE_QQ}"]}])
+    unknown_provider = base_config(vendor, channels=[{**config["channels"][0], "provider": "no-such-provider"}])
+    twice = base_config(vendor, channels=config["channels"], tokens=[*config["tokens"], config["tokens"][-1]])
+    for broken, named in ((missing_variable, "HIDDEN_VARIABLE_QQ"), (unknown_provider, "hidden-channel-zq"), (twice, "hidden-token-yq")):
+        write_config(gateway.config_path, config)
+        gateway.wait_for(lambda h: not h["last_reload_failed"])
+        write_config(gateway.config_path, broken)
+        anonymous = gateway.wait_for(lambda h: h["last_reload_failed"])
+        assert anonymous["config_version"] == fresh["config_version"] and anonymous["status"] == "ok"
+        text = httpx.get(gateway.url("/health"), timeout=5).text
+        assert not [s for s in secrets if s in text], text
+        for wrong in ("Bearer sk-hidden-token", "Bearer admin-secret-key-for-test", "Bearer x"):  # a client key is no admin key
+            assert not [s for s in secrets if s in httpx.get(gateway.url("/health"), headers={"Authorization": wrong}, timeout=5).text]
+        admin = admin_health(gateway)
+        assert admin["last_reload_failed"] is True
+        assert named in admin["last_reload_error"] and f"{gateway.config_path}:" in admin["last_reload_error"]
 
 
 def test_kubernetes_configmap_symlink_swap_is_seen(vendor: FakeVendor, tmp_path: Path) -> None:
