@@ -10,6 +10,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY oneapi ./oneapi
 COPY schemas ./schemas
+COPY providers.d ./providers.d
 RUN pip install . \
  && useradd --system --uid 10001 --no-create-home --home-dir /app oneapi \
  && mkdir -p /data \
@@ -17,7 +18,6 @@ RUN pip install . \
  # config.yaml's default store (sqlite:///data/oneapi.db, relative to /app/config.yaml) lands on the volume
  && ln -s /data /app/data
 
-COPY providers.d ./providers.d
 # the default config; mount your own over it: -v $PWD/config.yaml:/app/config.yaml:ro
 COPY config.yaml ./config.yaml
 

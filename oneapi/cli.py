@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import load_config
-from .documents import ConfigError
+from .documents import SHIPPED_PROVIDERS, ConfigError
 from .metrics import METRICS_DIR_ENV
 from .selftest import run_selftests
 from .snapshot import RELOAD_SIGNAL_ENV, build_snapshot, signal_reload
 
 if TYPE_CHECKING:
     from .ledger import UsageQuery, UsageReport
+    from .snapshot import Snapshot
 
 DEFAULT_CONFIG = "config.yaml"
 
@@ -83,7 +84,19 @@ def check_command(config_path: Path) -> int:
         f"ok: {config_path} is valid (config {snapshot.version}: {len(snapshot.providers)} providers, "
         f"{len(snapshot.channels)} routed channels, {len(snapshot.tokens)} tokens; {cases} provider self-tests passed)"
     )
+    print_provider_files(snapshot)
     return 0
+
+
+def print_provider_files(snapshot: "Snapshot") -> None:
+    """Which file each provider was read from: the shipped folder, or providers_dir adding or replacing one."""
+    shipped = {path.stem for path in SHIPPED_PROVIDERS.glob("*.yaml")}
+    for name, provider in sorted(snapshot.providers.items()):
+        if Path(provider.file).parent.resolve() == SHIPPED_PROVIDERS.resolve():
+            origin = "shipped"
+        else:
+            origin = "replaces the shipped file" if name in shipped else "added"
+        print(f"  provider {name}: {provider.file} ({origin})")
 
 
 def key_command() -> int:

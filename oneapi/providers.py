@@ -10,7 +10,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 from urllib.parse import quote, urlsplit
 
-from .documents import ConfigError, Document, Problem, Sources, parse_document, read_text, validate
+from .documents import SHIPPED_PROVIDERS, ConfigError, Document, Problem, Sources, parse_document, read_text, validate
 from .mapping import BodyMapping, Compiler, ErrorSpec, MappingError, compile_errors
 from .streams import StreamSpec, compile_stream
 
@@ -126,12 +126,25 @@ class ProviderCache:
     loaded: tuple[dict[str, Provider], list[Document]] | None = None
 
 
-def load_providers(directory: Path, cache: ProviderCache | None = None) -> tuple[dict[str, Provider], list[Document]]:
-    """Read every provider file in `directory`, resolve `extends`, validate and compile; raise on any problem."""
-    if not directory.is_dir():
-        raise ConfigError([Problem(str(directory), 1, "providers_dir is not a folder")])
+def provider_files(*directories: Path) -> dict[str, Path]:
+    """Each provider's file by name: a later folder's file replaces an earlier folder's file of the same name."""
+    files: dict[str, Path] = {}
+    seen: set[Path] = set()
+    for directory in directories:
+        if directory.resolve() in seen:  # providers_dir naming the shipped folder itself
+            continue
+        seen.add(directory.resolve())
+        if not directory.is_dir():
+            raise ConfigError([Problem(str(directory), 1, "providers_dir is not a folder")])
+        files.update((path.stem, path) for path in directory.glob("*.yaml"))
+    return dict(sorted(files.items()))
+
+
+def load_providers(*directories: Path, cache: ProviderCache | None = None) -> tuple[dict[str, Provider], list[Document]]:
+    """Read every provider file in `directories` (later ones override earlier ones by name), resolve `extends`,
+    validate and compile; raise on any problem."""
     texts: dict[Path, str | ConfigError] = {}
-    for path in sorted(directory.glob("*.yaml")):
+    for path in provider_files(*directories).values():
         try:
             texts[path] = read_text(str(path))
         except ConfigError as exc:

@@ -19,7 +19,7 @@ import orjson
 from .config import ChannelConfig, Config, ConfigCache, load_config
 from .documents import ConfigError, Document, Problem
 from .incremental import value_digest
-from .providers import Provider, ProviderCache, load_providers
+from .providers import SHIPPED_PROVIDERS, Provider, ProviderCache, load_providers
 from .routing import Channel, Routes
 from .tokens import TokenIndex
 
@@ -81,7 +81,7 @@ def _collector_paused() -> Iterator[None]:
 
 def _build_snapshot(config_path: str | Path, environ: Mapping[str, str] | None, cache: ReloadCache) -> Snapshot:
     config, doc = load_config(config_path, environ, cache.config)
-    providers, provider_docs = load_providers(config.providers_dir, cache.providers)
+    providers, provider_docs = load_providers(SHIPPED_PROVIDERS, config.providers_dir, cache=cache.providers)
     warnings = list(config.warnings)
     channels = _channels(config, doc, providers, cache, warnings)
 
@@ -191,12 +191,12 @@ def fingerprint(config_path: Path, snapshot: Snapshot | None) -> tuple[Any, ...]
     paths = [config_path]
     if snapshot is not None:
         paths.extend(Path(p) for p in sorted(snapshot.config.referenced_files))
-        providers_dir = snapshot.config.providers_dir
-        try:
-            paths.extend(sorted(providers_dir.glob("*.yaml")))
-        except OSError:
-            pass
-        paths.append(providers_dir)
+        for providers_dir in dict.fromkeys((SHIPPED_PROVIDERS, snapshot.config.providers_dir)):
+            try:
+                paths.extend(sorted(providers_dir.glob("*.yaml")))
+            except OSError:
+                pass
+            paths.append(providers_dir)
     signal_file = os.environ.get(RELOAD_SIGNAL_ENV)
     if signal_file:
         paths.append(Path(signal_file))
