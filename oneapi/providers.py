@@ -108,12 +108,21 @@ class Provider:
     tests: tuple[Any, ...] = ()  # this file's own self-test cases (never inherited)
     document: Document | None = None
 
+    def required_options(self) -> set[str]:
+        """Options that a path or query template reads and this file gives no default for: each channel must set them."""
+        templates = [t for op in self.operations.values()
+                     for t in (op.path, op.stream_path, *(t for _, t in op.query), *(t for _, t in op.stream_query or ()))
+                     if t is not None]
+        return {hole[8:] for t in templates for hole in t.fields() if hole.startswith("options.")} - set(self.options)
+
     def endpoint(self, base_url: str | None) -> str | None:
         """The URL that operation paths are appended to, One API style: origin plus optional prefix."""
         base = (base_url or self.base_url or "").rstrip("/")
         if not base:
             return None
-        if _VERSION_SEGMENT.search(urlsplit(base).path):
+        path = urlsplit(base).path
+        prefix = self.api_prefix.rstrip("/")
+        if _VERSION_SEGMENT.search(path) or (prefix and path.endswith(prefix)):  # One API's base URLs often hold the prefix
             return base
         return base + self.api_prefix.rstrip("/")
 

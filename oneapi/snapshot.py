@@ -131,6 +131,11 @@ def _channels(config: Config, doc: Document, providers: Mapping[str, Provider], 
         if endpoint is None:
             problems.append(doc.problem(("channels", i), f"channel {cc.name!r}: provider {cc.provider!r} has no default base_url, so the channel must set base_url"))
             continue
+        missing = sorted(provider.required_options() - set(cc.options))
+        if missing:
+            problems.append(doc.problem(("channels", i), f"channel {cc.name!r}: provider {cc.provider!r} needs "
+                                        f"{', '.join(missing)} in the channel's options"))
+            continue
         if not cc.enabled:
             continue
         if not cc.keys and provider.auth.style != "none":
