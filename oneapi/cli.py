@@ -1,4 +1,4 @@
-"""The `oneapi` command: serve, check, key, usage."""
+"""The `oneapi` command: serve, check, key, usage, diff."""
 
 from __future__ import annotations
 
@@ -54,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     usage.add_argument("--group-by", default="token,channel,model", help="comma list of token, channel, model, day")
     usage.add_argument("--csv", action="store_true", help="CSV of the breakdown instead of a table")
 
+    diff = commands.add_parser("diff", help="what a config change does: tokens, channels, routing per group and model, prices")
+    diff.add_argument("files", nargs="*", metavar="FILE", help="OLD NEW; with --git, the file to compare (default: config.yaml)")
+    diff.add_argument("--git", metavar="REF", help="compare FILE as commit REF has it against the working tree's")
+    diff.add_argument("--format", choices=["text", "markdown"], default="text", help="markdown: for a pull request comment")
+
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve_command(args)
@@ -61,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         return check_command(Path(args.config))
     if args.command == "usage":
         return usage_command(args)
+    if args.command == "diff":
+        from .configdiff import diff_command
+
+        return diff_command(args.files, args.git, args.format)
     return key_command()
 
 
