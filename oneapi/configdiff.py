@@ -73,10 +73,10 @@ def sides_from_git(ref: str, path: Path, environ: dict[str, str]) -> tuple[Side,
     with tempfile.TemporaryDirectory(prefix="oneapi-diff-") as tmp:
         tree = Path(tmp) / "tree"
         tree.mkdir()
-        try:
-            text = _git(top, "show", f"{ref}:{relative.as_posix()}").decode()
-        except DiffError:
-            text = ""  # the file is new: every token and channel in it is added
+        if not _git(top, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", allow_failure=True):
+            raise DiffError([f"--git {ref}: no such commit in {top}"])
+        # absent at ref: the file is new, and every token and channel in it is added
+        text = _git(top, "show", f"{ref}:{relative.as_posix()}", allow_failure=True).decode()
         providers_dir = _raw_providers_dir(text)
         if providers_dir and not Path(providers_dir).is_absolute():
             wanted = Path(os.path.normpath(relative.parent / providers_dir)).as_posix()

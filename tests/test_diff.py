@@ -234,3 +234,15 @@ def test_a_providers_dir_outside_the_config_folder(tmp_path: Path, capsys: pytes
     report = diff(capsys, str(write(tmp_path / "gw" / "old.yaml", old)), str(write(tmp_path / "gw" / "new.yaml", new)))
 
     assert line_of(report, "+ default / corp-1:") == "+ default / corp-1: priority 0: corp"
+
+
+def test_a_ref_that_names_nothing_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = tmp_path / "ops"
+    repo.mkdir()
+    write(repo / "config.yaml", base())
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "initial")
+
+    assert main(["diff", "--git", "no-such-branch", str(repo / "config.yaml")]) == 2
+    assert capsys.readouterr().err == f"--git no-such-branch: no such commit in {repo.resolve()}\n"
