@@ -131,12 +131,16 @@ def _side_from_text(text: str, place: Path, label: str, environ: dict[str, str])
     return Side(label, snapshot, digests)
 
 
+_PROVIDERS_DIR_LINE = re.compile(r"^providers_dir[ \t]*:(.*)$", re.M)
+
+
 def _raw_providers_dir(text: str) -> str | None:
+    """The providers_dir a config names, read from its own line: parsing a 10,000-token file for it costs seconds."""
+    line = _PROVIDERS_DIR_LINE.search(text)
     try:
-        data = yaml.safe_load(text)
+        value = yaml.safe_load(line.group(1)) if line else None
     except yaml.YAMLError:
         return None  # the loader reports it, with its line
-    value = data.get("providers_dir") if isinstance(data, dict) else None
     return value if isinstance(value, str) and "${" not in value else None
 
 
