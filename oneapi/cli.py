@@ -97,7 +97,7 @@ def check_command(config_path: Path) -> int:
     return 0
 
 
-def print_provider_files(snapshot: "Snapshot") -> None:
+def print_provider_files(snapshot: Snapshot) -> None:
     """Which file each provider was read from: the shipped folder, or providers_dir adding or replacing one."""
     shipped = {path.stem for path in SHIPPED_PROVIDERS.glob("*.yaml")}
     for name, provider in sorted(snapshot.providers.items()):
