@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +151,14 @@ def test_readme_shows_both_and_the_image_path_it_documents() -> None:
     run = next(block for block in re.findall(r"```sh\n(.*?)```", readme, re.S) if "docker run" in block)
     mounts = [shlex.split(line.strip(" \\"))[1] for line in run.splitlines() if line.strip().startswith("-v ") and "/app/" in line]
     assert [m.split(":")[1] for m in mounts] == [str(Path(image_config_path()).parent)]
+
+
+def test_kustomize_renders_every_resource_when_kubectl_is_at_hand() -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed; the manifests were parsed above")
+    done = subprocess.run([kubectl, "kustomize", str(KUBERNETES)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    rendered = sorted((d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(done.stdout))
+    assert rendered == sorted((m["kind"], m["metadata"]["name"]) for m in manifests() if m["kind"] != "Kustomization")
+    assert all(d["metadata"]["labels"]["app.kubernetes.io/part-of"] == "oneapi" for d in yaml.safe_load_all(done.stdout))
