@@ -19,7 +19,9 @@ from conftest import CLIENT_KEY, PROVIDERS_DIR, ROOT, UPSTREAM_KEY, GatewayProce
 from fakevendor import FakeVendor, fixture_json
 from oneapi.snapshot import build_snapshot
 
-SOURCES = ("pyproject.toml", "README.md", "oneapi", "schemas", "providers.d")
+# what `pip install .` builds from; every top-level *.d folder is data that must ship inside the package
+DATA_FOLDERS = sorted(p.name for p in ROOT.glob("*.d") if p.is_dir())
+SOURCES = ("pyproject.toml", "README.md", "oneapi", "schemas", *DATA_FOLDERS)
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +63,9 @@ def only_a_config(folder: Path, config: dict) -> Path:
 def test_the_wheel_holds_every_provider_file_and_schema(installed: Path) -> None:
     shipped = sorted(p.name for p in (installed / "oneapi" / "providers_d").glob("*.yaml"))
     assert shipped == sorted(p.name for p in PROVIDERS_DIR.glob("*.yaml"))
+    for folder in DATA_FOLDERS:  # providers.d, and any other *.d folder the repo keeps at its top (as schemas/ is)
+        inside = installed / "oneapi" / folder.replace(".", "_")
+        assert sorted(p.name for p in inside.glob("*.yaml")) == sorted(p.name for p in (ROOT / folder).glob("*.yaml")), folder
     assert sorted(p.name for p in (installed / "oneapi" / "schemas").glob("*.json")) == sorted(
         p.name for p in (ROOT / "schemas").glob("*.json"))
 
