@@ -7,7 +7,7 @@ a `${VAR}` that is not set where the diff runs, and every `${file:...}`, stands 
 (a placeholder that is the same on both sides), keys are reported as replaced, never shown, and neither are key
 hashes: a PR comment reaches more people than the config repository, a weak key's sha256 can be searched, and a
 reviewer needs to know only that a key changed. Header and option values, which may carry credentials, are named,
-not shown; credentials inside a URL are cut out.
+not shown; credentials and query values inside a URL are cut out.
 """
 
 from __future__ import annotations
@@ -346,13 +346,14 @@ def _changed(name: str, before: str, after: str) -> str:
 
 
 def _without_credentials(url: str) -> str:
-    """A URL as it may be shown: user and password cut out (redis://:secret@host, https://user:pw@proxy)."""
+    """A URL as it may be shown: user and password cut out (redis://:secret@host, https://user:pw@proxy), and query
+    values too (?key=... is how some vendors take a key)."""
     parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    netloc = parts.netloc
+    if parts.username is not None or parts.password is not None:
+        netloc = f"***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    query = "&".join(f"{pair.partition('=')[0]}=***" for pair in parts.query.split("&")) if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def diff_command(files: Sequence[str], git_ref: str | None, form: str) -> int:

@@ -23,6 +23,7 @@ SECRETS = {
     "admin key": "admin-secret-9a8b7c6d",
     "redis password": "redis-pass-s3cr3t",
     "env secret": "sk-from-environment-777777",
+    "url key": "AIzaSy-url-query-secret-31337",
 }
 
 
@@ -127,6 +128,7 @@ def test_never_a_secret_in_either_format(tmp_path: Path, capsys: pytest.CaptureF
     old["admin_key"] = SECRETS["admin key"]
     old["channels"][0].update(keys=[SECRETS["channel key"]], headers={"Authorization": SECRETS["header"]},
                               options={"ak": SECRETS["option"]}, base_url=f"https://user:{SECRETS['redis password']}@proxy.corp/v1")
+    old["channels"][1]["base_url"] = f"https://corp.openai.azure.com/?key={SECRETS['url key']}&tier=1"
     old["tokens"][0] = {"name": "web", "key": SECRETS["token key"]}
     new = yaml.safe_load(yaml.safe_dump(old))
     new["store"] = "redis://:other-pass-for-redis@cache:6379/0"
@@ -134,6 +136,7 @@ def test_never_a_secret_in_either_format(tmp_path: Path, capsys: pytest.CaptureF
     new["channels"][0].update(keys=["${OPENAI_KEY}", SECRETS["second key"], "${file:/run/secrets/absent-in-ci}"],
                               headers={"Authorization": "Bearer other-header-secret"}, options={"ak": "another-option-secret"})
     new["tokens"][0] = {"name": "web", "key": "${file:/run/secrets/web-token}"}
+    new["channels"][1]["base_url"] = "https://corp2.openai.azure.com/?key=another-url-secret&tier=1"
     old_path, new_path = write(tmp_path / "old.yaml", old), write(tmp_path / "new.yaml", new)
 
     text = diff(capsys, str(old_path), str(new_path))
@@ -142,7 +145,8 @@ def test_never_a_secret_in_either_format(tmp_path: Path, capsys: pytest.CaptureF
     assert "keys replaced (1 -> 3)" in text and "headers changed: Authorization" in text and "options changed: ak" in text
     assert "~ store: its credentials are replaced" in text
     assert "the admin key is replaced" in text and "~ web: key replaced" in text
-    everything = [*SECRETS.values(), "other-pass-for-redis", "other-header-secret", "another-option-secret"]
+    assert "base_url https://corp.openai.azure.com/?key=***&tier=*** -> https://corp2.openai.azure.com/?key=***&tier=***" in text
+    everything = [*SECRETS.values(), "other-pass-for-redis", "other-header-secret", "another-option-secret", "another-url-secret"]
     for report in (text, markdown):
         for secret in everything:
             assert secret not in report
