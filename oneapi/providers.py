@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import string
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -108,12 +109,13 @@ class Provider:
     tests: tuple[Any, ...] = ()  # this file's own self-test cases (never inherited)
     document: Document | None = None
 
-    def required_options(self) -> set[str]:
+    @cached_property
+    def required_options(self) -> frozenset[str]:
         """Options that a path or query template reads and this file gives no default for: each channel must set them."""
         templates = [t for op in self.operations.values()
                      for t in (op.path, op.stream_path, *(t for _, t in op.query), *(t for _, t in op.stream_query or ()))
                      if t is not None]
-        return {hole[8:] for t in templates for hole in t.fields() if hole.startswith("options.")} - set(self.options)
+        return frozenset(hole[8:] for t in templates for hole in t.fields() if hole.startswith("options.")) - set(self.options)
 
     def endpoint(self, base_url: str | None) -> str | None:
         """The URL that operation paths are appended to, One API style: origin plus optional prefix."""

@@ -131,7 +131,7 @@ def _channels(config: Config, doc: Document, providers: Mapping[str, Provider], 
         if endpoint is None:
             problems.append(doc.problem(("channels", i), f"channel {cc.name!r}: provider {cc.provider!r} has no default base_url, so the channel must set base_url"))
             continue
-        missing = sorted(provider.required_options() - set(cc.options))
+        missing = sorted(provider.required_options - cc.options.keys())
         if missing:
             problems.append(doc.problem(("channels", i), f"channel {cc.name!r}: provider {cc.provider!r} needs "
                                         f"{', '.join(missing)} in the channel's options"))
