@@ -11,7 +11,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 from urllib.parse import quote, urlsplit
 
-from .documents import SHIPPED_PROVIDERS, ConfigError, Document, Problem, Sources, parse_document, read_text, validate
+from .documents import ConfigError, Document, Problem, Sources, parse_document, read_text, validate
 from .mapping import BodyMapping, Compiler, ErrorSpec, MappingError, compile_errors
 from .streams import StreamSpec, compile_stream
 

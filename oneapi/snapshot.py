@@ -17,9 +17,9 @@ from typing import Any, Callable, Iterator, Mapping
 import orjson
 
 from .config import ChannelConfig, Config, ConfigCache, load_config
-from .documents import ConfigError, Document, Problem
+from .documents import SHIPPED_PROVIDERS, ConfigError, Document, Problem
 from .incremental import value_digest
-from .providers import SHIPPED_PROVIDERS, Provider, ProviderCache, load_providers
+from .providers import Provider, ProviderCache, load_providers
 from .routing import Channel, Routes
 from .tokens import TokenIndex
 
