@@ -1,4 +1,4 @@
-"""The `oneapi` command: serve, check, key, usage."""
+"""The `oneapi` command: serve, check, key, usage, diff."""
 
 from __future__ import annotations
 
@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import load_config
-from .documents import ConfigError
+from .documents import SHIPPED_PROVIDERS, ConfigError
 from .metrics import METRICS_DIR_ENV
 from .selftest import run_selftests
 from .snapshot import RELOAD_SIGNAL_ENV, build_snapshot, signal_reload
 
 if TYPE_CHECKING:
     from .ledger import UsageQuery, UsageReport
+    from .snapshot import Snapshot
 
 DEFAULT_CONFIG = "config.yaml"
 
@@ -53,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     usage.add_argument("--group-by", default="token,channel,model", help="comma list of token, channel, model, day")
     usage.add_argument("--csv", action="store_true", help="CSV of the breakdown instead of a table")
 
+    diff = commands.add_parser("diff", help="what a config change does: tokens, channels, routing per group and model, prices")
+    diff.add_argument("files", nargs="*", metavar="FILE", help="OLD NEW; with --git, the file to compare (default: config.yaml)")
+    diff.add_argument("--git", metavar="REF", help="compare FILE as commit REF has it against the working tree's")
+    diff.add_argument("--format", choices=["text", "markdown"], default="text", help="markdown: for a pull request comment")
+
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve_command(args)
@@ -60,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         return check_command(Path(args.config))
     if args.command == "usage":
         return usage_command(args)
+    if args.command == "diff":
+        from .configdiff import diff_command
+
+        return diff_command(args.files, args.git, args.format)
     return key_command()
 
 
@@ -83,7 +93,19 @@ def check_command(config_path: Path) -> int:
         f"ok: {config_path} is valid (config {snapshot.version}: {len(snapshot.providers)} providers, "
         f"{len(snapshot.channels)} routed channels, {len(snapshot.tokens)} tokens; {cases} provider self-tests passed)"
     )
+    print_provider_files(snapshot)
     return 0
+
+
+def print_provider_files(snapshot: Snapshot) -> None:
+    """Which file each provider was read from: the shipped folder, or providers_dir adding or replacing one."""
+    shipped = {path.stem for path in SHIPPED_PROVIDERS.glob("*.yaml")}
+    for name, provider in sorted(snapshot.providers.items()):
+        if Path(provider.file).parent.resolve() == SHIPPED_PROVIDERS.resolve():
+            origin = "shipped"
+        else:
+            origin = "replaces the shipped file" if name in shipped else "added"
+        print(f"  provider {name}: {provider.file} ({origin})")
 
 
 def key_command() -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from .documents import ConfigError, Document, Problem
+from .documents import SHIPPED_PROVIDERS, ConfigError, Document, Problem
 from .incremental import PieceCache, unchanged_ends
 
 DEFAULT_LISTEN = "0.0.0.0:3000"
@@ -205,7 +205,8 @@ def _load_config(path: Path, environ: Mapping[str, str], cache: ConfigCache) -> 
         path=path,
         host=host.strip("[]") or "0.0.0.0",
         port=int(port),
-        providers_dir=(path.parent / data.get("providers_dir", "providers.d")).resolve(),
+        # absent: the shipped vendors only; given: its files are added to them, and replace them by name
+        providers_dir=(path.parent / data["providers_dir"]).resolve() if data.get("providers_dir") else SHIPPED_PROVIDERS,
         store=data.get("store", "sqlite:///data/oneapi.db"),
         admin_key=admin_key,
         max_body_bytes=int(data.get("max_body_bytes", DEFAULT_MAX_BODY)),

@@ -24,6 +24,8 @@ import yaml
 # installed: oneapi/schemas/ inside the package; in a checkout: schemas/ beside the package
 _HERE = Path(__file__).resolve().parent
 SCHEMA_DIR = _HERE / "schemas" if (_HERE / "schemas").is_dir() else _HERE.parent / "schemas"
+# the vendors that ship with the package, found the same way: oneapi/providers_d/ or providers.d/
+SHIPPED_PROVIDERS = _HERE / "providers_d" if (_HERE / "providers_d").is_dir() else _HERE.parent / "providers.d"
 
 Path_ = tuple[Any, ...]
 Environ = Mapping[str, str]

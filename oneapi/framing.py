@@ -231,6 +231,22 @@ class NDJSONParser:
         return [Event(None, _payload(rest.decode("utf-8", "replace")))] if rest.strip() else []
 
 
+class WholeBodyParser:
+    """A vendor that does not stream: its whole answer is one event when the body ends, so that a client's
+    stream can still be served (as one chunk) from it."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        self._buffer += chunk
+        return []
+
+    def close(self) -> list[Event]:
+        text, self._buffer = self._buffer.decode("utf-8", "replace"), bytearray()
+        return [Event(None, _payload(text))] if text.strip() else []
+
+
 class JSONArrayParser:
     """One JSON array whose elements arrive over time (`[{...},\\n{...}]`): each element is an event."""
 
@@ -373,6 +389,7 @@ PARSERS: dict[str, Callable[[], Any]] = {
     "ndjson": NDJSONParser,
     "json_array": JSONArrayParser,
     "aws_eventstream": EventStreamParser,
+    "json": WholeBodyParser,
 }
 
 

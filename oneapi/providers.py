@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import string
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -108,12 +109,22 @@ class Provider:
     tests: tuple[Any, ...] = ()  # this file's own self-test cases (never inherited)
     document: Document | None = None
 
+    @cached_property
+    def required_options(self) -> frozenset[str]:
+        """Options that a path or query template reads and this file gives no default for: each channel must set them."""
+        templates = [t for op in self.operations.values()
+                     for t in (op.path, op.stream_path, *(t for _, t in op.query), *(t for _, t in op.stream_query or ()))
+                     if t is not None]
+        return frozenset(hole[8:] for t in templates for hole in t.fields() if hole.startswith("options.")) - set(self.options)
+
     def endpoint(self, base_url: str | None) -> str | None:
         """The URL that operation paths are appended to, One API style: origin plus optional prefix."""
         base = (base_url or self.base_url or "").rstrip("/")
         if not base:
             return None
-        if _VERSION_SEGMENT.search(urlsplit(base).path):
+        path = urlsplit(base).path
+        prefix = self.api_prefix.rstrip("/")
+        if _VERSION_SEGMENT.search(path) or (prefix and path.endswith(prefix)):  # One API's base URLs often hold the prefix
             return base
         return base + self.api_prefix.rstrip("/")
 
@@ -126,12 +137,25 @@ class ProviderCache:
     loaded: tuple[dict[str, Provider], list[Document]] | None = None
 
 
-def load_providers(directory: Path, cache: ProviderCache | None = None) -> tuple[dict[str, Provider], list[Document]]:
-    """Read every provider file in `directory`, resolve `extends`, validate and compile; raise on any problem."""
-    if not directory.is_dir():
-        raise ConfigError([Problem(str(directory), 1, "providers_dir is not a folder")])
+def provider_files(*directories: Path) -> dict[str, Path]:
+    """Each provider's file by name: a later folder's file replaces an earlier folder's file of the same name."""
+    files: dict[str, Path] = {}
+    seen: set[Path] = set()
+    for directory in directories:
+        if directory.resolve() in seen:  # providers_dir naming the shipped folder itself
+            continue
+        seen.add(directory.resolve())
+        if not directory.is_dir():
+            raise ConfigError([Problem(str(directory), 1, "providers_dir is not a folder")])
+        files.update((path.stem, path) for path in directory.glob("*.yaml"))
+    return dict(sorted(files.items()))
+
+
+def load_providers(*directories: Path, cache: ProviderCache | None = None) -> tuple[dict[str, Provider], list[Document]]:
+    """Read every provider file in `directories` (later ones override earlier ones by name), resolve `extends`,
+    validate and compile; raise on any problem."""
     texts: dict[Path, str | ConfigError] = {}
-    for path in sorted(directory.glob("*.yaml")):
+    for path in provider_files(*directories).values():
         try:
             texts[path] = read_text(str(path))
         except ConfigError as exc:

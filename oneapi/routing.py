@@ -176,6 +176,17 @@ class Routes:
                     tiers = made[offering] = [Tier.of(p, by_priority[p]) for p in sorted(by_priority, reverse=True)]
                 self._tiers[(group, model, op)] = tiers
 
+    def served(self) -> list[tuple[str, str]]:
+        """Every (group, model) that some channel serves, sorted."""
+        return sorted(self._serving)
+
+    def tiers_serving(self, group: str, model: str) -> list[Tier]:
+        """The channels serving (group, model), whatever the operation, in their priority tiers, highest first."""
+        by_priority: dict[int, list[Channel]] = {}
+        for channel in self._serving.get((group, model), ()):
+            by_priority.setdefault(channel.config.priority, []).append(channel)
+        return [Tier.of(p, by_priority[p]) for p in sorted(by_priority, reverse=True)]
+
     def knows(self, group: str, model: str) -> bool:
         return model in self.models_by_group.get(group, {})
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Mapping
 import orjson
 
 from .config import ChannelConfig, Config, ConfigCache, load_config
-from .documents import ConfigError, Document, Problem
+from .documents import SHIPPED_PROVIDERS, ConfigError, Document, Problem
 from .incremental import value_digest
 from .providers import Provider, ProviderCache, load_providers
 from .routing import Channel, Routes
@@ -81,7 +81,7 @@ def _collector_paused() -> Iterator[None]:
 
 def _build_snapshot(config_path: str | Path, environ: Mapping[str, str] | None, cache: ReloadCache) -> Snapshot:
     config, doc = load_config(config_path, environ, cache.config)
-    providers, provider_docs = load_providers(config.providers_dir, cache.providers)
+    providers, provider_docs = load_providers(SHIPPED_PROVIDERS, config.providers_dir, cache=cache.providers)
     warnings = list(config.warnings)
     channels = _channels(config, doc, providers, cache, warnings)
 
@@ -130,6 +130,11 @@ def _channels(config: Config, doc: Document, providers: Mapping[str, Provider], 
         endpoint = provider.endpoint(cc.base_url)
         if endpoint is None:
             problems.append(doc.problem(("channels", i), f"channel {cc.name!r}: provider {cc.provider!r} has no default base_url, so the channel must set base_url"))
+            continue
+        missing = sorted(provider.required_options - cc.options.keys())
+        if missing:
+            problems.append(doc.problem(("channels", i), f"channel {cc.name!r}: provider {cc.provider!r} needs "
+                                        f"{', '.join(missing)} in the channel's options"))
             continue
         if not cc.enabled:
             continue
@@ -191,12 +196,12 @@ def fingerprint(config_path: Path, snapshot: Snapshot | None) -> tuple[Any, ...]
     paths = [config_path]
     if snapshot is not None:
         paths.extend(Path(p) for p in sorted(snapshot.config.referenced_files))
-        providers_dir = snapshot.config.providers_dir
-        try:
-            paths.extend(sorted(providers_dir.glob("*.yaml")))
-        except OSError:
-            pass
-        paths.append(providers_dir)
+        for providers_dir in dict.fromkeys((SHIPPED_PROVIDERS, snapshot.config.providers_dir)):
+            try:
+                paths.extend(sorted(providers_dir.glob("*.yaml")))
+            except OSError:
+                pass
+            paths.append(providers_dir)
     signal_file = os.environ.get(RELOAD_SIGNAL_ENV)
     if signal_file:
         paths.append(Path(signal_file))

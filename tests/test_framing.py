@@ -178,6 +178,16 @@ def test_ndjson_lines_split_anywhere() -> None:
     assert [e.data for e in feed_in_pieces("ndjson", body, 3)] == [{"a": 1}, {"b": 2}, {"c": 3}]
 
 
+@pytest.mark.parametrize("size", [1, 5, 4096])
+def test_json_framing_makes_a_whole_body_one_event_at_its_end(size: int) -> None:
+    raw = fixture_bytes("openai/chat_completion_text.json")
+    parser = PARSERS["json"]()
+    early = [event for i in range(0, len(raw), size) for event in parser.feed(raw[i:i + size])]
+    assert early == []  # nothing before the body is whole: a pretty-printed body is not cut at its lines
+    assert parser.close() == [Event(None, orjson.loads(raw))]
+    assert parse_all("json", b"  \n") == []
+
+
 def test_json_array_stream_recorded() -> None:
     transcript = fixture_bytes("gemini/stream_generate_content_json_array_no_alt_sse.httprr")
     body = transcript[transcript.index(b"\n[{") + 1:]
