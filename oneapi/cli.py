@@ -1,4 +1,4 @@
-"""The `oneapi` command: serve, check, key, usage."""
+"""The `oneapi` command: serve, check, key, usage, import."""
 
 from __future__ import annotations
 
@@ -53,7 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     usage.add_argument("--group-by", default="token,channel,model", help="comma list of token, channel, model, day")
     usage.add_argument("--csv", action="store_true", help="CSV of the breakdown instead of a table")
 
+    importer = commands.add_parser("import", help="write config.yaml + secrets.env from a running One API's (or new-api's) database")
+    importer.add_argument("--from", dest="source", required=True,
+                          help="sqlite:///one-api.db (four slashes: absolute), mysql://user:pass@host:3306/db, One API's SQL_DSN, or postgres://...")
+    importer.add_argument("--out", required=True, help="folder for config.yaml, secrets.env and import-report.md")
+    importer.add_argument("--providers-dir", help="providers_dir: to write into the new config.yaml")
+    importer.add_argument("--force", action="store_true", help="overwrite files an earlier import wrote there")
+
     args = parser.parse_args(argv)
+    if args.command == "import":
+        return import_command(args)
     if args.command == "serve":
         return serve_command(args)
     if args.command == "check":
@@ -83,6 +92,25 @@ def check_command(config_path: Path) -> int:
         f"ok: {config_path} is valid (config {snapshot.version}: {len(snapshot.providers)} providers, "
         f"{len(snapshot.channels)} routed channels, {len(snapshot.tokens)} tokens; {cases} provider self-tests passed)"
     )
+    return 0
+
+
+def import_command(args: argparse.Namespace) -> int:
+    from .importer import DatabaseError, existing_outputs, import_database
+
+    out_dir = Path(args.out)
+    if (existing := existing_outputs(out_dir)) and not args.force:
+        print(f"{', '.join(map(str, existing))} already there: pass --force to overwrite", file=sys.stderr)
+        return 1
+    try:
+        imported, paths = import_database(args.source, out_dir, args.providers_dir)
+    except DatabaseError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    counts = imported.counts
+    print(f"imported {counts['channels']} channel(s), {counts['tokens']} token(s), {counts['prices']} price(s) from {imported.flavor}")
+    print(f"  {paths['config']}\n  {paths['secrets']} ({counts['secrets']} key(s); keep it secret)\n  {paths['report']} "
+          f"({sum(map(len, imported.report.values()))} note(s) on what did not map)")
     return 0
 
 
