@@ -72,6 +72,10 @@ def one_api_rows(vendor_url: str = VENDOR_URL) -> dict[str, list[dict[str, Any]]
              "config": json.dumps({"region": "us-east5", "vertex_ai_project_id": "proj-1", "vertex_ai_adc": SERVICE_ACCOUNT})},
             {"id": 9, "type": 29, "key": "gsk_groq", "status": 1, "name": "groq", "base_url": "https://api.groq.com/openai",
              "models": "llama3-8b-8192", "group": "default", "config": '{"library_id": "lib-1"}'},
+            {"id": 10, "type": 8, "key": "sk-custom", "status": 1, "name": "custom", "base_url": "", "models": "m1", "group": "default"},
+            {"id": 11, "type": 2, "key": "fk-api2d", "status": 1, "name": "api2d", "base_url": "", "models": "gpt-4o", "group": "default"},
+            {"id": 12, "type": 25, "key": "sk-moon", "status": 1, "name": "moon", "base_url": "api.moonshot.cn", "models": "moonshot-v1-8k",
+             "group": "default"},
         ],
         "tokens": [
             {"id": 1, "user_id": 2, "key": KEY_ALICE, "status": 1, "name": "default", "expired_time": -1, "remain_quota": 1_000_000,
@@ -181,7 +185,10 @@ def test_one_api_sqlite_import_maps_channels_tokens_groups_and_prices(tmp_path: 
     assert config["pricing"]["models"]["deepseek-chat"] == {"input": 0.27, "output": 0.27}
     assert config["pricing"]["models"]["glm-4"] == {"input": 0.1, "output": 0.1}  # "glm-4(16)": one type's ratio
 
-    assert sorted(channels) == ["OpenAI", "OpenAI-7", "aws", "azure-east", "backup", "groq", "hunyuan", "vertex"]  # palm: gone
+    # palm: a type that is gone; custom: no base_url, which provider custom needs
+    assert sorted(channels) == ["OpenAI", "OpenAI-7", "api2d", "aws", "azure-east", "backup", "groq", "hunyuan", "moon", "vertex"]
+    assert channels["api2d"]["provider"] == "custom" and channels["api2d"]["base_url"] == "https://oa.api2d.net/v1"  # One API's default
+    assert channels["moon"]["enabled"] is False and "base_url" not in channels["moon"]  # not a URL: never the provider's default
     main = channels["OpenAI"]
     assert main["provider"] == "openai" and main["base_url"] == VENDOR_URL + "/v1"  # One API appended /v1/chat/completions
     assert [secrets[ref[2:-1]] for ref in main["keys"]] == ["sk-up-first", "sk-up-second"]
@@ -214,7 +221,8 @@ def test_one_api_sqlite_import_maps_channels_tokens_groups_and_prices(tmp_path: 
     assert tokens["expired"]["expires"] == "2023-11-14T22:13:20Z" and tokens["expired"]["enabled"] is False
 
     report = (out / "import-report.md").read_text()
-    for expected in ("channel #5 'old palm' (type 11 PaLM)", "library_id", "2 row(s) in redemptions", "3 row(s) in logs",
+    for expected in ("channel #5 'old palm' (type 11 PaLM)", "channel #10 'custom' (type 8 Custom): it has no base_url",
+                     "channel #12 'moon' -> moon: base_url 'api.moonshot.cn/v1' is not an http(s) URL", "library_id", "2 row(s) in redemptions", "3 row(s) in logs",
                      "per-user quotas: 1 user(s) hold $2.00", "QuotaForNewUser", "1 token(s) owned by a deleted user"):
         assert expected in report, expected
     everything = text + report

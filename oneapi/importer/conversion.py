@@ -36,6 +36,7 @@ UNMAPPED_OPTIONS = {
     "QuotaForInvitee": "there are no user accounts or invitations",
 }
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+_URL = re.compile(r"^https?://[^\s]+$")  # what config.schema.json accepts as a base_url
 _TYPED_RATIO = re.compile(r"^(?P<model>.+)\((?P<type>\d+)\)$")
 
 
@@ -165,8 +166,17 @@ def _channels(data: OneApiData, out: Imported) -> list[dict[str, Any]]:
         options = _options(row, config, kind, label, out)
         keys = _keys(row, config, kind, options)
         base_url = _base_url(row, kind, options)
+        if base_url and not _URL.match(base_url):
+            comments.append(f"base_url {base_url!r} is not an http(s) URL: set the right one, then enable the channel")
+            out.note("channels to finish", f"{label} -> {name}: base_url {base_url!r} is not an http(s) URL; imported disabled without it")
+            channel["enabled"], base_url = False, None
         if base_url:
             channel["base_url"] = base_url
+        elif kind.get("needs_base_url"):
+            names.discard(name)
+            out.note("channels not imported", f"{label} (type {row.get('type')} {kind['name']}): it has no base_url, "
+                                              f"which provider {kind['provider']} needs")
+            continue
         if keys:
             channel["keys"] = [f"${{{_variable(name, i, cid, variables)}}}" for i in range(len(keys))]
             out.secrets.update(zip((k[2:-1] for k in channel["keys"]), keys))
@@ -269,7 +279,10 @@ def _compact(value: str) -> str:
 
 def _base_url(row: dict[str, Any], kind: dict[str, Any], options: dict[str, Any]) -> str | None:
     stored = str(row.get("base_url") or "").strip().rstrip("/")
-    if stored and stored != str(kind.get("default_base_url", "")).rstrip("/"):
+    default = str(kind.get("default_base_url", "")).rstrip("/")
+    if kind.get("needs_base_url"):
+        stored = stored or default
+    if stored and (stored != default or kind.get("needs_base_url")):
         return stored + kind.get("base_url_suffix", "")
     if "base_url_template" in kind:
         try:
