@@ -198,10 +198,7 @@ def _channels(data: OneApiData, out: Imported) -> list[dict[str, Any]]:
             channel["headers"] = headers
         if options:
             channel["options"] = options
-        status = int(row.get("status") or 1)
-        if status != 1:
-            channel["enabled"] = False
-            comments.append(CHANNEL_DISABLED.get(status, f"status {status} in {{flavor}}: not enabled").format(flavor=data.flavor))
+        _disable_by_status(channel, row, CHANNEL_DISABLED, comments, data.flavor)
         if "disable" in kind:
             channel["enabled"] = False
             comments.append(kind["disable"])
@@ -350,10 +347,7 @@ def _tokens(data: OneApiData, out: Imported, quota_per_unit: float) -> list[dict
         subnets = _subnets(row, tid, title, out)
         if subnets:
             token["subnets"] = subnets
-        status = int(row.get("status") or 1)
-        if status != 1:
-            token["enabled"] = False
-            comments.append(TOKEN_DISABLED.get(status, f"status {status} in {{flavor}}: not enabled").format(flavor=data.flavor))
+        _disable_by_status(token, row, TOKEN_DISABLED, comments, data.flavor)
         if user is not None and int(user.get("status") or 1) == USER_DISABLED:
             token["enabled"] = False
             comments.append(f"its owner {owner!r} is disabled in {data.flavor}")
@@ -362,6 +356,14 @@ def _tokens(data: OneApiData, out: Imported, quota_per_unit: float) -> list[dict
     for why, count in skipped.items():
         out.note("tokens", f"{count} token(s) {why}; left out")
     return tokens
+
+
+def _disable_by_status(item: dict[str, Any], row: dict[str, Any], reasons: dict[int, str], comments: list[str], flavor: str) -> None:
+    """Status 1 is enabled in every One API table; any other is imported disabled, with the reason as a comment."""
+    status = int(row.get("status") or 1)
+    if status != 1:
+        item["enabled"] = False
+        comments.append(reasons.get(status, f"status {status} in {{flavor}}: not enabled").format(flavor=flavor))
 
 
 def _token_models(row: dict[str, Any]) -> list[str]:
