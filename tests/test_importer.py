@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shlex
 import sqlite3
@@ -74,6 +75,8 @@ def one_api_rows(vendor_url: str = VENDOR_URL) -> dict[str, list[dict[str, Any]]
              "models": "llama3-8b-8192", "group": "default", "config": '{"library_id": "lib-1"}'},
             {"id": 10, "type": 8, "key": "sk-custom", "status": 1, "name": "custom", "base_url": "", "models": "m1", "group": "default"},
             {"id": 11, "type": 2, "key": "fk-api2d", "status": 1, "name": "api2d", "base_url": "", "models": "gpt-4o", "group": "default"},
+            {"id": 13, "type": 18, "key": "appid|apisecret|apikey", "status": 1, "name": "spark", "models": "SparkDesk-v3.5",
+             "group": "default"},
             {"id": 12, "type": 25, "key": "sk-moon", "status": 1, "name": "moon", "base_url": "api.moonshot.cn", "models": "moonshot-v1-8k",
              "group": "default"},
         ],
@@ -91,6 +94,7 @@ def one_api_rows(vendor_url: str = VENDOR_URL) -> dict[str, list[dict[str, Any]]
              "unlimited_quota": False},
             {"id": 7, "user_id": 1, "key": KEY_CJK, "status": 1, "name": "用户令牌", "expired_time": -1, "remain_quota": 250_000,
              "unlimited_quota": False},
+            {"id": 8, "user_id": 1, "key": KEY_CAROL[::-1], "status": 1, "name": "zero-expiry", "expired_time": 0, "unlimited_quota": True},
         ],
         "redemptions": [{"id": 1, "user_id": 1, "key": "e" * 32, "status": 1, "name": "gift", "quota": 500000},
                         {"id": 2, "user_id": 1, "key": "f" * 32, "status": 1, "name": "gift", "quota": 500000}],
@@ -186,8 +190,9 @@ def test_one_api_sqlite_import_maps_channels_tokens_groups_and_prices(tmp_path: 
     assert config["pricing"]["models"]["glm-4"] == {"input": 0.1, "output": 0.1}  # "glm-4(16)": one type's ratio
 
     # palm: a type that is gone; custom: no base_url, which provider custom needs
-    assert sorted(channels) == ["OpenAI", "OpenAI-7", "api2d", "aws", "azure-east", "backup", "groq", "hunyuan", "moon", "vertex"]
+    assert sorted(channels) == ["OpenAI", "OpenAI-7", "api2d", "aws", "azure-east", "backup", "groq", "hunyuan", "moon", "spark", "vertex"]
     assert channels["api2d"]["provider"] == "custom" and channels["api2d"]["base_url"] == "https://oa.api2d.net/v1"  # One API's default
+    assert channels["spark"]["enabled"] is False  # Spark's WebSocket credentials do not fit its HTTP API
     assert channels["moon"]["enabled"] is False and "base_url" not in channels["moon"]  # not a URL: never the provider's default
     main = channels["OpenAI"]
     assert main["provider"] == "openai" and main["base_url"] == VENDOR_URL + "/v1"  # One API appended /v1/chat/completions
@@ -210,8 +215,10 @@ def test_one_api_sqlite_import_maps_channels_tokens_groups_and_prices(tmp_path: 
     text = (out / "config.yaml").read_text()
     assert re.search(r"# disabled by hand in one-api \(status 2\)\n  - name: backup", text)
     assert re.search(r"# disabled automatically by one-api .*\n  - name: azure-east", text)
+    assert re.search(r"# One API signed Spark's WebSocket API .*\n  - name: spark", text)
 
-    assert sorted(tokens) == ["bob-s-key", "broke", "default", "default-root", "expired", "token-7"]  # carol's owner is deleted
+    assert sorted(tokens) == ["bob-s-key", "broke", "default", "default-root", "expired", "token-7", "zero-expiry"]  # carol's owner is deleted
+    assert tokens["zero-expiry"]["expires"] == "1970-01-01T00:00:00Z"  # One API counts 0 as long past; only -1 is never
     alice = tokens["default"]
     assert alice["key_sha256"] == digest(KEY_ALICE) and alice["group"] == "vip" and alice["budget"] == 2.0
     assert alice["models"] == ["gpt-4o-mini", "gpt-4o"] and alice["subnets"] == ["10.0.0.0/8", "192.168.1.1"]
@@ -236,7 +243,7 @@ def test_imported_config_passes_check_and_the_gateway_serves_the_old_keys(tmp_pa
         source = sqlite_database(tmp_path, "one-api", one_api_rows(vendor.base_url))
         out = tmp_path / "out"
         run_import(str(source), out)  # a bare path works too
-        env = {**__import__("os").environ, **secrets_of(out)}
+        env = {**os.environ, **secrets_of(out)}
         check = run_cli("check", "--config", str(out / "config.yaml"), env=env)
         assert check.returncode == 0, check.stderr
         assert "ok:" in check.stdout

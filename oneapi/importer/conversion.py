@@ -341,9 +341,9 @@ def _tokens(data: OneApiData, out: Imported, quota_per_unit: float) -> list[dict
             token["models"] = models
         if not row.get("unlimited_quota"):
             token["budget"] = _round(max(0, int(row.get("remain_quota") or 0)) / quota_per_unit)
-        expires = int(row.get("expired_time") or -1)
-        if expires > 0:
-            token["expires"] = datetime.fromtimestamp(expires, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        expires = int(row.get("expired_time") if row.get("expired_time") is not None else -1)
+        if expires != -1:  # One API refuses any other value once it is past, 0 included
+            token["expires"] = datetime.fromtimestamp(max(expires, 0), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         subnets = _subnets(row, tid, title, out)
         if subnets:
             token["subnets"] = subnets
