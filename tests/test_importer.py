@@ -322,6 +322,8 @@ def new_api_rows() -> dict[str, list[dict[str, Any]]]:
              "group": "default"},
             {"id": 3, "type": 41, "key": "[" + SERVICE_ACCOUNT + "," + SERVICE_ACCOUNT.replace("proj-1", "proj-2") + "]", "status": 1,
              "name": "vertex", "models": "gemini-2.0-flash", "group": "default", "other": "europe-west4"},
+            {"id": 5, "type": 41, "key": SERVICE_ACCOUNT, "status": 1, "name": "vertex-regions", "models": "gemini-2.0-flash,gemini-2.5-pro",
+             "group": "default", "other": '{"default": "us-central1", "gemini-2.5-pro": "global"}'},
             {"id": 4, "type": 37, "key": "app-x", "status": 1, "name": "dify", "models": "dify", "group": "default"},
         ],
         "tokens": [
@@ -342,14 +344,17 @@ def test_new_api_sqlite_import_uses_new_api_type_ids_and_columns(tmp_path: Path)
     config = run_import(str(sqlite_database(tmp_path, "new-api", new_api_rows())), out)
     secrets = secrets_of(out)
     channels, tokens = by_name(config["channels"]), by_name(config["tokens"])
-    assert sorted(channels) == ["aws", "local", "vertex"]  # Dify (37) is gone
+    assert sorted(channels) == ["aws", "local", "vertex", "vertex-regions"]  # Dify (37) is gone
     local = channels["local"]
     assert local["provider"] == "ollama" and local["base_url"] == "http://10.1.1.1:11434" and local["weight"] == 5
     assert local["headers"] == {"OpenAI-Organization": "org-1"} and "keys" not in local
     assert channels["aws"]["provider"] == "bedrock" and secrets[channels["aws"]["keys"][0][2:-1]] == "AKIANEW|new-secret"
     assert channels["aws"]["base_url"] == "https://bedrock-runtime.ap-northeast-1.amazonaws.com"
     vertex = channels["vertex"]
-    assert vertex["options"] == {"location": "europe-west4"} and len(vertex["keys"]) == 2
+    # new-api takes the project from the service account; a JSON `other` holds a region per model
+    assert vertex["options"] == {"location": "europe-west4", "project": "proj-1"} and len(vertex["keys"]) == 2
+    assert channels["vertex-regions"]["options"] == {"location": "us-central1", "project": "proj-1"}
+    assert channels["vertex-regions"]["base_url"] == "https://us-central1-aiplatform.googleapis.com"
     assert [json.loads(secrets[k[2:-1]])["project_id"] for k in vertex["keys"]] == ["proj-1", "proj-2"]
     assert config["pricing"]["models"]["gpt-4o-mini"] == {"input": 0.15, "output": 0.6, "cached_input": 0.075}
     assert sorted(tokens) == ["ci", "ignored-limits"]
@@ -359,6 +364,7 @@ def test_new_api_sqlite_import_uses_new_api_type_ids_and_columns(tmp_path: Path)
     assert config["groups"]["vip"] == {"ratio": 1.0}
     report = (out / "import-report.md").read_text()
     assert "not-an-ip" in report and "Dify" in report and "1 token(s) deleted" in report
+    assert "several project_ids (proj-1, proj-2)" in report and "per-model location (gemini-2.5-pro)" in report
 
 
 def test_bad_sources_and_existing_output_are_refused_clearly(tmp_path: Path) -> None:

@@ -164,7 +164,7 @@ def _channels(data: OneApiData, out: Imported) -> list[dict[str, Any]]:
         channel: dict[str, Any] = {"name": name, "provider": kind["provider"]}
         config = _json_object(row.get("config"), f"{label} config", out)
         options = _options(row, config, kind, label, out)
-        keys = _keys(row, config, kind, options)
+        keys = _keys(row, config, kind, options, label, out)
         base_url = _base_url(row, kind, options)
         if base_url and not _URL.match(base_url):
             comments.append(f"base_url {base_url!r} is not an http(s) URL: set the right one, then enable the channel")
@@ -228,6 +228,12 @@ def _options(row: dict[str, Any], config: dict[str, Any], kind: dict[str, Any], 
         elif key not in consumed:
             out.note("channels to finish", f"{label}: config field {key!r} has no equivalent here; left out")
     other = str(row.get("other") or "").strip()
+    if other.startswith("{") and "other_option" in kind:  # new-api: a region per model, {"default": ...} for the rest
+        per_model = _json_object(other, f"{label} other", out)
+        other = str(per_model.get("default") or "")
+        if set(per_model) - {"default"}:
+            out.note("channels to finish", f"{label}: per-model {kind['other_option']} ({', '.join(sorted(set(per_model) - {'default'}))}) "
+                                           f"needs a channel per {kind['other_option']}; the default one is kept")
     if other and "other_option" in kind:
         options.setdefault(kind["other_option"], other)
     elif other and other not in {"{}", "null"}:
@@ -235,7 +241,27 @@ def _options(row: dict[str, Any], config: dict[str, Any], kind: dict[str, Any], 
     return options
 
 
-def _keys(row: dict[str, Any], config: dict[str, Any], kind: dict[str, Any], options: dict[str, Any]) -> list[str]:
+def _keys(row: dict[str, Any], config: dict[str, Any], kind: dict[str, Any], options: dict[str, Any], label: str, out: Imported) -> list[str]:
+    keys = _column_keys(row, config, kind, options)
+    for option, json_field in kind.get("options_from_key_json", {}).items():
+        found = sorted({_json_field(key, json_field) for key in keys} - {None})
+        if found and option not in options:
+            options[option] = found[0]
+            if len(found) > 1:
+                out.note("channels to finish", f"{label}: its keys name several {json_field}s ({', '.join(found)}); options.{option} "
+                                               f"is {found[0]!r}, so split the channel, one per {json_field}")
+    return keys
+
+
+def _json_field(key: str, name: str) -> str | None:
+    try:
+        value = json.loads(key)
+    except ValueError:
+        return None
+    return str(value[name]) if isinstance(value, dict) and value.get(name) else None
+
+
+def _column_keys(row: dict[str, Any], config: dict[str, Any], kind: dict[str, Any], options: dict[str, Any]) -> list[str]:
     from_config = [str(config.get(f) or "") for f in kind.get("key_from_config", ())]
     if from_config and all(from_config):
         return ["|".join(_compact(v) for v in from_config)]
