@@ -317,9 +317,11 @@ def new_api_rows() -> dict[str, list[dict[str, Any]]]:
                     {"key": "CompletionRatio", "value": '{"gpt-4o-mini": 4}'}],
         "channels": [
             {"id": 1, "type": 4, "key": "", "status": 1, "name": "local", "base_url": "http://10.1.1.1:11434", "models": "llama3.2",
-             "group": "default", "weight": 5, "tag": "lab", "channel_info": '{"is_multi_key": false}', "openai_organization": "org-1"},
-            {"id": 2, "type": 33, "key": "AKIANEW|new-secret|ap-northeast-1", "status": 1, "name": "aws", "models": "claude-3-haiku",
-             "group": "default"},
+             "group": "default", "weight": 5, "tag": "lab", "channel_info": '{"is_multi_key": false}', "openai_organization": "org-1",
+             "header_override": '{"X-Proxy-Auth": "proxy-secret"}'},
+            {"id": 2, "type": 33, "key": "AKIANEW|new-secret|ap-northeast-1\nAKIAOLD|old-secret|ap-northeast-1", "status": 1,
+             "name": "aws", "models": "claude-3-haiku", "group": "default",
+             "channel_info": '{"is_multi_key": true, "multi_key_size": 2, "multi_key_status_list": {"1": 3}}'},
             {"id": 3, "type": 41, "key": "[" + SERVICE_ACCOUNT + "," + SERVICE_ACCOUNT.replace("proj-1", "proj-2") + "]", "status": 1,
              "name": "vertex", "models": "gemini-2.0-flash", "group": "default", "other": "europe-west4"},
             {"id": 5, "type": 41, "key": SERVICE_ACCOUNT, "status": 1, "name": "vertex-regions", "models": "gemini-2.0-flash,gemini-2.5-pro",
@@ -347,8 +349,10 @@ def test_new_api_sqlite_import_uses_new_api_type_ids_and_columns(tmp_path: Path)
     assert sorted(channels) == ["aws", "local", "vertex", "vertex-regions"]  # Dify (37) is gone
     local = channels["local"]
     assert local["provider"] == "ollama" and local["base_url"] == "http://10.1.1.1:11434" and local["weight"] == 5
-    assert local["headers"] == {"OpenAI-Organization": "org-1"} and "keys" not in local
-    assert channels["aws"]["provider"] == "bedrock" and secrets[channels["aws"]["keys"][0][2:-1]] == "AKIANEW|new-secret"
+    assert local["headers"] == {"OpenAI-Organization": "org-1", "X-Proxy-Auth": "${CHANNEL_LOCAL_HEADER_1}"} and "keys" not in local
+    assert secrets["CHANNEL_LOCAL_HEADER_1"] == "proxy-secret"
+    assert channels["aws"]["provider"] == "bedrock"
+    assert [secrets[k[2:-1]] for k in channels["aws"]["keys"]] == ["AKIANEW|new-secret", "AKIAOLD|old-secret"]
     assert channels["aws"]["base_url"] == "https://bedrock-runtime.ap-northeast-1.amazonaws.com"
     vertex = channels["vertex"]
     # new-api takes the project from the service account; a JSON `other` holds a region per model
@@ -364,6 +368,7 @@ def test_new_api_sqlite_import_uses_new_api_type_ids_and_columns(tmp_path: Path)
     assert config["groups"]["vip"] == {"ratio": 1.0}
     report = (out / "import-report.md").read_text()
     assert "not-an-ip" in report and "Dify" in report and "1 token(s) deleted" in report
+    assert "1 of its keys were disabled in new-api" in report and "proxy-secret" not in (out / "config.yaml").read_text()
     assert "several project_ids (proj-1, proj-2)" in report and "per-model location (gemini-2.5-pro)" in report
 
 

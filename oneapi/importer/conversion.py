@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -178,8 +178,7 @@ def _channels(data: OneApiData, out: Imported) -> list[dict[str, Any]]:
                                               f"which provider {kind['provider']} needs")
             continue
         if keys:
-            channel["keys"] = [f"${{{_variable(name, i, cid, variables)}}}" for i in range(len(keys))]
-            out.secrets.update(zip((k[2:-1] for k in channel["keys"]), keys))
+            channel["keys"] = [_secret(out, key, name, f"KEY_{i}", cid, variables) for i, key in enumerate(keys, 1)]
         models = _split(row.get("models"), ",")
         if models:
             channel["models"] = models
@@ -193,7 +192,7 @@ def _channels(data: OneApiData, out: Imported) -> list[dict[str, Any]]:
             channel["priority"] = int(row["priority"])
         if int(row.get("weight") or 0) > 0:
             channel["weight"] = int(row["weight"])
-        headers = _headers(row, label, out)
+        headers = _headers(row, label, out, lambda value, what: _secret(out, value, name, what, cid, variables))
         if headers:
             channel["headers"] = headers
         if options:
@@ -205,6 +204,10 @@ def _channels(data: OneApiData, out: Imported) -> list[dict[str, Any]]:
             out.note("channels to finish", f"{label} -> {name}: imported disabled: {kind['disable']}")
         if "note" in kind:
             out.note("channels to finish", f"{label} -> {name}: {kind['note']}")
+        info = _json_object(row.get("channel_info"), f"{label} channel_info", out)
+        if off := [i for i, status in (info.get("multi_key_status_list") or {}).items() if status != 1]:
+            out.note("channels to finish", f"{label} -> {name}: {len(off)} of its keys were disabled in {data.flavor}; all are imported "
+                                           "(a key that fails auth is set aside by itself)")
         if not keys and not kind.get("keyless"):
             out.note("channels to finish", f"{label} -> {name}: no key in the database; the channel routes nothing until it has one")
         for column, why in (("system_prompt", "a system prompt forced on every request"), ("param_override", "request parameters overridden"),
@@ -315,13 +318,14 @@ def _base_url(row: dict[str, Any], kind: dict[str, Any], options: dict[str, Any]
     return None
 
 
-def _headers(row: dict[str, Any], label: str, out: Imported) -> dict[str, str]:
+def _headers(row: dict[str, Any], label: str, out: Imported, secret: Callable[[str, str], str]) -> dict[str, str]:
     headers = {}
     if str(row.get("openai_organization") or "").strip():
         headers["OpenAI-Organization"] = str(row["openai_organization"]).strip()
-    for name, value in _json_object(row.get("header_override"), f"{label} header_override", out).items():
+    overrides = _json_object(row.get("header_override"), f"{label} header_override", out)
+    for n, (name, value) in enumerate(overrides.items(), 1):
         if isinstance(value, str) and "{" not in value:
-            headers[str(name)] = value
+            headers[str(name)] = secret(value, f"HEADER_{n}")  # an overridden header is often a credential
         else:
             out.note("channels to finish", f"{label}: header_override {name!r} is a template or not text; left out")
     return headers
@@ -473,13 +477,15 @@ def _unique(name: str, row_id: int, taken: set[str], *alternatives: str) -> str:
     return f"{name}-{row_id}-{n}"
 
 
-def _variable(channel: str, index: int, row_id: int, taken: set[str]) -> str:
+def _secret(out: Imported, value: str, channel: str, what: str, row_id: int, taken: set[str]) -> str:
+    """A `${CHANNEL_<NAME>_<WHAT>}` reference, its value set apart for secrets.env."""
     stem = "CHANNEL_" + re.sub(r"[^A-Z0-9]+", "_", channel.upper()).strip("_")
-    name = f"{stem}_KEY_{index + 1}"
+    name = f"{stem}_{what}"
     if name in taken:
-        name = f"{stem}_{row_id}_KEY_{index + 1}"
+        name = f"{stem}_{row_id}_{what}"
     taken.add(name)
-    return name
+    out.secrets[name] = value
+    return f"${{{name}}}"
 
 
 def _number(text: Any) -> float | None:
