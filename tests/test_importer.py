@@ -368,6 +368,8 @@ def test_new_api_sqlite_import_uses_new_api_type_ids_and_columns(tmp_path: Path)
     assert config["groups"]["vip"] == {"ratio": 1.0}
     report = (out / "import-report.md").read_text()
     assert "not-an-ip" in report and "Dify" in report and "1 token(s) deleted" in report
+    check = run_cli("check", "--config", str(out / "config.yaml"), env={**os.environ, **secrets})
+    assert check.returncode == 0, check.stderr
     assert "1 of its keys were disabled in new-api" in report and "proxy-secret" not in (out / "config.yaml").read_text()
     assert "several project_ids (proj-1, proj-2)" in report and "per-model location (gemini-2.5-pro)" in report
 
