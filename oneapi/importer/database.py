@@ -123,7 +123,8 @@ def _connect(where: DatabaseUrl) -> tuple[Any, Callable[[str], str]]:
                                      database=where.database, timeout=10),
                 lambda name: f'"{name}"')
     except ImportError as exc:
-        raise DatabaseError(f"reading {where.dialect} needs the driver {exc.name}: pip install 'oneapi[import]'") from None
+        raise DatabaseError(f"reading {where.dialect} needs the driver {exc.name}: install oneapi's `import` extra "
+                            f"(pip install '.[import]' in the checkout) or {exc.name} itself") from None
     except Exception as exc:
         raise DatabaseError(f"cannot connect to {where.redacted()}: {_without(exc, where.password)}") from None
 
