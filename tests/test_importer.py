@@ -230,7 +230,7 @@ def test_one_api_sqlite_import_maps_channels_tokens_groups_and_prices(tmp_path: 
     report = (out / "import-report.md").read_text()
     for expected in ("channel #5 'old palm' (type 11 PaLM)", "channel #10 'custom' (type 8 Custom): it has no base_url",
                      "channel #12 'moon' -> moon: base_url 'api.moonshot.cn/v1' is not an http(s) URL", "library_id", "2 row(s) in redemptions", "3 row(s) in logs",
-                     "per-user quotas: 1 user(s) hold $2.00", "QuotaForNewUser", "1 token(s) owned by a deleted user"):
+                     "per-user quotas: 1 user(s) hold $2.00", "admin tokens: default-root, expired, token-7, zero-expiry", "QuotaForNewUser", "1 token(s) owned by a deleted user"):
         assert expected in report, expected
     everything = text + report
     for secret in ("sk-up-first", "AKIAEXAMPLE", "tencent-secret", "smtp-secret", KEY_ROOT, "$2a$10$hash", "a" * 32):

@@ -25,6 +25,7 @@ CHANNEL_DISABLED = {2: "disabled by hand in {flavor} (status 2)",
                     3: "disabled automatically by {flavor} after upstream failures (status 3): enable it once its keys work"}
 TOKEN_DISABLED = {2: "disabled in {flavor} (status 2)", 3: "expired in {flavor} (status 3)", 4: "quota used up in {flavor} (status 4)"}
 USER_DISABLED, USER_DELETED = 2, 3
+ADMIN_ROLE = 10  # model/user.go: RoleAdminUser; root is 100
 # options that change how One API served or billed, and why they do not carry over
 UNMAPPED_OPTIONS = {
     "ModelPrice": "fixed prices per request: pricing here is per token only",
@@ -337,6 +338,7 @@ def _tokens(data: OneApiData, out: Imported, quota_per_unit: float) -> list[dict
     digests: set[str] = set()
     tokens = []
     skipped: dict[str, int] = {}
+    kept: list[dict[str, Any]] = []  # the row of each token, by position
     for row in sorted(data.tokens, key=lambda r: int(r.get("id") or 0)):
         tid, title = int(row.get("id") or 0), str(row.get("name") or "")
         user = users.get(int(row.get("user_id") or 0))
@@ -383,8 +385,13 @@ def _tokens(data: OneApiData, out: Imported, quota_per_unit: float) -> list[dict
             comments.append(f"its owner {owner!r} is disabled in {data.flavor}")
         out.comments[("tokens", len(tokens))] = comments
         tokens.append(token)
+        kept.append(row)
     for why, count in skipped.items():
         out.note("tokens", f"{count} token(s) {why}; left out")
+    admins = [t["name"] for t, row in zip(tokens, kept) if int((users.get(int(row.get("user_id") or 0)) or {}).get("role") or 0) >= ADMIN_ROLE]
+    if admins:
+        out.note("tokens", f"{data.flavor} let admins pin a channel by sending sk-KEY-CHANNELID; here a key is exactly sk-KEY "
+                           f"(admin tokens: {', '.join(admins[:10])}{' ...' if len(admins) > 10 else ''})")
     return tokens
 
 
