@@ -2,7 +2,7 @@
 
 Each column is (name, Go type, explicit gorm `type:` or None, gorm `default:` or None, index kind or None), as
 declared in songquanpeng/one-api model/{channel,token,user,option,redemption,log}.go and QuantumNous/new-api
-model/{channel,token}.go. Go types map to SQL types the way GORM's sqlite, mysql and postgres dialects map them:
+model/{channel,token,user}.go. Go types map to SQL types the way GORM's sqlite, mysql and postgres dialects map them:
 int and int64 are 64-bit (bigint; integer on SQLite), bool is boolean (numeric on SQLite), float64 double
 (real; decimal on PostgreSQL), string longtext/text, or varchar(191) on MySQL when it is indexed or a key.
 """
@@ -75,9 +75,20 @@ NEW_API_TOKEN: list[Column] = [
     ("group", "string", None, "''", None), ("cross_group_retry", "bool", None, None, None), ("billing_type", "int", None, "0", None),
     ("deleted_at", "time", None, None, "index"),
 ]
-# new-api's User is One API's plus soft deletion (gorm.DeletedAt) and a few columns the import does not read
-NEW_API_USER: list[Column] = ONE_API_USER + [("setting", "string", "text", None, None), ("remark", "string", "varchar(255)", None, None),
-                                             ("deleted_at", "time", None, None, "index")]
+NEW_API_USER: list[Column] = [
+    ("id", "int", None, None, "pk"), ("username", "string", None, None, "unique"), ("password", "string", None, None, "notnull"),
+    ("display_name", "string", None, None, "index"), ("role", "int", "int", "1", None), ("status", "int", "int", "1", None),
+    ("email", "string", None, None, "index"), ("github_id", "string", None, None, "index"), ("discord_id", "string", None, None, "index"),
+    ("oidc_id", "string", None, None, "index"), ("wechat_id", "string", None, None, "index"), ("telegram_id", "string", None, None, "index"),
+    ("access_token", "string", "char(32)", None, "unique"), ("quota", "int", "int", "0", None), ("used_quota", "int", "int", "0", None),
+    ("request_count", "int", "int", "0", None), ("group", "string", "varchar(64)", "'default'", None),
+    ("aff_code", "string", "varchar(32)", None, "unique"), ("aff_count", "int", "int", "0", None), ("aff_quota", "int", "int", "0", None),
+    ("aff_history", "int", "int", "0", None), ("inviter_id", "int", "int", None, "index"),
+    ("invite_rebate_eligible", "bool", None, "false", None), ("deleted_at", "time", None, None, "index"),
+    ("linux_do_id", "string", None, None, "index"), ("setting", "string", "text", None, None), ("remark", "string", "varchar(255)", None, None),
+    ("stripe_customer", "string", "varchar(64)", None, "index"), ("created_at", "int64", None, None, None),
+    ("last_login_at", "int64", None, "0", None), ("auth_version", "int64", "bigint", "1", "notnull"),
+]
 
 TABLES: dict[str, dict[str, list[Column]]] = {
     "one-api": {"channels": ONE_API_CHANNEL, "tokens": ONE_API_TOKEN, "users": ONE_API_USER, "options": ONE_API_OPTION,

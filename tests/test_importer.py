@@ -288,15 +288,17 @@ def _body(path: Path) -> str:
     return "".join(line for line in path.read_text().splitlines(keepends=True) if not line.startswith("#"))
 
 
+@pytest.mark.parametrize("flavor", ["one-api", "new-api"])
 @pytest.mark.parametrize("server_fixture", ["mariadb", "postgres"])
-def test_mysql_and_postgres_import_the_same_as_sqlite(server_fixture: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+def test_mysql_and_postgres_import_the_same_as_sqlite(server_fixture: str, flavor: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     server: dbservers.Server = request.getfixturevalue(server_fixture)
-    url, connect = server.create_database(f"oneapi_{tmp_path.name[-12:].lower().replace('-', '_')}")
+    rows = one_api_rows() if flavor == "one-api" else new_api_rows()
+    url, connect = server.create_database(f"oneapi_{flavor[:3]}_{server.dialect}")
     connection = connect()
-    oneapi_tables.build(connection, server.dialect, "one-api", one_api_rows())
+    oneapi_tables.build(connection, server.dialect, flavor, rows)
     connection.close()
     run_import(url, tmp_path / "server")
-    run_import(str(sqlite_database(tmp_path, "one-api", one_api_rows())), tmp_path / "sqlite")
+    run_import(str(sqlite_database(tmp_path, flavor, rows)), tmp_path / "sqlite")
     assert _body(tmp_path / "server" / "config.yaml") == _body(tmp_path / "sqlite" / "config.yaml")
     assert secrets_of(tmp_path / "server") == secrets_of(tmp_path / "sqlite")
     assert dbservers.PASSWORD not in (tmp_path / "server" / "import-report.md").read_text()
