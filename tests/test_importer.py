@@ -164,6 +164,7 @@ def test_database_urls() -> None:
     base = Path("/srv")
     assert parse_url("sqlite:///one-api.db", base).database == "/srv/one-api.db"  # three slashes: relative, as store: reads it
     assert parse_url("sqlite:////data/one-api.db", base).database == "/data/one-api.db"
+    assert parse_url(f"sqlite://{ROOT / 'pyproject.toml'}", Path("/nowhere")).database == str(ROOT / "pyproject.toml")  # only absolute exists
     assert parse_url("/data/one-api.db", base).database == "/data/one-api.db"
     mysql = parse_url("mysql://u:p%40ss@db.local:3307/oneapi")
     assert (mysql.dialect, mysql.host, mysql.port, mysql.user, mysql.password, mysql.database) == ("mysql", "db.local", 3307, "u", "p@ss", "oneapi")

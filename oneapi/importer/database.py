@@ -57,7 +57,10 @@ def parse_url(url: str, base: Path | None = None) -> DatabaseUrl:
     `mysql://user:pass@host:port/db`, One API's own SQL_DSN `user:pass@tcp(host:port)/db`, `postgres://...`."""
     base = base or Path.cwd()
     if url.startswith("sqlite:///"):
-        return DatabaseUrl("sqlite", str(base / url[len("sqlite:///"):]))
+        rest = url[len("sqlite:///"):]
+        relative, absolute = base / rest, Path("/" + rest)
+        # three slashes are relative (as `store:` reads them), but One API's docs write absolute paths so: take what exists
+        return DatabaseUrl("sqlite", str(absolute if not relative.exists() and absolute.is_file() else relative))
     if match := _GO_DSN.match(url):
         return DatabaseUrl("mysql", match["db"], match["host"], int(match["port"] or 3306), match["user"], match["password"] or "")
     if "://" not in url:
@@ -107,7 +110,8 @@ def _connect(where: DatabaseUrl) -> tuple[Any, Callable[[str], str]]:
     if where.dialect == "sqlite":
         path = Path(where.database)
         if not path.is_file():
-            raise DatabaseError(f"--from: no SQLite database at {path}")
+            raise DatabaseError(f"--from: no SQLite database at {path} (sqlite:///NAME is relative to the current folder, "
+                                "sqlite:////NAME absolute)")
         # read-only: the import never changes the database it reads
         return sqlite3.connect(f"file:{path}?mode=ro", uri=True), lambda name: f'"{name}"'
     try:
