@@ -107,6 +107,9 @@ def import_command(args: argparse.Namespace) -> int:
     except DatabaseError as exc:
         print(exc, file=sys.stderr)
         return 1
+    except OSError as exc:
+        print(f"cannot write to {out_dir}: {exc.strerror}", file=sys.stderr)
+        return 1
     counts = imported.counts
     print(f"imported {counts['channels']} channel(s), {counts['tokens']} token(s), {counts['prices']} price(s) from {imported.flavor}")
     print(f"  {paths['config']}\n  {paths['secrets']} ({counts['secrets']} key(s); keep it secret)\n  {paths['report']} "

@@ -387,6 +387,9 @@ def test_bad_sources_and_existing_output_are_refused_clearly(tmp_path: Path) -> 
     scheme = run_cli("import", "--from", "oracle://x@y/z", "--out", str(tmp_path / "out"))
     assert scheme.returncode == 1 and "unknown database scheme" in scheme.stderr
     source = str(sqlite_database(tmp_path, "one-api", one_api_rows()))
+    (tmp_path / "a-file").write_text("")
+    unwritable = run_cli("import", "--from", source, "--out", str(tmp_path / "a-file" / "out"))
+    assert unwritable.returncode == 1 and "cannot write to" in unwritable.stderr and "Traceback" not in unwritable.stderr
     run_import(source, tmp_path / "out")
     again = run_cli("import", "--from", source, "--out", str(tmp_path / "out"))
     assert again.returncode == 1 and "--force" in again.stderr
