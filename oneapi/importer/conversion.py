@@ -169,7 +169,7 @@ def _channels(data: OneApiData, out: Imported) -> list[dict[str, Any]]:
         base_url = _base_url(row, kind, options)
         if base_url and not _URL.match(base_url):
             comments.append(f"base_url {base_url!r} is not an http(s) URL: set the right one, then enable the channel")
-            out.note("channels to finish", f"{label} -> {name}: base_url {base_url!r} is not an http(s) URL; imported disabled without it")
+            out.note("channels to check", f"{label} -> {name}: base_url {base_url!r} is not an http(s) URL; imported disabled without it")
             channel["enabled"], base_url = False, None
         if base_url:
             channel["base_url"] = base_url
@@ -202,19 +202,19 @@ def _channels(data: OneApiData, out: Imported) -> list[dict[str, Any]]:
         if "disable" in kind:
             channel["enabled"] = False
             comments.append(kind["disable"])
-            out.note("channels to finish", f"{label} -> {name}: imported disabled: {kind['disable']}")
+            out.note("channels to check", f"{label} -> {name}: imported disabled: {kind['disable']}")
         if "note" in kind:
-            out.note("channels to finish", f"{label} -> {name}: {kind['note']}")
+            out.note("channels to check", f"{label} -> {name}: {kind['note']}")
         info = _json_object(row.get("channel_info"), f"{label} channel_info", out)
         if off := [i for i, status in (info.get("multi_key_status_list") or {}).items() if status != 1]:
-            out.note("channels to finish", f"{label} -> {name}: {len(off)} of its keys were disabled in {data.flavor}; all are imported "
+            out.note("channels to check", f"{label} -> {name}: {len(off)} of its keys were disabled in {data.flavor}; all are imported "
                                            "(a key that fails auth is set aside by itself)")
         if not keys and not kind.get("keyless"):
-            out.note("channels to finish", f"{label} -> {name}: no key in the database; the channel routes nothing until it has one")
+            out.note("channels to check", f"{label} -> {name}: no key in the database; the channel routes nothing until it has one")
         for column, why in (("system_prompt", "a system prompt forced on every request"), ("param_override", "request parameters overridden"),
                             ("status_code_mapping", "upstream status codes rewritten"), ("setting", "new-api channel settings")):
             if str(row.get(column) or "").strip() not in {"", "{}", "null"}:
-                out.note("channels to finish", f"{label} -> {name}: {column} ({why}) has no equivalent here; left out")
+                out.note("channels to check", f"{label} -> {name}: {column} ({why}) has no equivalent here; left out")
         out.comments[("channels", len(channels))] = comments
         channels.append(channel)
     return channels
@@ -230,18 +230,18 @@ def _options(row: dict[str, Any], config: dict[str, Any], kind: dict[str, Any], 
         if key in fields:
             options[fields[key]] = value
         elif key not in consumed:
-            out.note("channels to finish", f"{label}: config field {key!r} has no equivalent here; left out")
+            out.note("channels to check", f"{label}: config field {key!r} has no equivalent here; left out")
     other = str(row.get("other") or "").strip()
     if other.startswith("{") and "other_option" in kind:  # new-api: a region per model, {"default": ...} for the rest
         per_model = _json_object(other, f"{label} other", out)
         other = str(per_model.get("default") or "")
         if set(per_model) - {"default"}:
-            out.note("channels to finish", f"{label}: per-model {kind['other_option']} ({', '.join(sorted(set(per_model) - {'default'}))}) "
+            out.note("channels to check", f"{label}: per-model {kind['other_option']} ({', '.join(sorted(set(per_model) - {'default'}))}) "
                                            f"needs a channel per {kind['other_option']}; the default one is kept")
     if other and "other_option" in kind:
         options.setdefault(kind["other_option"], other)
     elif other and other not in {"{}", "null"}:
-        out.note("channels to finish", f"{label}: the `other` column ({other[:40]!r}) has no equivalent here; left out")
+        out.note("channels to check", f"{label}: the `other` column ({other[:40]!r}) has no equivalent here; left out")
     return options
 
 
@@ -252,7 +252,7 @@ def _keys(row: dict[str, Any], config: dict[str, Any], kind: dict[str, Any], opt
         if found and option not in options:
             options[option] = found[0]
             if len(found) > 1:
-                out.note("channels to finish", f"{label}: its keys name several {json_field}s ({', '.join(found)}); options.{option} "
+                out.note("channels to check", f"{label}: its keys name several {json_field}s ({', '.join(found)}); options.{option} "
                                                f"is {found[0]!r}, so split the channel, one per {json_field}")
     return keys
 
@@ -328,7 +328,7 @@ def _headers(row: dict[str, Any], label: str, out: Imported, secret: Callable[[s
         if isinstance(value, str) and "{" not in value:
             headers[str(name)] = secret(value, f"HEADER_{n}")  # an overridden header is often a credential
         else:
-            out.note("channels to finish", f"{label}: header_override {name!r} is a template or not text; left out")
+            out.note("channels to check", f"{label}: header_override {name!r} is a template or not text; left out")
     return headers
 
 

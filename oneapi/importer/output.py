@@ -12,7 +12,7 @@ import yaml
 from .conversion import Imported
 
 CONFIG_FILE, SECRETS_FILE, REPORT_FILE = "config.yaml", "secrets.env", "import-report.md"
-REPORT_ORDER = ("channels not imported", "channels to finish", "tokens", "groups", "pricing", "options", "left in the database", "unreadable")
+REPORT_ORDER = ("channels not imported", "channels to check", "tokens", "groups", "pricing", "options", "left in the database", "unreadable")
 
 
 def existing_outputs(out_dir: Path) -> list[Path]:
