@@ -1,4 +1,4 @@
-"""The `oneapi` command: serve, check, key, usage, diff."""
+"""The `oneapi` command: serve, check, key, usage, diff, import."""
 
 from __future__ import annotations
 
@@ -59,7 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     diff.add_argument("--git", metavar="REF", help="compare FILE as commit REF has it against the working tree's")
     diff.add_argument("--format", choices=["text", "markdown"], default="text", help="markdown: for a pull request comment")
 
+    importer = commands.add_parser("import", help="write config.yaml + secrets.env from a running One API's (or new-api's) database")
+    importer.add_argument("--from", dest="source", required=True,
+                          help="sqlite:///one-api.db (four slashes: absolute), mysql://user:pass@host:3306/db, One API's SQL_DSN, or postgres://...")
+    importer.add_argument("--out", required=True, help="folder for config.yaml, secrets.env and import-report.md")
+    importer.add_argument("--providers-dir", help="providers_dir: to write into the new config.yaml")
+    importer.add_argument("--force", action="store_true", help="overwrite files an earlier import wrote there")
+
     args = parser.parse_args(argv)
+    if args.command == "import":
+        return import_command(args)
     if args.command == "serve":
         return serve_command(args)
     if args.command == "check":
@@ -106,6 +115,28 @@ def print_provider_files(snapshot: Snapshot) -> None:
         else:
             origin = "replaces the shipped file" if name in shipped else "added"
         print(f"  provider {name}: {provider.file} ({origin})")
+
+
+def import_command(args: argparse.Namespace) -> int:
+    from .importer import DatabaseError, existing_outputs, import_database
+
+    out_dir = Path(args.out)
+    if (existing := existing_outputs(out_dir)) and not args.force:
+        print(f"{', '.join(map(str, existing))} already there: pass --force to overwrite", file=sys.stderr)
+        return 1
+    try:
+        imported, paths = import_database(args.source, out_dir, args.providers_dir)
+    except DatabaseError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"cannot write to {out_dir}: {exc.strerror}", file=sys.stderr)
+        return 1
+    counts = imported.counts
+    print(f"imported {counts['channels']} channel(s), {counts['tokens']} token(s), {counts['prices']} price(s) from {imported.flavor}")
+    print(f"  {paths['config']}\n  {paths['secrets']} ({counts['secrets']} key(s); keep it secret)\n  {paths['report']} "
+          f"({sum(map(len, imported.report.values()))} note(s) on what did not map)")
+    return 0
 
 
 def key_command() -> int:
