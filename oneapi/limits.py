@@ -20,11 +20,13 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 from .config import TokenConfig
 from .errors import GatewayError
 from .ledger import Batch, SqliteLedger, UsageQuery, UsageRecord, UsageReport, budget_window
+from .requestlog import LogPage, LogQuery, query_logs, trim_records
+from .ledger import spend_of
 from .usage import NANO_USD
 
 log = logging.getLogger("oneapi.limits")
@@ -141,6 +143,18 @@ class Accounting(ABC):
 
     @abstractmethod
     async def query(self, query: UsageQuery) -> UsageReport: ...
+
+    async def logs(self, query: LogQuery) -> LogPage:
+        """A page of the request log, newest first."""
+        raise NotImplementedError
+
+    async def trim_records(self, before: float) -> int:
+        """Remove request records older than `before` (unix seconds); spend totals stay."""
+        raise NotImplementedError
+
+    async def spent(self, token: str, windows: Iterable[str]) -> int:
+        """Nano-USD the token spent in these spend windows (ledger.spend_windows names them)."""
+        raise NotImplementedError
 
 
 def owner_id() -> str:
@@ -408,6 +422,17 @@ class SqliteAccounting(Accounting):
     async def query(self, query: UsageQuery) -> UsageReport:
         await self.flush()
         return await self.ledger.query(query)
+
+    async def logs(self, query: LogQuery) -> LogPage:
+        await self.flush()
+        return await self.ledger.read(query_logs, query)
+
+    async def trim_records(self, before: float) -> int:
+        return await self.ledger.read(trim_records, before)
+
+    async def spent(self, token: str, windows: Iterable[str]) -> int:
+        await self.flush()
+        return await self.ledger.read(spend_of, token, list(windows))
 
 
 def budget_headers(token: TokenConfig, remaining_nano: int, now: float) -> dict[str, str]:
