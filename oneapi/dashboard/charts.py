@@ -11,7 +11,7 @@ from html import escape
 from typing import Sequence
 
 WIDTH, HEIGHT = 640, 180
-PAD_LEFT, PAD_BOTTOM, PAD_TOP = 56, 22, 10
+PAD_LEFT, PAD_BOTTOM, PAD_TOP = 64, 22, 10
 PALETTE = ("#3b6fd8", "#d8503b", "#2f9e6e", "#a05cc8", "#d89a2b", "#4aa3c0")
 TEXT = 'font-family="system-ui, sans-serif" font-size="11" fill="#555"'
 
@@ -24,7 +24,7 @@ def _number(value: float) -> str:
     if value >= 1000:
         return f"{value / 1000:.1f}k"
     if value and value < 1:
-        return f"{value:.3g}"
+        return f"{value:.2g}"
     return f"{value:.0f}" if value == int(value) else f"{value:.2f}"
 
 
@@ -40,7 +40,7 @@ def columns(title: str, labels: Sequence[str], series: Sequence[tuple[str, Seque
              f"<title>{escape(title)}</title>",
              f'<line x1="{PAD_LEFT}" y1="{PAD_TOP}" x2="{WIDTH - 8}" y2="{PAD_TOP}" stroke="#eee"/>',
              f'<line x1="{PAD_LEFT}" y1="{HEIGHT - PAD_BOTTOM}" x2="{WIDTH - 8}" y2="{HEIGHT - PAD_BOTTOM}" stroke="#bbb"/>',
-             f'<text x="{PAD_LEFT - 6}" y="{PAD_TOP + 9}" text-anchor="end" {TEXT}>{escape(_number(top))}{escape(unit)}</text>',
+             f'<text x="{PAD_LEFT - 6}" y="{PAD_TOP + 9}" text-anchor="end" {TEXT}>{escape(unit)}{escape(_number(top))}</text>',
              f'<text x="{PAD_LEFT - 6}" y="{HEIGHT - PAD_BOTTOM}" text-anchor="end" {TEXT}>0</text>']
     for i in range(len(labels)):
         x = PAD_LEFT + i * step + (step - bar) / 2
@@ -51,7 +51,7 @@ def columns(title: str, labels: Sequence[str], series: Sequence[tuple[str, Seque
                 continue
             y -= h
             parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{h:.1f}" fill="{PALETTE[s % len(PALETTE)]}">'
-                         f"<title>{escape(labels[i])} {escape(name)}: {escape(_number(values[i]))}{escape(unit)}</title></rect>")
+                         f"<title>{escape(labels[i])} {escape(name)}: {escape(unit)}{escape(_number(values[i]))}</title></rect>")
     every = max(1, len(labels) // 8)  # at most ~8 axis labels, however many buckets
     for i in range(0, len(labels), every):
         x = PAD_LEFT + i * step + step / 2
@@ -79,7 +79,7 @@ def ranked(title: str, items: Sequence[tuple[str, float]], unit: str = "") -> st
         w = max(1.0, value / top * plot_w)
         parts.append(f'<text x="{label_w - 6}" y="{y + 13}" text-anchor="end" {TEXT}>{escape(_clip(label))}</text>'
                      f'<rect x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{row - 6}" fill="{PALETTE[0]}"/>'
-                     f'<text x="{label_w + w + 4:.1f}" y="{y + 13}" {TEXT}>{escape(_number(value))}{escape(unit)}</text>')
+                     f'<text x="{label_w + w + 4:.1f}" y="{y + 13}" {TEXT}>{escape(unit)}{escape(_number(value))}</text>')
     parts.append("</svg>")
     return "".join(parts)
 

@@ -48,7 +48,7 @@ async def overview(accounting: Accounting, token: str | None, span: str, now: fl
                                                         ("errors", [s["errors"] for s in series])]),
         "tokens": charts.columns("Tokens", labels, [("prompt", [s["prompt_tokens"] for s in series]),
                                                     ("completion", [s["completion_tokens"] for s in series])]),
-        "cost": charts.columns("Spend", labels, [("USD", [s["cost_usd"] for s in series])], unit=" $"),
+        "cost": charts.columns("Spend", labels, [("USD", [s["cost_usd"] for s in series])], unit="$"),
     }
     for field, rows_of in breakdowns.items():
         chart_set[f"by_{field}"] = charts.ranked(f"Requests by {field}", [(r[field], r["requests"]) for r in rows_of[:TOP]])
