@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
+from . import rollup
 from .usage import nano_to_usd
 
 T = TypeVar("T")
@@ -173,11 +174,13 @@ class Totals:
     reasoning_tokens: int = 0
     estimated_requests: int = 0
     cost_nano: int = 0
-    errors: int = 0  # answered with a status >= 400
+    errors: int = 0  # refused or failed (status >= 400): recorded, but not counted in `requests`
 
     def add(self, record: Mapping[str, Any]) -> None:
+        if record.get("status", 200) >= 400:
+            self.errors += 1
+            return  # an error used nothing
         self.requests += 1
-        self.errors += int(record.get("status", 200) >= 400)
         self.prompt_tokens += record["prompt_tokens"]
         self.completion_tokens += record["completion_tokens"]
         self.cached_tokens += record["cached_tokens"]
@@ -266,6 +269,7 @@ def connect(path: Path | None, readonly: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across process crashes, one fsync per checkpoint
         migrate(conn)
         conn.executescript(_SCHEMA)
+        conn.executescript(rollup.SCHEMA)
     return conn
 
 
@@ -282,6 +286,16 @@ def migrate(conn: sqlite3.Connection) -> None:
     for name, declaration in _ADDED_COLUMNS:
         if name not in present:
             conn.execute(f"ALTER TABLE usage ADD COLUMN {name} {declaration}")
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'usage_hourly'").fetchone():
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in filter(str.strip, rollup.SCHEMA.split(";")):  # executescript would commit half-way
+                conn.execute(statement)
+            rollup.backfill(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
 
 class SqliteLedger:
@@ -333,6 +347,7 @@ class SqliteLedger:
             if batch.records:
                 db.executemany(f"INSERT INTO usage ({', '.join(RECORD_FIELDS)}) VALUES ({', '.join('?' * len(RECORD_FIELDS))})",
                                [r.row() for r in batch.records])
+                rollup.add_records(db, batch.records)
             db.executemany("INSERT INTO spend (token, window, cost_nano) VALUES (?, ?, ?) "
                            "ON CONFLICT (token, window) DO UPDATE SET cost_nano = cost_nano + excluded.cost_nano",
                            [(t, w, c) for (t, w), c in spend.items()])
@@ -394,7 +409,7 @@ def query_usage(db: sqlite3.Connection, query: UsageQuery) -> UsageReport:
         where.append("ts < ?")
         args.append(query.until)
     columns = [_SQL_BUCKETS.get(g, g) for g in query.group_by]
-    select = ", ".join([*columns, "COUNT(*)", "SUM(prompt_tokens)", "SUM(completion_tokens)", "SUM(cached_tokens)",
+    select = ", ".join([*columns, "SUM(status < 400)", "SUM(prompt_tokens)", "SUM(completion_tokens)", "SUM(cached_tokens)",
                         "SUM(reasoning_tokens)", "SUM(estimated)", "SUM(cost_nano)", "SUM(status >= 400)"])
     sql = f"SELECT {select} FROM usage" + (f" WHERE {' AND '.join(where)}" if where else "")
     if columns:
@@ -402,7 +417,7 @@ def query_usage(db: sqlite3.Connection, query: UsageQuery) -> UsageReport:
     report = UsageReport(query)
     n = len(columns)
     for row in db.execute(sql, args):
-        if row[n] == 0:
+        if row[n] == 0 and row[-1] == 0:
             continue
         totals = Totals(*row[n:])
         report.groups[tuple(str(v) for v in row[:n])] = totals

@@ -27,6 +27,7 @@ from .errors import GatewayError
 from .ledger import Batch, SqliteLedger, UsageQuery, UsageRecord, UsageReport, budget_window
 from .requestlog import LogPage, LogQuery, query_logs, trim_records
 from .ledger import spend_of
+from . import rollup
 from .usage import NANO_USD
 
 log = logging.getLogger("oneapi.limits")
@@ -155,6 +156,14 @@ class Accounting(ABC):
     async def spent(self, token: str, windows: Iterable[str]) -> int:
         """Nano-USD the token spent in these spend windows (ledger.spend_windows names them)."""
         raise NotImplementedError
+
+    async def series(self, token: str | None, since: float, step: int) -> dict[int, dict[str, int]]:
+        """Totals per `step` seconds from `since` on, of everyone or one token (the dashboard's charts)."""
+        return rollup.series_of(await self.query(UsageQuery(token=token, since=since, group_by=("hour",))), step)
+
+    async def ranking(self, dim: str, token: str | None, since: float) -> list[tuple[str, dict[str, int]]]:
+        """Totals per model, token or channel from `since` on, most requests first."""
+        return rollup.ranking_of(await self.query(UsageQuery(token=token, since=since, group_by=(dim,))))
 
 
 def owner_id() -> str:
@@ -433,6 +442,16 @@ class SqliteAccounting(Accounting):
     async def spent(self, token: str, windows: Iterable[str]) -> int:
         await self.flush()
         return await self.ledger.read(spend_of, token, list(windows))
+
+    async def series(self, token: str | None, since: float, step: int) -> dict[int, dict[str, int]]:
+        await self.flush()
+        return await self.ledger.read(rollup.series, token, since, step)
+
+    async def ranking(self, dim: str, token: str | None, since: float) -> list[tuple[str, dict[str, int]]]:
+        if token is not None:  # one token's records are few, and indexed by token: summed from them
+            return await super().ranking(dim, token, since)
+        await self.flush()
+        return await self.ledger.read(rollup.ranking, dim, since)
 
 
 def budget_headers(token: TokenConfig, remaining_nano: int, now: float) -> dict[str, str]:

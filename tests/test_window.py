@@ -97,6 +97,10 @@ def check_log_contents(gateway: GatewayProcess, ids: dict[str, str]) -> None:
     assert (failed["status"], failed["error_type"], failed["channel"]) == (502, "upstream_error", "main")
     assert (limited["status"], limited["error_type"], limited["token"], limited["channel"]) == (429, "rpm_limit_exceeded", "other", "")
 
+    # usage counts what was answered; the errors are counted beside it, and cost nothing
+    totals = httpx.get(gateway.url("/admin/usage"), headers=ADMIN, timeout=10).json()["totals"]
+    assert (totals["requests"], totals["errors"]) == (3, 3)
+
     # filters
     assert {e["request_id"] for e in logs(gateway, status="error")["data"]} == {ids["upstream_400"], ids["failed"], ids["rpm"]}
     assert {e["request_id"] for e in logs(gateway, status="429")["data"]} == {ids["rpm"]}

@@ -8,12 +8,12 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..config import TokenConfig
 from ..health import HealthRegistry, describe_health
-from ..ledger import UsageQuery, budget_window
+from ..ledger import budget_window
 from ..limits import Accounting, seconds_to_period_end
 from ..probe import ProbeResult
 from ..requestlog import LogQuery
 from ..snapshot import Snapshot
-from ..usage import NANO_USD
+from ..usage import NANO_USD, nano_to_usd
 from . import charts
 
 # range name -> (seconds, time bucket)
@@ -23,28 +23,26 @@ RECENT_SECONDS = 3600.0  # a channel's latency and error rate are over the last 
 RECENT_REQUESTS = 500  # ...at most this many of them
 
 
-def _buckets(bucket: str, seconds: int, now: float) -> tuple[int, list[str]]:
-    """Where the range starts (the first whole bucket inside it) and every bucket's label up to now's (UTC)."""
-    step = 3600 if bucket == "hour" else 86400
-    fmt = "%Y-%m-%dT%H:00" if bucket == "hour" else "%Y-%m-%d"
+def _buckets(step: int, seconds: int, now: float) -> tuple[int, list[int]]:
+    """Where the range starts (the first whole bucket inside it) and every bucket's start up to now's (UTC)."""
     start = int((now - seconds) // step) * step + step
-    return start, [time.strftime(fmt, time.gmtime(t)) for t in range(start, int(now) + 1, step)]
+    return start, list(range(start, int(now) + 1, step))
 
 
 async def overview(accounting: Accounting, token: str | None, span: str, now: float) -> dict[str, Any]:
     """Requests, tokens, spend and errors over time, and the top models (and, for the admin, tokens and channels)."""
     seconds, bucket = RANGES[span]
-    since, labels = _buckets(bucket, seconds, now)
-    over_time = await accounting.query(UsageQuery(token=token, since=since, group_by=(bucket,)))
-    rows = {key[0]: totals.as_dict() for key, totals in over_time.groups.items()}
-    series = [{"t": label, **_counts(rows.get(label))} for label in labels]
+    step = 3600 if bucket == "hour" else 86400
+    since, starts = _buckets(step, seconds, now)
+    fmt = "%Y-%m-%dT%H:00" if bucket == "hour" else "%Y-%m-%d"
+    labels = [time.strftime(fmt, time.gmtime(t)) for t in starts]
+    by_start = await accounting.series(token, since, step)
+    series = [{"t": label, **_counts(by_start.get(start))} for label, start in zip(labels, starts)]
     breakdowns: dict[str, list[dict[str, Any]]] = {}
     for field in ("model",) if token else ("model", "token", "channel"):
-        report = await accounting.query(UsageQuery(token=token, since=since, group_by=(field,)))
-        ranked = sorted(((key[0], totals.as_dict()) for key, totals in report.groups.items()), key=lambda kv: -kv[1]["requests"])
-        breakdowns[field] = [{field: name, **_counts(counts)} for name, counts in ranked]
+        breakdowns[field] = [{field: name, **_counts(counts)} for name, counts in await accounting.ranking(field, token, since)]
     chart_set = {
-        "requests": charts.columns("Requests", labels, [("ok", [s["requests"] - s["errors"] for s in series]),
+        "requests": charts.columns("Requests", labels, [("answered", [s["requests"] for s in series]),
                                                         ("errors", [s["errors"] for s in series])]),
         "tokens": charts.columns("Tokens", labels, [("prompt", [s["prompt_tokens"] for s in series]),
                                                     ("completion", [s["completion_tokens"] for s in series])]),
@@ -52,19 +50,21 @@ async def overview(accounting: Accounting, token: str | None, span: str, now: fl
     }
     for field, rows_of in breakdowns.items():
         chart_set[f"by_{field}"] = charts.ranked(f"Requests by {field}", [(r[field], r["requests"]) for r in rows_of[:TOP]])
+    totals = {name: sum(s[name] for s in series) for name in ("requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens")}
     return {
         "range": span, "bucket": bucket, "since": since, "token": token,
-        "totals": _counts(over_time.totals.as_dict()),
+        "totals": {**totals, "cost_usd": round(sum(s["cost_usd"] for s in series), 9)},
         "series": series,
         **{f"by_{field}": rows_of[:100] for field, rows_of in breakdowns.items()},
         "charts": chart_set,
     }
 
 
-def _counts(totals: Mapping[str, Any] | None) -> dict[str, Any]:
-    if totals is None:
-        return {"requests": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cost_usd": 0.0}
-    return {name: totals[name] for name in ("requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd")}
+def _counts(counts: Mapping[str, int] | None) -> dict[str, Any]:
+    counts = counts or {}
+    prompt, completion = counts.get("prompt_tokens", 0), counts.get("completion_tokens", 0)
+    return {"requests": counts.get("requests", 0), "errors": counts.get("errors", 0), "prompt_tokens": prompt,
+            "completion_tokens": completion, "total_tokens": prompt + completion, "cost_usd": nano_to_usd(counts.get("cost_nano", 0))}
 
 
 async def tokens(accounting: Accounting, every: Sequence[TokenConfig], own: TokenConfig | None, search: str, offset: int, limit: int,
