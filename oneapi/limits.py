@@ -448,10 +448,12 @@ class SqliteAccounting(Accounting):
         return await self.ledger.read(rollup.series, token, since, step)
 
     async def ranking(self, dim: str, token: str | None, since: float) -> list[tuple[str, dict[str, int]]]:
-        if token is not None:  # one token's records are few, and indexed by token: summed from them
-            return await super().ranking(dim, token, since)
         await self.flush()
-        return await self.ledger.read(rollup.ranking, dim, since)
+        if token is None:
+            return await self.ledger.read(rollup.ranking, dim, since)
+        if dim == "model":
+            return await self.ledger.read(rollup.token_models, token, since)
+        return await super().ranking(dim, token, since)
 
 
 def budget_headers(token: TokenConfig, remaining_nano: int, now: float) -> dict[str, str]:

@@ -2,7 +2,7 @@
 read, so a month of a million requests is summed from thousands of rows, not a million; they outlive retention.
 
 One row per (dimension, hour, value): dimension "" holds every request (value ""), the others one row per model,
-token or channel seen in that hour.
+token or channel seen in that hour, and "token_model" one per token and model (a token holder's own view).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import time
 from typing import Any, Iterable
 
 DIMENSIONS = ("model", "token", "channel")
+SEPARATOR = "\x1f"  # between token and model in a token_model value; token names cannot hold it
 COUNTS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "estimated_requests", "cost_nano")
 
 SCHEMA = """
@@ -45,7 +46,8 @@ def add_records(db: sqlite3.Connection, records: Iterable[Any]) -> None:
         failed = r.status >= 400
         counts = (0 if failed else 1, 1 if failed else 0, r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.reasoning_tokens,
                   int(r.estimated), r.cost_nano)
-        for key in (("", hour, ""), ("model", hour, r.model), ("token", hour, r.token), ("channel", hour, r.channel)):
+        for key in (("", hour, ""), ("model", hour, r.model), ("token", hour, r.token), ("channel", hour, r.channel),
+                    ("token_model", hour, r.token + SEPARATOR + r.model)):
             total = sums.get(key)
             if total is None:
                 sums[key] = list(counts)
@@ -63,6 +65,7 @@ def backfill(db: sqlite3.Connection) -> None:
     db.execute(f"INSERT INTO usage_hourly SELECT '', {hour} AS h, '', {sums} FROM usage GROUP BY h")
     for dim in DIMENSIONS:
         db.execute(f"INSERT INTO usage_hourly SELECT '{dim}', {hour} AS h, {dim}, {sums} FROM usage GROUP BY h, {dim}")
+    db.execute(f"INSERT INTO usage_hourly SELECT 'token_model', {hour} AS h, token || char(31) || model AS v, {sums} FROM usage GROUP BY h, v")
 
 
 def series(db: sqlite3.Connection, token: str | None, since: float, step: int) -> dict[int, dict[str, int]]:
@@ -79,6 +82,15 @@ def ranking(db: sqlite3.Connection, dim: str, since: float) -> list[tuple[str, d
     rows = db.execute(f"SELECT value, {', '.join(f'SUM({c})' for c in COUNTS)} FROM usage_hourly WHERE dim = ? AND hour >= ? "
                       "GROUP BY value ORDER BY SUM(requests) DESC", (dim, int(since)))
     return [(row[0], dict(zip(COUNTS, row[1:]))) for row in rows]
+
+
+def token_models(db: sqlite3.Connection, token: str, since: float) -> list[tuple[str, dict[str, int]]]:
+    """One token's totals per model from `since` on, most requests first."""
+    prefix = token + SEPARATOR
+    rows = db.execute(f"SELECT value, {', '.join(f'SUM({c})' for c in COUNTS)} FROM usage_hourly WHERE dim = 'token_model' "
+                      "AND value >= ? AND value < ? AND hour >= ? GROUP BY value ORDER BY SUM(requests) DESC",
+                      (prefix, token + chr(ord(SEPARATOR) + 1), int(since)))
+    return [(row[0][len(prefix):], dict(zip(COUNTS, row[1:]))) for row in rows]
 
 
 # --- the same, summed from a UsageReport (a store without hourly totals: redis) ---------------------

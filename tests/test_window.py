@@ -193,21 +193,25 @@ def test_an_old_sqlite_ledger_migrates_on_start_and_loses_nothing(vendor: FakeVe
     with sqlite3.connect(db_path) as db:
         columns = {row[1] for row in db.execute("PRAGMA table_info(usage)")}
     assert {"status", "ttft_ms", "error_type"} <= columns
+    # the dashboard's hourly totals were filled from the old records, and count the new one
+    overview = httpx.get(gateway.url("/ui/api/overview"), params={"range": "24h"}, headers=ADMIN, timeout=10).json()
+    assert (overview["totals"]["requests"], overview["totals"]["prompt_tokens"]) == (3, 72)
+    assert [(r["model"], r["requests"]) for r in overview["by_model"]] == [("gpt-4o-mini", 3)]
 
 
 def test_retention_trims_request_records_and_keeps_spend_on_sqlite(vendor: FakeVendor, start_gateway, tmp_path: Path) -> None:
     db_path = tmp_path / "data" / "oneapi.db"
     db_path.parent.mkdir()
     now = time.time()
-    old_day = time.strftime("%Y-%m-%d", time.gmtime(now - 40 * 86400))
+    old_day = time.strftime("%Y-%m-%d", time.gmtime(now - 10 * 86400))
     with sqlite3.connect(db_path) as db:
         db.executescript(OLD_SCHEMA)
         db.executemany("INSERT INTO usage (ts, request_id, token, channel, model, upstream_model, operation, stream, prompt_tokens, "
                        "completion_tokens, cached_tokens, reasoning_tokens, estimated, cost_nano, duration_ms) VALUES "
                        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       [old_record(now - 40 * 86400, "req_aged"), old_record(now - 86400, "req_recent")])
+                       [old_record(now - 10 * 86400, "req_aged"), old_record(now - 86400, "req_recent")])
         db.executemany("INSERT INTO spend VALUES (?, ?, ?)", [("tester", "all", 80_000), ("tester", "d:" + old_day, 40_000)])
-    gateway = start_gateway(window_config(vendor, ledger={"retention_days": 30}))
+    gateway = start_gateway(window_config(vendor, ledger={"retention_days": 5}))
 
     entries = wait_for_logs(gateway, 1)
     deadline = time.monotonic() + 10
@@ -219,9 +223,11 @@ def test_retention_trims_request_records_and_keeps_spend_on_sqlite(vendor: FakeV
     key = {"Authorization": f"Bearer {CLIENT_KEY}"}
     mine = httpx.get(gateway.url("/ui/api/tokens"), headers=key, timeout=10).json()["data"][0]
     assert mine["spent_usd"] == pytest.approx(80_000 / 1e9)
-    next_day = time.strftime("%Y-%m-%d", time.gmtime(now - 39 * 86400))
+    next_day = time.strftime("%Y-%m-%d", time.gmtime(now - 9 * 86400))
     aged = httpx.get(gateway.url("/dashboard/billing/usage"), params={"start_date": old_day, "end_date": next_day}, headers=key, timeout=10)
     assert aged.json() == {"object": "list", "total_usage": pytest.approx(40_000 / 1e9 * 100)}
+    month = httpx.get(gateway.url("/ui/api/overview"), params={"range": "30d"}, headers=ADMIN, timeout=10).json()
+    assert month["totals"]["requests"] == 2  # the charts' hourly totals keep the trimmed request
 
 
 def test_retention_trims_the_redis_stream(vendor: FakeVendor, start_gateway, redis_url: str) -> None:
