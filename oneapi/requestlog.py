@@ -109,29 +109,14 @@ class LogPage:
 
 def query_logs(db: sqlite3.Connection, query: LogQuery) -> LogPage:
     """Newest first by (ts, row id): the ts indexes serve both the order and the time filter."""
-    where, args = [], []
-    if query.token is not None:
-        where.append("token = ?")
-        args.append(query.token)
-    if query.channel is not None:
-        where.append("channel = ?")
-        args.append(query.channel)
-    if query.model is not None:
-        where.append("(model = ? OR upstream_model = ?)")
-        args.extend((query.model, query.model))
-    if query.status == "error":
-        where.append("status >= 400")
-    elif query.status == "ok":
-        where.append("status < 400")
-    elif query.status is not None:
-        where.append("status = ?")
-        args.append(int(query.status))
-    if query.since is not None:
-        where.append("ts >= ?")
-        args.append(query.since)
-    if query.until is not None:
-        where.append("ts < ?")
-        args.append(query.until)
+    filters = (("token = ?", query.token), ("channel = ?", query.channel), ("(model = ? OR upstream_model = ?)", query.model),
+               ("ts >= ?", query.since), ("ts < ?", query.until))
+    where = [clause for clause, value in filters if value is not None]
+    args: list[Any] = [value for clause, value in filters if value is not None for _ in range(clause.count("?"))]
+    if query.status is not None:
+        where.append({"error": "status >= 400", "ok": "status < 400"}.get(query.status, "status = ?"))
+        if query.status.isdigit():
+            args.append(int(query.status))
     if query.cursor is not None:
         ts, _, row_id = query.cursor.partition("-")
         where.append("(ts, id) < (?, ?)")
