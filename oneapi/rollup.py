@@ -2,7 +2,9 @@
 read, so a month of a million requests is summed from thousands of rows, not a million; they outlive retention.
 
 One row per (dimension, hour, value): dimension "" holds every request (value ""), the others one row per model,
-token or channel seen in that hour, and "token_model" one per token and model (a token holder's own view).
+token or channel seen in that hour, and "token_model" one per token and model (a token holder's own view). Each
+dimension but "" also has a row per UTC day ("model/day", ..., `hour` then the day's start), so a month's ranking
+sums ~30 rows per value rather than ~720.
 """
 
 from __future__ import annotations
@@ -46,8 +48,11 @@ def add_records(db: sqlite3.Connection, records: Iterable[Any]) -> None:
         failed = r.status >= 400
         counts = (0 if failed else 1, 1 if failed else 0, r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.reasoning_tokens,
                   int(r.estimated), r.cost_nano)
+        day = hour // 86400 * 86400
+        pairs = r.token + SEPARATOR + r.model
         for key in (("", hour, ""), ("model", hour, r.model), ("token", hour, r.token), ("channel", hour, r.channel),
-                    ("token_model", hour, r.token + SEPARATOR + r.model)):
+                    ("token_model", hour, pairs), ("model/day", day, r.model), ("token/day", day, r.token),
+                    ("channel/day", day, r.channel), ("token_model/day", day, pairs)):
             total = sums.get(key)
             if total is None:
                 sums[key] = list(counts)
@@ -63,9 +68,11 @@ def backfill(db: sqlite3.Connection) -> None:
             "SUM(reasoning_tokens), SUM(estimated), SUM(cost_nano)")
     hour = "CAST(ts / 3600 AS INTEGER) * 3600"
     db.execute(f"INSERT INTO usage_hourly SELECT '', {hour} AS h, '', {sums} FROM usage GROUP BY h")
-    for dim in DIMENSIONS:
-        db.execute(f"INSERT INTO usage_hourly SELECT '{dim}', {hour} AS h, {dim}, {sums} FROM usage GROUP BY h, {dim}")
-    db.execute(f"INSERT INTO usage_hourly SELECT 'token_model', {hour} AS h, token || char(31) || model AS v, {sums} FROM usage GROUP BY h, v")
+    for suffix, bucket in (("", hour), ("/day", "CAST(ts / 86400 AS INTEGER) * 86400")):
+        for dim in DIMENSIONS:
+            db.execute(f"INSERT INTO usage_hourly SELECT '{dim}{suffix}', {bucket} AS h, {dim}, {sums} FROM usage GROUP BY h, {dim}")
+        db.execute(f"INSERT INTO usage_hourly SELECT 'token_model{suffix}', {bucket} AS h, token || char(31) || model AS v, {sums} "
+                   "FROM usage GROUP BY h, v")
 
 
 def series(db: sqlite3.Connection, token: str | None, since: float, step: int) -> dict[int, dict[str, int]]:
@@ -80,17 +87,22 @@ def ranking(db: sqlite3.Connection, dim: str, since: float) -> list[tuple[str, d
     """Totals per model, token or channel from `since` on, most requests first."""
     assert dim in DIMENSIONS
     rows = db.execute(f"SELECT value, {', '.join(f'SUM({c})' for c in COUNTS)} FROM usage_hourly WHERE dim = ? AND hour >= ? "
-                      "GROUP BY value ORDER BY SUM(requests) DESC", (dim, int(since)))
+                      "GROUP BY value ORDER BY SUM(requests) DESC", (_granular(dim, since), int(since)))
     return [(row[0], dict(zip(COUNTS, row[1:]))) for row in rows]
 
 
 def token_models(db: sqlite3.Connection, token: str, since: float) -> list[tuple[str, dict[str, int]]]:
     """One token's totals per model from `since` on, most requests first."""
     prefix = token + SEPARATOR
-    rows = db.execute(f"SELECT value, {', '.join(f'SUM({c})' for c in COUNTS)} FROM usage_hourly WHERE dim = 'token_model' "
-                      "AND value >= ? AND value < ? AND hour >= ? GROUP BY value ORDER BY SUM(requests) DESC",
-                      (prefix, token + chr(ord(SEPARATOR) + 1), int(since)))
+    rows = db.execute(f"SELECT value, {', '.join(f'SUM({c})' for c in COUNTS)} FROM usage_hourly INDEXED BY usage_hourly_value "
+                      "WHERE dim = ? AND value >= ? AND value < ? AND hour >= ? GROUP BY value ORDER BY SUM(requests) DESC",
+                      (_granular("token_model", since), prefix, token + chr(ord(SEPARATOR) + 1), int(since)))
     return [(row[0][len(prefix):], dict(zip(COUNTS, row[1:]))) for row in rows]
+
+
+def _granular(dim: str, since: float) -> str:
+    """The day rows when the range starts at a day's start (they then hold exactly the same requests), else the hours."""
+    return dim + "/day" if int(since) % 86400 == 0 else dim
 
 
 # --- the same, summed from a UsageReport (a store without hourly totals: redis) ---------------------

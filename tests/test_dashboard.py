@@ -175,6 +175,9 @@ def test_admin_and_token_holder_see_what_they_may(vendor: FakeVendor, start_gate
     failed = rows(driver, "log-table")[0]
     assert failed[2] == "other" and failed[7] == "502" and failed[-1] == "upstream_error"
     driver.save_screenshot(str(shots / "4-admin-log-errors.png"))
+    driver.execute_script("document.querySelector('#log-filters input[name=since]').value = '2100-01-01T00:00'")
+    driver.find_element(By.CSS_SELECTOR, "#log-filters button").click()
+    wait(driver, lambda d: rows(d, "log-table") == [["no requests match"]])
 
     show(driver, "config")
     wait(driver, lambda d: "last reload error" in d.find_element(By.ID, "config-list").text)

@@ -42,7 +42,7 @@ function usd(v) {
   return "$" + Number(v).toFixed(v >= 100 ? 2 : v === 0 || v >= 0.01 ? 4 : 6); // a single request's cost is often under a cent
 }
 function num(v) { return v === null || v === undefined ? "—" : Number(v).toLocaleString("en-US"); }
-function when(ts) { return ts ? new Date(ts * 1000).toISOString().replace("T", " ").slice(0, 19) : "—"; }
+function when(ts) { return ts ? new Date(ts * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC" : "—"; }
 function pct(v) { return v === null || v === undefined ? "—" : (v * 100).toFixed(1) + "%"; }
 
 // columns: [header, value-of-row, kind] where kind is "num", or a function of the row giving a class
@@ -239,7 +239,8 @@ function logQuery(cursor) {
   const query = new URLSearchParams({ limit: 50 });
   for (const [name, value] of form.entries()) {
     if (!value) continue;
-    query.set(name, name === "since" || name === "until" ? String(new Date(value).getTime() / 1000) : value);
+    // the page shows UTC, so the times typed in are UTC too
+    query.set(name, name === "since" || name === "until" ? String(Date.parse(value + "Z") / 1000) : value);
   }
   if (cursor) query.set("cursor", cursor);
   return query;
@@ -262,7 +263,7 @@ async function loadConfig() {
   const data = await api("/ui/api/config");
   const list = $("config-list");
   list.replaceChildren();
-  const rows = [["config version", data.config_version], ["loaded at", when(data.loaded_at)], ["reload took", data.reload_ms + " ms"]];
+  const rows = [["config version", data.config_version], ["loaded at", when(data.loaded_at)], ["built in", data.reload_ms + " ms"]];
   if (me.role === "admin") {
     rows.push(["last reload error", data.last_reload_error || "none"], ["channels routed", data.channels], ["tokens", num(data.tokens)],
       ["store", data.store], ["log retention", data.retention_days ? data.retention_days + " days" : "kept for ever"], ["log format", data.log_format]);
