@@ -20,7 +20,8 @@ from fakevendor import FakeVendor
 
 ADMIN_KEY = "admin-secret-key-for-tests"
 OTHER_KEY = "sk-test-other-client-99887766554433"
-SECRETS = (ADMIN_KEY, CLIENT_KEY, OTHER_KEY, UPSTREAM_KEY)
+EXPIRED_KEY = "sk-test-expired-client-1122334455"
+SECRETS = (ADMIN_KEY, CLIENT_KEY, OTHER_KEY, EXPIRED_KEY, UPSTREAM_KEY)
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -118,7 +119,7 @@ def console_errors(driver: Any) -> list[str]:
 def test_admin_and_token_holder_see_what_they_may(vendor: FakeVendor, start_gateway, browser: Any, shots: Path) -> None:
     config = base_config(vendor, pricing={"models": {"gpt-4o-mini": {"input": 1.0, "output": 2.0}, "gpt-4o": {"input": 3.0, "output": 5.0}}})
     config["tokens"] = [{"name": "tester", "key": CLIENT_KEY, "budget": 5.0, "budget_period": "monthly", "rpm": 60},
-                        {"name": "other", "key": OTHER_KEY}]
+                        {"name": "other", "key": OTHER_KEY}, {"name": "gone", "key": EXPIRED_KEY, "expires": "2020-01-01T00:00:00Z"}]
     gateway = start_gateway(config)
     traffic(gateway, vendor)
     driver = browser
@@ -150,8 +151,10 @@ def test_admin_and_token_holder_see_what_they_may(vendor: FakeVendor, start_gate
     driver.save_screenshot(str(shots / "1-admin-overview.png"))
 
     show(driver, "tokens")
-    wait(driver, lambda d: len(rows(d, "tokens-table")) == 2)
+    wait(driver, lambda d: len(rows(d, "tokens-table")) == 3)
     tokens = {r[0]: r for r in rows(driver, "tokens-table")}
+    assert tokens["gone"][10].startswith("2020-01-01") and "bad" in driver.find_elements(
+        By.CSS_SELECTOR, "#tokens-table tr")[3].find_elements(By.TAG_NAME, "td")[10].get_attribute("class")  # expired, marked so
     assert tokens["tester"][3] == "$5.0000" and tokens["tester"][6] == "monthly" and tokens["other"][3] == "unlimited"
     driver.save_screenshot(str(shots / "2-admin-tokens.png"))
 
@@ -222,3 +225,6 @@ def test_admin_and_token_holder_see_what_they_may(vendor: FakeVendor, start_gate
     sign_in(driver, "sk-not-a-key")
     wait(driver, lambda d: d.find_element(By.ID, "signin-error").is_displayed())
     assert "not accepted" in text_of(driver, "#signin-error") and "sk-not-a-key" not in driver.page_source
+    sign_in(driver, EXPIRED_KEY)  # a token past its expiry is told so, and nothing is kept
+    wait(driver, lambda d: "expired" in d.find_element(By.ID, "signin-error").text)
+    assert driver.execute_script("return sessionStorage.length") == 0 and not driver.find_element(By.ID, "tabs").is_displayed()

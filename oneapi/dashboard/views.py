@@ -21,6 +21,7 @@ RANGES = {"24h": (86400, "hour"), "7d": (7 * 86400, "day"), "30d": (30 * 86400, 
 TOP = 10  # rows in each ranked chart
 RECENT_SECONDS = 3600.0  # a channel's latency and error rate are over the last hour's requests...
 RECENT_REQUESTS = 500  # ...at most this many of them
+LAST_ERROR_SECONDS = 86400.0  # how far back a channel's last error is looked for (the log is scanned newest first)
 
 
 def _buckets(step: int, seconds: int, now: float) -> tuple[int, list[int]]:
@@ -110,7 +111,7 @@ async def channels(snapshot: Snapshot, health: HealthRegistry, accounting: Accou
     for config in snapshot.config.channels:
         channel = snapshot.channels.get(config.name)
         recent = await accounting.logs(LogQuery(channel=config.name, since=now - RECENT_SECONDS, limit=RECENT_REQUESTS))
-        last_error = await accounting.logs(LogQuery(channel=config.name, status="error", since=now - 7 * 86400, limit=1))
+        last_error = await accounting.logs(LogQuery(channel=config.name, status="error", since=now - LAST_ERROR_SECONDS, limit=1))
         probe = probes.get(config.name)
         data.append({
             "name": config.name,

@@ -93,6 +93,7 @@ async function signIn(event) {
     await start();
   } catch (error) {
     if (error.message !== "signed out") {
+      sessionStorage.removeItem(KEY); // an expired or disabled token: nothing to keep
       $("signin-error").textContent = error.message;
       $("signin-error").hidden = false;
     }
@@ -193,7 +194,7 @@ async function loadChannels() {
     ["keys", (r) => r.keys.join(", ")], ["set aside", (r) => r.keys_set_aside.map((k) => `${k.key} (${k.reason})`).join(", ") || "—"],
     ["p50", (r) => (r.p50_ms === null ? "—" : r.p50_ms + " ms"), "num"], ["p95", (r) => (r.p95_ms === null ? "—" : r.p95_ms + " ms"), "num"],
     ["errors", (r) => pct(r.error_rate), "num"],
-    ["last error", (r) => (r.last_error ? `${r.last_error.status} ${r.last_error.error_type} at ${when(r.last_error.ts)}` : "—"), "wrap"],
+    ["last error (24 h)", (r) => (r.last_error ? `${r.last_error.status} ${r.last_error.error_type} at ${when(r.last_error.ts)}` : "—"), "wrap"],
     ["last probe", (r) => (r.last_probe ? `${r.last_probe.ok ? "ok" : "failed " + (r.last_probe.status || "")} ${r.last_probe.latency_ms} ms at ${when(r.last_probe.at)}${r.last_probe.error ? ": " + r.last_probe.error : ""}` : "—"),
       (r) => (r.last_probe ? (r.last_probe.ok ? "good wrap" : "bad wrap") : "wrap")],
   ], data.channels, "no channels configured");
