@@ -22,12 +22,12 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from . import rollup
 from .config import TokenConfig
 from .errors import GatewayError
 from .ledger import Batch, SqliteLedger, UsageQuery, UsageRecord, UsageReport, budget_window
-from .requestlog import LogPage, LogQuery, query_logs, trim_records
 from .ledger import spend_of
-from . import rollup
+from .requestlog import LogPage, LogQuery, query_logs, trim_records
 from .usage import NANO_USD
 
 log = logging.getLogger("oneapi.limits")

@@ -190,6 +190,7 @@ class MeteredStream:
         self.meter.record(self.channel, self.upstream_model, usage)
         self.meter.release(self.channel, self.slot)
 
+
 def error_code(error: bytes | str) -> str:
     """The `code` (else `type`) of an OpenAI-shaped error body; a string is a code already."""
     if isinstance(error, str):

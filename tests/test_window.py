@@ -315,6 +315,10 @@ def probe_config(vendor: FakeVendor, broken: FakeVendor) -> dict[str, Any]:
                                "models": ["gpt-4o"]})
     config["channels"].append({"name": "off", "provider": "openai", "base_url": broken.base_url, "keys": ["sk-x"], "models": ["gpt-4o"],
                                "enabled": False})
+    # a vendor that does not speak OpenAI: the probe goes through the same translation a request does
+    config["channels"].append({"name": "claude", "provider": "anthropic", "base_url": vendor.base_url, "keys": ["sk-ant-probe-key-42"],
+                               "models": ["claude-sonnet-4-5"]})
+    vendor.reply_fixture("/v1/messages", "anthropic/message_text.json")
     return config
 
 
@@ -335,10 +339,11 @@ def test_check_probe_against_healthy_and_failing_vendors(vendor: FakeVendor, tmp
         out = everything.stdout.splitlines()
         assert out[0].startswith("ok: ") and out[1].split() == ["channel", "model", "status", "latency", "error"]
         lines = {line.split()[0]: line for line in out[2:]}
-        assert set(lines) == {"main", "broken"}  # the disabled channel is not probed
+        assert set(lines) == {"main", "broken", "claude"}  # the disabled channel is not probed
         assert " ok " in lines["main"] and "gpt-4o-mini" in lines["main"]  # the first model unless told
+        assert " ok " in lines["claude"] and vendor.requests_to("/v1/messages")[-1].json()["max_tokens"] == 1
         assert "502" in lines["broken"] and "credentials" in lines["broken"]
-        for secret in (UPSTREAM_KEY, "sk-broken-upstream-key-777", CLIENT_KEY):
+        for secret in (UPSTREAM_KEY, "sk-broken-upstream-key-777", "sk-ant-probe-key-42", CLIENT_KEY):
             assert secret not in everything.stdout + everything.stderr
         sent = vendor.requests_to("/v1/chat/completions")[-1]
         assert sent.json()["max_tokens"] == 1 and sent.json()["model"] == "gpt-4o-mini"  # the smallest real request
