@@ -100,6 +100,14 @@ def check_log_contents(gateway: GatewayProcess, ids: dict[str, str]) -> None:
     # usage counts what was answered; the errors are counted beside it, and cost nothing
     totals = httpx.get(gateway.url("/admin/usage"), headers=ADMIN, timeout=10).json()["totals"]
     assert (totals["requests"], totals["errors"]) == (3, 3)
+    # the dashboard's overview (hourly totals on SQLite, the records themselves on redis) says the same
+    for span in ("24h", "7d"):
+        overview = httpx.get(gateway.url("/ui/api/overview"), params={"range": span}, headers=ADMIN, timeout=10).json()
+        assert (overview["totals"]["requests"], overview["totals"]["errors"]) == (3, 3)
+        assert {r["model"]: (r["requests"], r["errors"]) for r in overview["by_model"]} == {"gpt-4o-mini": (2, 3), "gpt-4o": (1, 0)}
+        assert {r["token"]: r["requests"] for r in overview["by_token"]} == {"tester": 2, "other": 1}
+    own = httpx.get(gateway.url("/ui/api/overview"), headers={"Authorization": f"Bearer {OTHER_KEY}"}, timeout=10).json()
+    assert (own["totals"]["requests"], own["totals"]["errors"], own["token"]) == (1, 1, "other") and "by_token" not in own
 
     # filters
     assert {e["request_id"] for e in logs(gateway, status="error")["data"]} == {ids["upstream_400"], ids["failed"], ids["rpm"]}
