@@ -24,7 +24,10 @@ from .asgi import Answer, ClientGone, Inbound, Receive, Scope, Send, StreamAnswe
 from .config import Config
 from .documents import ConfigError
 from .errors import GatewayError, bad_request
-from .health import HealthRegistry
+from . import accesslog
+from .billing import PREFLIGHT_HEADERS
+from .dashboard import Window
+from .health import HealthRegistry, describe_health
 from .ledger import GROUP_FIELDS, SqliteLedger, UsageQuery, parse_time, sqlite_path
 from .limits import Accounting, SqliteAccounting
 from .routing import Channel
@@ -37,6 +40,7 @@ from .upstream import Upstream
 log = logging.getLogger("oneapi")
 
 CONFIG_ENV = "ONEAPI_CONFIG"
+TRIM_INTERVAL = float(os.environ.get("ONEAPI_TRIM_INTERVAL", "3600"))  # seconds between retention trims (tests shorten it)
 
 
 def json_response(data: Any, status: int = 200) -> Response:
@@ -82,6 +86,8 @@ class Gateway:
         self.metrics.gauge_sources.append(lambda: [("oneapi_config_info", (self.holder.current.version,), 1.0)])
         self.holder.on_result = lambda ok: self.metrics.inc("oneapi_config_reloads_total", ("ok" if ok else "refused",))
         self.services = Services(Upstream(), self.channel_health, self.metrics, self.accounting)
+        self.window = Window(self.holder, self.accounting, self.channel_health, self.services.upstream, self.metrics)
+        self.holder.listeners.append(lambda s: accesslog.configure(s.config.log_format))
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -94,6 +100,8 @@ class Gateway:
         gc.freeze()
         self._tasks.append(asyncio.create_task(self.holder.watch()))
         self._tasks.append(asyncio.create_task(self.metrics.publish_forever()))
+        self._tasks.append(asyncio.create_task(self._trim_forever()))
+        accesslog.configure(self.holder.current.config.log_format)
         with suppress(NotImplementedError, RuntimeError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
 
@@ -105,6 +113,19 @@ class Gateway:
     async def _reload_quietly(self) -> None:
         with suppress(ConfigError):
             await self.holder.reload(broadcast=True)
+
+    async def _trim_forever(self) -> None:
+        """ledger.retention_days: request records older than that are trimmed at start and every TRIM_INTERVAL."""
+        while True:
+            days = self.holder.current.config.retention_days
+            if days is not None:
+                try:
+                    removed = await self.accounting.trim_records(time.time() - days * 86400)
+                    if removed:
+                        log.info("retention: trimmed %d request records older than %s days", removed, days)
+                except Exception:
+                    log.exception("retention: trimming the request log failed; trying again later")
+            await asyncio.sleep(TRIM_INTERVAL)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -226,19 +247,14 @@ class Gateway:
                 "keys": [k.masked for k in channel.keys] if channel else [],
                 "max_concurrency": cc.max_concurrency,
                 **self._health_of(channel),
+                "last_probe": probe.as_dict() if (probe := self.window.probes.get(cc.name)) else None,
             })
         return json_response({"config_version": snapshot.version, "channels": data})
 
 
     def _health_of(self, channel: Channel | None) -> dict[str, Any]:
         """This worker's view: breaker state and keys set aside (masked), as of now."""
-        state = self.channel_health.get(channel) if channel else None
-        if state is None:
-            return {"breaker": "closed", "keys_set_aside": [], "failures": 0, "successes": 0}
-        now = time.monotonic()
-        aside = [{"key": k.masked, "reason": state.set_aside[k.secret][1], "seconds_left": round(state.set_aside[k.secret][0] - now, 1)}
-                 for k in channel.keys if k.secret in state.set_aside and state.set_aside[k.secret][0] > now]
-        return {"breaker": state.breaker.state, "keys_set_aside": aside, "failures": state.failures, "successes": state.successes}
+        return describe_health(self.channel_health, channel, time.monotonic())
 
 
 async def _gateway_error(request: Request, exc: Exception) -> Answer:
@@ -273,11 +289,28 @@ class GatewayApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            if scope["method"] == "OPTIONS" and await preflight(scope, send):
+                return
             endpoint = self.relays.get(scope["path"])
             if endpoint is not None:
                 await self.gateway.serve_relay(scope, receive, send, endpoint)
                 return
         await self.routes(scope, receive, send)
+
+
+async def preflight(scope: Scope, send: Send) -> bool:
+    """Answer a browser's CORS preflight for the client-key reads (NextChat calls the billing endpoints straight
+    from the page); everything else stays same-origin."""
+    path: str = scope["path"]
+    headers = dict(scope["headers"])
+    if b"access-control-request-method" not in headers or not path.startswith(("/dashboard/", "/v1/dashboard/")):
+        return False
+    asked = headers.get(b"access-control-request-headers", b"authorization, content-type")
+    raw = [(k.lower().encode(), v.encode()) for k, v in PREFLIGHT_HEADERS.items()]
+    await send({"type": "http.response.start", "status": 204, "headers": [*raw, (b"access-control-allow-headers", asked),
+                                                                          (b"vary", b"Origin")]})
+    await send({"type": "http.response.body", "body": b""})
+    return True
 
 
 RELAY_PATHS = {
@@ -312,6 +345,7 @@ def create_app(config_path: str | Path | None = None) -> GatewayApp:
         Route("/admin/reload", gateway.admin_reload, methods=["POST"]),
         Route("/admin/channels", gateway.admin_channels, methods=["GET"]),
         Route("/admin/usage", gateway.admin_usage, methods=["GET"]),
+        *gateway.window.routes(),
     ]
     app = Starlette(
         routes=routes,

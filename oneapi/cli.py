@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import hashlib
 import logging
@@ -41,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
 
     check = commands.add_parser("check", help="validate config.yaml and every provider file without serving")
     check.add_argument("--config", default=DEFAULT_CONFIG, help="path to config.yaml (default: ./config.yaml)")
+    check.add_argument("--probe", action="store_true", help="then send the smallest real request through each enabled channel")
+    check.add_argument("--channel", help="with --probe: only this channel")
+    check.add_argument("--model", help="with --probe: this model (default: each channel's first)")
+    check.add_argument("--json", action="store_true", help="with --probe: print the results as JSON")
 
     commands.add_parser("key", help="print a new client key and its sha256 for tokens[].key_sha256")
 
@@ -72,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return serve_command(args)
     if args.command == "check":
-        return check_command(Path(args.config))
+        return probe_command(args) if args.probe else check_command(Path(args.config))
     if args.command == "usage":
         return usage_command(args)
     if args.command == "diff":
@@ -137,6 +142,30 @@ def import_command(args: argparse.Namespace) -> int:
     print(f"  {paths['config']}\n  {paths['secrets']} ({counts['secrets']} key(s); keep it secret)\n  {paths['report']} "
           f"({sum(map(len, imported.report.values()))} note(s) on what did not map)")
     return 0
+
+
+def probe_command(args: argparse.Namespace) -> int:
+    """`check --probe`: the config must pass the check first; exit 1 if any probe failed."""
+    import json
+
+    from .errors import GatewayError
+    from .probe import probe_all, probe_table
+
+    config_path = Path(args.config)
+    with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):  # --json: stdout is the JSON alone
+        checked = check_command(config_path)
+    if checked:
+        return checked
+    try:
+        results = asyncio.run(probe_all(build_snapshot(config_path), args.channel, args.model))
+    except GatewayError as exc:
+        print(exc.message, file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+    else:
+        print(probe_table(results))
+    return 0 if results and all(r.ok for r in results) else 1
 
 
 def key_command() -> int:

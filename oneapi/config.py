@@ -117,6 +117,8 @@ class Config:
     breaker: BreakerSettings
     drain_timeout: float
     warnings: tuple[Problem, ...] = field(default=())
+    retention_days: float | None = None  # ledger.retention_days: request records older than this are trimmed
+    log_format: str = "text"  # "json": one access-log line per request
 
 
 def sha256_hex(key: str) -> str:
@@ -221,6 +223,8 @@ def _load_config(path: Path, environ: Mapping[str, str], cache: ConfigCache) -> 
         breaker=BreakerSettings(**(data.get("breaker") or {})),
         drain_timeout=float(data.get("drain_timeout", DEFAULT_DRAIN)),
         warnings=tuple(warnings),
+        retention_days=(data.get("ledger") or {}).get("retention_days"),
+        log_format=data.get("log_format", "text"),
     )
     return config, doc
 

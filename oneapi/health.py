@@ -9,7 +9,7 @@ config.yaml disables stays disabled.
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from .config import BreakerSettings
 from .routing import Channel, ChannelKey
@@ -131,3 +131,12 @@ class HealthRegistry:
                 return key
         return None
 
+
+def describe_health(registry: HealthRegistry, channel: Channel | None, now: float) -> dict[str, Any]:
+    """This worker's view of a channel: breaker state and keys set aside (masked), as of `now` (monotonic)."""
+    state = registry.get(channel) if channel else None
+    if state is None or channel is None:
+        return {"breaker": "closed", "keys_set_aside": [], "failures": 0, "successes": 0}
+    aside = [{"key": k.masked, "reason": state.set_aside[k.secret][1], "seconds_left": round(state.set_aside[k.secret][0] - now, 1)}
+             for k in channel.keys if k.secret in state.set_aside and state.set_aside[k.secret][0] > now]
+    return {"breaker": state.breaker.state, "keys_set_aside": aside, "failures": state.failures, "successes": state.successes}

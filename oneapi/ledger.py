@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
+from . import rollup
 from .usage import nano_to_usd
 
 T = TypeVar("T")
@@ -27,8 +28,8 @@ BUSY_TIMEOUT_MS = 5000
 
 RECORD_FIELDS = ("ts", "request_id", "token", "channel", "model", "upstream_model", "operation", "stream",
                  "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "estimated",
-                 "cost_nano", "duration_ms")
-GROUP_FIELDS = ("token", "channel", "model", "day")
+                 "cost_nano", "duration_ms", "status", "ttft_ms", "error_type")
+GROUP_FIELDS = ("token", "channel", "model", "day", "hour")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage (
@@ -47,7 +48,10 @@ CREATE TABLE IF NOT EXISTS usage (
     reasoning_tokens INTEGER NOT NULL,
     estimated INTEGER NOT NULL,
     cost_nano INTEGER NOT NULL,
-    duration_ms INTEGER NOT NULL
+    duration_ms INTEGER NOT NULL,
+    status INTEGER NOT NULL DEFAULT 200,
+    ttft_ms INTEGER NOT NULL DEFAULT 0,
+    error_type TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS usage_ts ON usage (ts);
 CREATE INDEX IF NOT EXISTS usage_token_ts ON usage (token, ts);
@@ -89,11 +93,14 @@ class UsageRecord:
     estimated: bool
     cost_nano: int
     duration_ms: int
+    status: int = 200  # what the client was answered
+    ttft_ms: int = 0  # until the answer's first bytes were in (a whole body: the same as duration_ms)
+    error_type: str = ""  # the error's code when status >= 400
 
     def row(self) -> tuple[Any, ...]:
         return (self.ts, self.request_id, self.token, self.channel, self.model, self.upstream_model, self.operation,
                 int(self.stream), self.prompt_tokens, self.completion_tokens, self.cached_tokens, self.reasoning_tokens,
-                int(self.estimated), self.cost_nano, self.duration_ms)
+                int(self.estimated), self.cost_nano, self.duration_ms, self.status, self.ttft_ms, self.error_type)
 
 
 _windows_of_day: tuple[int, tuple[str, str, str]] = (-1, ("all", "", ""))
@@ -150,6 +157,14 @@ def _day(ts: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(ts))
 
 
+def _hour(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:00", time.gmtime(ts))
+
+
+_TIME_BUCKETS = {"day": _day, "hour": _hour}
+_SQL_BUCKETS = {"day": "strftime('%Y-%m-%d', ts, 'unixepoch')", "hour": "strftime('%Y-%m-%dT%H:00', ts, 'unixepoch')"}
+
+
 @dataclass
 class Totals:
     requests: int = 0
@@ -159,8 +174,12 @@ class Totals:
     reasoning_tokens: int = 0
     estimated_requests: int = 0
     cost_nano: int = 0
+    errors: int = 0  # refused or failed (status >= 400): recorded, but not counted in `requests`
 
     def add(self, record: Mapping[str, Any]) -> None:
+        if record.get("status", 200) >= 400:
+            self.errors += 1
+            return  # an error used nothing
         self.requests += 1
         self.prompt_tokens += record["prompt_tokens"]
         self.completion_tokens += record["completion_tokens"]
@@ -179,6 +198,7 @@ class Totals:
             "reasoning_tokens": self.reasoning_tokens,
             "estimated_requests": self.estimated_requests,
             "cost_usd": nano_to_usd(self.cost_nano),
+            "errors": self.errors,
         }
 
 
@@ -190,7 +210,7 @@ class UsageReport:
 
     def add(self, record: Mapping[str, Any]) -> None:
         self.totals.add(record)
-        key = tuple(_day(record["ts"]) if g == "day" else str(record[g]) for g in self.query.group_by)
+        key = tuple(_TIME_BUCKETS[g](record["ts"]) if g in _TIME_BUCKETS else str(record[g]) for g in self.query.group_by)
         self.groups.setdefault(key, Totals()).add(record)
 
     def as_dict(self) -> dict[str, Any]:
@@ -247,8 +267,35 @@ def connect(path: Path | None, readonly: bool = False) -> sqlite3.Connection:
     if not readonly:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across process crashes, one fsync per checkpoint
+        migrate(conn)
         conn.executescript(_SCHEMA)
+        conn.executescript(rollup.SCHEMA)
     return conn
+
+
+# columns added to `usage` since its first release, with what rows written before them read as
+_ADDED_COLUMNS = (("status", "INTEGER NOT NULL DEFAULT 200"), ("ttft_ms", "INTEGER NOT NULL DEFAULT 0"),
+                  ("error_type", "TEXT NOT NULL DEFAULT ''"))
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a ledger file written by an older release up to this schema in place: nothing is lost."""
+    present = {row[1] for row in conn.execute("PRAGMA table_info(usage)")}
+    if not present:
+        return  # a new file: the schema creates it whole
+    for name, declaration in _ADDED_COLUMNS:
+        if name not in present:
+            conn.execute(f"ALTER TABLE usage ADD COLUMN {name} {declaration}")
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'usage_hourly'").fetchone():
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in filter(str.strip, rollup.SCHEMA.split(";")):  # executescript would commit half-way
+                conn.execute(statement)
+            rollup.backfill(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
 
 class SqliteLedger:
@@ -280,6 +327,10 @@ class SqliteLedger:
     async def query(self, query: UsageQuery) -> UsageReport:
         return await self._run(query_usage, self._db(), query)
 
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(connection, *args)` on the ledger's own thread (the request log's queries and trims)."""
+        return await self._run(fn, self._db(), *args)
+
     def _db(self) -> sqlite3.Connection:
         assert self._conn is not None, "SqliteLedger.open() was not awaited"
         return self._conn
@@ -296,6 +347,7 @@ class SqliteLedger:
             if batch.records:
                 db.executemany(f"INSERT INTO usage ({', '.join(RECORD_FIELDS)}) VALUES ({', '.join('?' * len(RECORD_FIELDS))})",
                                [r.row() for r in batch.records])
+                rollup.add_records(db, batch.records)
             db.executemany("INSERT INTO spend (token, window, cost_nano) VALUES (?, ?, ?) "
                            "ON CONFLICT (token, window) DO UPDATE SET cost_nano = cost_nano + excluded.cost_nano",
                            [(t, w, c) for (t, w), c in spend.items()])
@@ -356,22 +408,30 @@ def query_usage(db: sqlite3.Connection, query: UsageQuery) -> UsageReport:
     if query.until is not None:
         where.append("ts < ?")
         args.append(query.until)
-    columns = [("strftime('%Y-%m-%d', ts, 'unixepoch')" if g == "day" else g) for g in query.group_by]
-    select = ", ".join([*columns, "COUNT(*)", "SUM(prompt_tokens)", "SUM(completion_tokens)", "SUM(cached_tokens)",
-                        "SUM(reasoning_tokens)", "SUM(estimated)", "SUM(cost_nano)"])
+    columns = [_SQL_BUCKETS.get(g, g) for g in query.group_by]
+    select = ", ".join([*columns, "SUM(status < 400)", "SUM(prompt_tokens)", "SUM(completion_tokens)", "SUM(cached_tokens)",
+                        "SUM(reasoning_tokens)", "SUM(estimated)", "SUM(cost_nano)", "SUM(status >= 400)"])
     sql = f"SELECT {select} FROM usage" + (f" WHERE {' AND '.join(where)}" if where else "")
     if columns:
         sql += f" GROUP BY {', '.join(columns)}"
     report = UsageReport(query)
     n = len(columns)
     for row in db.execute(sql, args):
-        if row[n] == 0:
+        if row[n] == 0 and row[-1] == 0:
             continue
         totals = Totals(*row[n:])
         report.groups[tuple(str(v) for v in row[:n])] = totals
-        for name in ("requests", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "estimated_requests", "cost_nano"):
+        for name in ("requests", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "estimated_requests", "cost_nano", "errors"):
             setattr(report.totals, name, getattr(report.totals, name) + getattr(totals, name))
     return report
+
+
+def spend_of(db: sqlite3.Connection, token: str, windows: Iterable[str]) -> int:
+    """What a token spent in the given spend windows ("all", "d:YYYY-MM-DD", "m:YYYY-MM"), in nano-USD."""
+    windows = list(windows)
+    row = db.execute(f"SELECT COALESCE(SUM(cost_nano), 0) FROM spend WHERE token = ? AND window IN ({', '.join('?' * len(windows))})",
+                     (token, *windows)).fetchone()
+    return int(row[0])
 
 
 def aggregate(records: Iterable[Mapping[str, Any]], query: UsageQuery) -> UsageReport:

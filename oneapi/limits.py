@@ -20,11 +20,14 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
+from . import rollup
 from .config import TokenConfig
 from .errors import GatewayError
 from .ledger import Batch, SqliteLedger, UsageQuery, UsageRecord, UsageReport, budget_window
+from .ledger import spend_of
+from .requestlog import LogPage, LogQuery, query_logs, trim_records
 from .usage import NANO_USD
 
 log = logging.getLogger("oneapi.limits")
@@ -141,6 +144,26 @@ class Accounting(ABC):
 
     @abstractmethod
     async def query(self, query: UsageQuery) -> UsageReport: ...
+
+    async def logs(self, query: LogQuery) -> LogPage:
+        """A page of the request log, newest first."""
+        raise NotImplementedError
+
+    async def trim_records(self, before: float) -> int:
+        """Remove request records older than `before` (unix seconds); spend totals stay."""
+        raise NotImplementedError
+
+    async def spent(self, token: str, windows: Iterable[str]) -> int:
+        """Nano-USD the token spent in these spend windows (ledger.spend_windows names them)."""
+        raise NotImplementedError
+
+    async def series(self, token: str | None, since: float, step: int) -> dict[int, dict[str, int]]:
+        """Totals per `step` seconds from `since` on, of everyone or one token (the dashboard's charts)."""
+        return rollup.series_of(await self.query(UsageQuery(token=token, since=since, group_by=("hour",))), step)
+
+    async def ranking(self, dim: str, token: str | None, since: float) -> list[tuple[str, dict[str, int]]]:
+        """Totals per model, token or channel from `since` on, most requests first."""
+        return rollup.ranking_of(await self.query(UsageQuery(token=token, since=since, group_by=(dim,))))
 
 
 def owner_id() -> str:
@@ -408,6 +431,29 @@ class SqliteAccounting(Accounting):
     async def query(self, query: UsageQuery) -> UsageReport:
         await self.flush()
         return await self.ledger.query(query)
+
+    async def logs(self, query: LogQuery) -> LogPage:
+        await self.flush()
+        return await self.ledger.read(query_logs, query)
+
+    async def trim_records(self, before: float) -> int:
+        return await self.ledger.read(trim_records, before)
+
+    async def spent(self, token: str, windows: Iterable[str]) -> int:
+        await self.flush()
+        return await self.ledger.read(spend_of, token, list(windows))
+
+    async def series(self, token: str | None, since: float, step: int) -> dict[int, dict[str, int]]:
+        await self.flush()
+        return await self.ledger.read(rollup.series, token, since, step)
+
+    async def ranking(self, dim: str, token: str | None, since: float) -> list[tuple[str, dict[str, int]]]:
+        await self.flush()
+        if token is None:
+            return await self.ledger.read(rollup.ranking, dim, since)
+        if dim == "model":
+            return await self.ledger.read(rollup.token_models, token, since)
+        return await super().ranking(dim, token, since)
 
 
 def budget_headers(token: TokenConfig, remaining_nano: int, now: float) -> dict[str, str]:

@@ -14,6 +14,7 @@ from typing import Any, AsyncIterator, Callable, Mapping
 
 import orjson
 
+from . import accesslog
 from .config import Price, TokenConfig
 from .errors import GatewayError
 from .ledger import UsageRecord
@@ -77,6 +78,7 @@ class Meter:
         self.headers: dict[str, str] = {"x-request-id": request_id}
         self.ts = time.time()
         self.started = time.monotonic()
+        self.first_bytes: float | None = None  # monotonic time a stream's first bytes were in
         self._prompt_estimate: int | None = None
 
     def prompt_estimate(self) -> int:
@@ -119,16 +121,25 @@ class Meter:
         """No answer came through: give the reservation back (rpm stays counted: the request was made)."""
         self.accounting.settle(self.admission, None)
 
-    def record(self, channel: str, upstream_model: str, usage: Usage) -> None:
+    def fail(self, status: int, error: bytes | str | None, channel: str = "") -> None:
+        """No answer came through: the error goes to the request log (nothing was used), the reservation back."""
+        upstream_model = self.model if channel else ""
+        self.record(channel, upstream_model, Usage(), status, error_code(error) if error is not None else "")
+
+    def record(self, channel: str, upstream_model: str, usage: Usage, status: int = 200, error_type: str = "") -> None:
+        duration_ms = int((time.monotonic() - self.started) * 1000)
         record = UsageRecord(
             ts=self.ts, request_id=self.request_id, token=self.token.name, channel=channel, model=self.model,
             upstream_model=upstream_model, operation=self.operation, stream=self.streamed,
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, cached_tokens=usage.cached_tokens,
             reasoning_tokens=usage.reasoning_tokens, estimated=usage.estimated,
             cost_nano=cost_nano(usage, self.price(upstream_model), self.ratio),
-            duration_ms=int((time.monotonic() - self.started) * 1000),
+            duration_ms=duration_ms, status=status, error_type=error_type,
+            ttft_ms=duration_ms if self.first_bytes is None else int((self.first_bytes - self.started) * 1000),
         )
         self.accounting.settle(self.admission, record)
+        if accesslog.enabled():
+            accesslog.write(record)
 
     def finish_body(self, channel: str, upstream_model: str, content: bytes) -> None:
         usage = self.used(channel, lambda: usage_from_body(content), lambda: estimate_completion_from_body(content))
@@ -151,6 +162,7 @@ class Meter:
 
     def stream(self, chunks: AsyncIterator[bytes], channel: str, upstream_model: str, hide_usage: str | None,
                slot: str | None, usage: Callable[[], Usage | None] | None = None) -> "MeteredStream":
+        self.first_bytes = time.monotonic()  # a stream is answered once its first bytes are in
         return MeteredStream(self, chunks, channel, upstream_model, hide_usage, slot, usage)
 
 
@@ -193,6 +205,20 @@ class MeteredStream:
             self.meter.record(self.channel, self.upstream_model, usage)
         finally:
             self.meter.release(self.channel, self.slot)  # whatever happened above, the slot is not leaked
+
+
+
+def error_code(error: bytes | str) -> str:
+    """The `code` (else `type`) of an OpenAI-shaped error body; a string is a code already."""
+    if isinstance(error, str):
+        return error
+    try:
+        detail = orjson.loads(error).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return "unreadable_error"
+    if not isinstance(detail, dict):
+        return "error"
+    return str(detail.get("code") or detail.get("type") or "error")
 
 
 def upstream_body(raw: bytes, body: Mapping[str, Any], model: str, upstream_model: str, stream: bool, operation: str,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Iterable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from .config import TokenConfig
 from .errors import GatewayError
 from .ledger import RECORD_FIELDS, UsageQuery, UsageRecord, UsageReport, aggregate, budget_window, spend_windows
+from .requestlog import LogPage, LogQuery, log_entry
 from .limits import (
     FLUSH_BATCH, FLUSH_INTERVAL, HOLD_SECONDS, Accounting, Admission, Demand, budget_cap, budget_headers, minute_window,
     refusal, reset_text, seconds_to_next_minute, seconds_to_period_end,
@@ -250,7 +251,44 @@ class RedisAccounting(Accounting):
         return aggregate(records, query)
 
 
-_INT_FIELDS = {"stream", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "estimated", "cost_nano", "duration_ms"}
+    async def logs(self, query: LogQuery) -> LogPage:
+        """Newest first from the stream, read back LOG_SCAN entries at a time until the page is full."""
+        await self.flush()
+        # records reach the stream up to a flush after their ts, so the time bounds are widened by a minute
+        if query.cursor is not None:
+            start = "(" + query.cursor
+        else:
+            start = "+" if query.until is None else str(int(query.until * 1000) + 60_000)
+        end = "-" if query.since is None else str(max(0, int(query.since * 1000) - 60_000))
+        found: list[tuple[str, dict[str, Any]]] = []
+        for _ in range(LOG_SCAN_PAGES):
+            page: list[tuple[str, dict[str, str]]] = await self.redis.xrevrange(USAGE_STREAM, start, end, count=LOG_SCAN)  # type: ignore[assignment]
+            for stream_id, fields in page:
+                record = _record(fields)
+                if query.matches(record):
+                    found.append((stream_id, log_entry(record)))
+                    if len(found) > query.limit:
+                        return LogPage([e for _, e in found[:query.limit]], found[query.limit - 1][0])
+            if len(page) < LOG_SCAN:
+                return LogPage([e for _, e in found], None)
+            start = "(" + page[-1][0]
+        # scanned as far as one call may: a short page, and where the next one goes on from
+        return LogPage([e for _, e in found], start[1:])
+
+    async def trim_records(self, before: float) -> int:
+        return int(await self.redis.xtrim(USAGE_STREAM, minid=str(int(before * 1000)), approximate=False))
+
+    async def spent(self, token: str, windows: Iterable[str]) -> int:
+        await self.flush()
+        values = await self.redis.hmget(f"{PREFIX}spend:{token}", list(windows))
+        return sum(int(v) for v in values if v)
+
+
+LOG_SCAN = 2000
+LOG_SCAN_PAGES = 50  # at most 100,000 stream entries looked at per page of the log
+
+_INT_FIELDS = {"stream", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "estimated", "cost_nano", "duration_ms",
+               "status", "ttft_ms"}
 
 
 def _record(fields: dict[str, str]) -> dict[str, Any]:
@@ -258,4 +296,7 @@ def _record(fields: dict[str, str]) -> dict[str, Any]:
     for name in _INT_FIELDS:
         out[name] = int(fields.get(name, 0))
     out["ts"] = float(fields.get("ts", 0))
+    if "status" not in fields:  # written before records had a status: a success
+        out["status"] = 200
+    out.setdefault("error_type", "")
     return out

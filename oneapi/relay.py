@@ -232,17 +232,21 @@ async def _metered_failover(call: Call, snapshot: Snapshot, services: Services, 
     try:
         await meter.admit()
     except GatewayError as exc:
+        meter.fail(exc.status, exc.code or exc.type)
         exc.headers.update(meter.headers)
         raise
     try:
         response = await _failover(call, snapshot, services, group)
     except BaseException as exc:
-        meter.abandon()
         if isinstance(exc, GatewayError):
+            meter.fail(exc.status, exc.code or exc.type, call.channel)
             exc.headers.update(meter.headers)
+        else:
+            meter.abandon()
         raise
     if not isinstance(response, StreamAnswer) and response.status_code >= 400:
-        meter.abandon()  # the client's own mistake passed back, or every channel failed: nothing was used
+        # the client's own mistake passed back, or every channel failed: nothing was used, the error is logged
+        meter.fail(response.status_code, response.body, call.channel)
     response.headers.update(meter.headers)
     if call.overhead is not None:
         services.metrics.observe("oneapi_overhead_seconds", (call.endpoint.operation,), call.overhead)
@@ -292,6 +296,7 @@ class Call:
     accept: str | None = None  # the client's Accept header, passed on where the answer is not only JSON
     upload: Upload | None = None  # a multipart body, streamed from its spool instead of `raw`
     content_type: str = ""  # the client's Content-Type, for a multipart body (its boundary)
+    channel: str = ""  # the channel tried last, for the request log
 
 
 async def _failover(call: Call, snapshot: Snapshot, services: Services, group: str) -> Answer | StreamAnswer:
@@ -321,6 +326,7 @@ async def _failover(call: Call, snapshot: Snapshot, services: Services, group: s
             channel = next(plan, None)
             continue
         attempts += 1
+        call.channel = channel.name
         outcome: Answer | StreamAnswer | Failure | None = None
         try:
             outcome = await _attempt(channel, state, key, call, services, deadline - now, slot)
@@ -532,3 +538,10 @@ def _is_event_stream(content_type: str) -> bool:
 def _is_json(content_type: str) -> bool:
     media = content_type.split(";")[0].strip().lower()
     return media == "application/json" or media.endswith("+json")
+
+
+async def attempt_once(channel: Channel, call: Call, services: Services, time_left: float) -> Answer | StreamAnswer | Failure:
+    """One try on one channel outside failover and its concurrency slots (a channel probe); a key set aside is tried too."""
+    state = services.health.of(channel)
+    key = services.health.next_key(channel, state, set(), time.monotonic()) or channel.keys[0]
+    return await _attempt(channel, state, key, call, services, time_left, "")
