@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     return key_command()
 
 
-def check_command(config_path: Path) -> int:
+def check_command(config_path: Path, list_providers: bool = True) -> int:
     try:
         snapshot = build_snapshot(config_path)
     except ConfigError as exc:
@@ -107,7 +107,8 @@ def check_command(config_path: Path) -> int:
         f"ok: {config_path} is valid (config {snapshot.version}: {len(snapshot.providers)} providers, "
         f"{len(snapshot.channels)} routed channels, {len(snapshot.tokens)} tokens; {cases} provider self-tests passed)"
     )
-    print_provider_files(snapshot)
+    if list_providers:
+        print_provider_files(snapshot)
     return 0
 
 
@@ -153,7 +154,7 @@ def probe_command(args: argparse.Namespace) -> int:
 
     config_path = Path(args.config)
     with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):  # --json: stdout is the JSON alone
-        checked = check_command(config_path)
+        checked = check_command(config_path, list_providers=False)  # the probe table follows the verdict
     if checked:
         return checked
     try:
