@@ -9,18 +9,21 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from typing import Any, AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Mapping
 
 import orjson
 
-from .config import Price, TokenConfig
+from .config import Price, TokenConfig, price_of
 from .errors import GatewayError
 from .ledger import UsageRecord
 from .limits import Accounting, Admission, Demand, has_limits, refusal
 from .usage import (
-    FREE, HIDE_USAGE_CHUNK, StreamTap, Usage, cost_nano, estimate_completion_from_body, estimate_prompt_tokens, requested_completion_tokens,
-    usage_from_body,
+    FREE, HIDE_USAGE_CHUNK, NANO_USD, StreamTap, Usage, cost_nano, estimate_completion_from_body, estimate_prompt_tokens, prompt_token_bound,
+    requested_completion_tokens, usage_from_body,
 )
+
+if TYPE_CHECKING:
+    from .routing import Routes
 
 # output tokens reserved against a budget when the client set no max_tokens: the reservation bounds how far
 # concurrent requests can overspend, and is replaced by the real cost when the answer is in
@@ -60,7 +63,7 @@ class Meter:
     """Admission, channel slots, and the usage record of one relayed request."""
 
     def __init__(self, accounting: Accounting, token: TokenConfig, operation: str, model: str, body: Mapping[str, Any],
-                 stream: bool, request_id: str, prices: Mapping[str, Price], ratio: float):
+                 stream: bool, request_id: str, prices: Mapping[str, Price], ratio: float, routes: Routes | None = None):
         self.accounting = accounting
         self.token = token
         self.operation = operation
@@ -70,6 +73,7 @@ class Meter:
         self.request_id = request_id
         self.prices = prices
         self.ratio = ratio
+        self.routes = routes  # the channels that may serve it, for the price admission reserves at
         self.admission: Admission | None = None
         self.headers: dict[str, str] = {"x-request-id": request_id}
         self.ts = time.time()
@@ -81,22 +85,40 @@ class Meter:
             self._prompt_estimate = estimate_prompt_tokens(self.body)
         return self._prompt_estimate
 
-    def price(self, upstream_model: str | None = None) -> Price:
-        """Priced by the name the client asked for, else by the upstream's name; unpriced is free."""
+    def price(self, upstream_model: str) -> Price:
+        """What the channel that answered prices it at (config.price_of); unpriced is free."""
+        return price_of(self.prices, self.model, upstream_model) or FREE
+
+    def admission_price(self) -> Price:
+        """The price admission reserves at, by the same rule as settlement: the requested name's, or else the
+        dearest of the upstream names the channels that may serve it send (which one will is not known yet)."""
         price = self.prices.get(self.model)
-        if price is None and upstream_model is not None:
-            price = self.prices.get(upstream_model)
-        return price or FREE
+        if price is not None or self.routes is None:
+            return price or FREE
+        found = {price_of(self.prices, self.model, c.config.upstream_model(self.model))
+                 for c in self.routes.offering(self.token.group, self.model, self.operation)} - {None}
+        if not found:
+            return FREE
+        return Price(max(p.input for p in found), max(p.output for p in found),  # type: ignore[union-attr]
+                     max(p.input if p.cached_input is None else p.cached_input for p in found))  # type: ignore[union-attr]
+
+    def reserved_output(self) -> int:
+        """Output tokens a request may produce as far as admission knows: the client's cap, or the default reserve."""
+        if self.operation not in STREAM_USAGE_OPERATIONS:
+            return 0
+        return requested_completion_tokens(self.body) or DEFAULT_COMPLETION_RESERVE
 
     async def admit(self) -> None:
         if not has_limits(self.token):
             return
-        prompt = self.prompt_estimate()
-        asked = requested_completion_tokens(self.body)
-        generates = self.operation in STREAM_USAGE_OPERATIONS
-        reserve_tokens = prompt + (asked or 0)
-        reserve_cost = cost_nano(Usage(prompt, (asked or DEFAULT_COMPLETION_RESERVE) if generates else 0), self.price(), self.ratio)
-        self.admission = await self.accounting.admit(self.token, Demand(reserve_cost, reserve_tokens), self.request_id)
+        price = self.admission_price()
+        prompt = prompt_token_bound(self.body)  # the budget reserves what the vendor cannot exceed
+        output = self.reserved_output()
+        reserve_cost = cost_nano(Usage(prompt, output), price, self.ratio)
+        # tpm is a rate, not money: it reserves the estimate, and is corrected by the real count when settled
+        reserve_tokens = self.prompt_estimate() + (requested_completion_tokens(self.body) or 0)
+        demand = Demand(reserve_cost, reserve_tokens, prompt, output, price.output * self.ratio * NANO_USD / 1_000_000)
+        self.admission = await self.accounting.admit(self.token, demand, self.request_id)
         self.headers.update(self.admission.headers)
 
     async def acquire(self, channel: str, limit: int | None, timeout: float) -> str | None:
@@ -126,6 +148,17 @@ class Meter:
             duration_ms=int((time.monotonic() - self.started) * 1000),
         )
         self.accounting.settle(self.admission, record)
+
+    def left_early(self, reported: Usage | None, seen_output: int) -> Usage:
+        """The charge of a stream that ended before the vendor's end (the client hung up, or never read it): the
+        vendor bills what it generated, reasoning included, and may report output only at its end, so the stream
+        is charged as if it ran to its reserved end. The prompt is the vendor's count if it came, else its upper
+        bound; the output the reserved output (max_tokens, or the default reserve), or more if more was seen."""
+        prompt = reported.prompt_tokens if reported is not None and reported.prompt_tokens else prompt_token_bound(self.body)
+        output = max(self.reserved_output(), seen_output, reported.completion_tokens if reported is not None else 0)
+        cached = min(reported.cached_tokens, prompt) if reported is not None else 0
+        reasoning = reported.reasoning_tokens if reported is not None else 0
+        return Usage(prompt, output, cached, reasoning, estimated=True)
 
     def finish_body(self, channel: str, upstream_model: str, content: bytes) -> None:
         usage = usage_from_body(content)
@@ -173,7 +206,9 @@ class MeteredStream:
             return
         self._closed = True
         usage = self.usage()
-        if usage is None:
+        if not self.tap.completed:
+            usage = self.meter.left_early(usage, self.tap.estimated_completion_tokens())
+        elif usage is None:
             usage = Usage(self.meter.prompt_estimate(), self.tap.estimated_completion_tokens(), estimated=True)
         self.meter.record(self.channel, self.upstream_model, usage)
         self.meter.release(self.channel, self.slot)
