@@ -46,8 +46,9 @@ class Demand:
     cost_nano: int
     tokens: int
     prompt_tokens: int = 0  # the prompt's upper bound
-    output_tokens: int = 0  # the output reserved: the client's max_tokens, or the default reserve
-    output_nano: float = 0.0  # the price of one output token, group ratio included
+    output_tokens: int = 0  # the output reserved: the client's max_tokens (times n), or the default reserve
+    prompt_nano: int = 0  # what the prompt's bound costs
+    max_tokens_nano: float = 0.0  # what one more unit of max_tokens costs (n output tokens), group ratio included
 
 
 @dataclass(slots=True)
@@ -127,13 +128,12 @@ def budget_refusal(token: TokenConfig, demand: Demand, remaining_nano: int, in_f
                f"and {usd(remaining_nano)} of its{period} budget of ${token.budget:.2f} remains.")
     if in_flight_nano:
         message += f" Requests in flight hold {usd(in_flight_nano)} of it until they finish."
-    prompt_nano = demand.cost_nano - demand.output_tokens * demand.output_nano
-    if demand.output_nano > 0:
-        fits = int((remaining_nano - prompt_nano) // demand.output_nano)
+    if demand.max_tokens_nano > 0:
+        fits = int((remaining_nano - demand.prompt_nano) // demand.max_tokens_nano)
         if fits >= 1:
             message += f" With max_tokens {fits} or less it would fit."
-        elif prompt_nano > remaining_nano:
-            message += f" Its prompt alone may cost up to {usd(prompt_nano)}."
+        elif demand.prompt_nano > remaining_nano:
+            message += f" Its prompt alone may cost up to {usd(demand.prompt_nano)}."
     retry_after: int | None = None
     if demand.cost_nano > cap:
         message += " It is larger than the whole budget: waiting will not help."
@@ -309,7 +309,8 @@ class SqliteAccounting(Accounting):
                 pool = self._window_pool(f"tpm:{token.name}", token.tpm, window)
                 ok, elsewhere = await self._draw(pool, demand.tokens, GRANT_SHARE, ("counters", pool.name, window), now)
                 if not ok:
-                    raise refusal("tpm", token, 1 if elsewhere else seconds_to_next_minute(now))
+                    wait = None if demand.tokens > token.tpm else 1 if elsewhere else seconds_to_next_minute(now)  # None: never fits
+                    raise refusal("tpm", token, wait)
                 taken.append((pool, demand.tokens))
             if token.budget is not None:
                 pool = self._pool(f"budget:{token.name}", budget_cap(token))

@@ -19,7 +19,7 @@ from .ledger import UsageRecord
 from .limits import Accounting, Admission, Demand, has_limits, refusal
 from .usage import (
     FREE, HIDE_USAGE_CHUNK, NANO_USD, StreamTap, Usage, cost_nano, estimate_completion_from_body, estimate_prompt_tokens, prompt_token_bound,
-    requested_completion_tokens, usage_from_body,
+    requested_choices, requested_completion_tokens, usage_from_body,
 )
 
 if TYPE_CHECKING:
@@ -95,12 +95,12 @@ class Meter:
         price = self.prices.get(self.model)
         if price is not None or self.routes is None:
             return price or FREE
-        found = {price_of(self.prices, self.model, c.config.upstream_model(self.model))
-                 for c in self.routes.offering(self.token.group, self.model, self.operation)} - {None}
+        found = [p for c in self.routes.offering(self.token.group, self.model, self.operation)
+                 if (p := price_of(self.prices, self.model, c.config.upstream_model(self.model))) is not None]
         if not found:
             return FREE
-        return Price(max(p.input for p in found), max(p.output for p in found),  # type: ignore[union-attr]
-                     max(p.input if p.cached_input is None else p.cached_input for p in found))  # type: ignore[union-attr]
+        return Price(max(p.input for p in found), max(p.output for p in found),
+                     max(p.input if p.cached_input is None else p.cached_input for p in found))
 
     def reserved_output(self) -> int:
         """Output tokens a request may produce as far as admission knows: the client's cap, or the default reserve."""
@@ -111,15 +111,20 @@ class Meter:
     async def admit(self) -> None:
         if not has_limits(self.token):
             return
-        price = self.admission_price()
-        prompt = prompt_token_bound(self.body)  # the budget reserves what the vendor cannot exceed
-        output = self.reserved_output()
-        reserve_cost = cost_nano(Usage(prompt, output), price, self.ratio)
         # tpm is a rate, not money: it reserves the estimate, and is corrected by the real count when settled
-        reserve_tokens = self.prompt_estimate() + (requested_completion_tokens(self.body) or 0)
-        demand = Demand(reserve_cost, reserve_tokens, prompt, output, price.output * self.ratio * NANO_USD / 1_000_000)
+        tokens = self.prompt_estimate() + (requested_completion_tokens(self.body) or 0) if self.token.tpm is not None else 0
+        demand = self._worst_case(tokens) if self.token.budget is not None else Demand(0, tokens)
         self.admission = await self.accounting.admit(self.token, demand, self.request_id)
         self.headers.update(self.admission.headers)
+
+    def _worst_case(self, tokens: int) -> Demand:
+        """The most the request can cost: the prompt's upper bound and the reserved output, at the admission price."""
+        price = self.admission_price()
+        prompt = prompt_token_bound(self.body)
+        output = self.reserved_output()
+        per_max_token = price.output * self.ratio * requested_choices(self.body) * NANO_USD / 1_000_000
+        return Demand(cost_nano(Usage(prompt, output), price, self.ratio), tokens, prompt, output, cost_nano(Usage(prompt), price, self.ratio),
+                      per_max_token)
 
     async def acquire(self, channel: str, limit: int | None, timeout: float) -> str | None:
         """A slot on the channel ("" when it has no max_concurrency), or None when it is full."""

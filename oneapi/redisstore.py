@@ -158,7 +158,7 @@ class RedisAccounting(Accounting):
         if verdict == 1:
             refused = refusal("rpm", token, seconds_to_next_minute(now))
         elif verdict == 2:
-            refused = refusal("tpm", token, seconds_to_next_minute(now))
+            refused = refusal("tpm", token, None if demand.tokens > (token.tpm or 0) else seconds_to_next_minute(now))  # None: never fits
         elif verdict == 3:
             spent, held = int(result[1]), int(result[2])
             refused = budget_refusal(token, demand, max(0, cap - spent - held), held, now)

@@ -323,9 +323,8 @@ BOUND_PER_STRING = 1  # a SentencePiece word-start marker can stand alone before
 BOUND_PER_MESSAGE = 8  # role markers and separators of one chat message (OpenAI counts 3 or 4)
 BOUND_PER_REQUEST = 8  # the tokens that prime the reply
 BOUND_TOOLS = 600  # the tool-use system prompt a vendor adds once tools are declared (Anthropic: up to 530)
-# one image by URL or inline: the most OpenAI (gpt-4o: 1,445; gpt-4.1/o-series: ~2,650) and Anthropic (~1,600)
-# count for an image, which they downscale first; not a bound for gpt-4o-mini's priced-up image tokens, nor for
-# Gemini 2's 258 tokens per 768-pixel tile of a large image
+# one image by URL or inline: above what gpt-4o (1,445), gpt-4.1-mini/o4-mini (~2,650) and Claude up to 4.x (~1,600)
+# count for an image they downscaled; a reserve, not a bound, for models that count more (README: gpt-4o-mini, Gemini)
 BOUND_IMAGE = 2700
 # audio or a document (PDF) by URL: a flat reserve, not a bound (its length is unknown before it is read);
 # inline audio is bounded by its own base64 size instead (32 tokens a second is less than any codec's bytes)
@@ -400,13 +399,18 @@ def prompt_token_bound(body: Mapping[str, Any]) -> int:
     return tokens
 
 
+def requested_choices(body: Mapping[str, Any]) -> int:
+    """How many answers the client asked for (`n`): each may run to max_tokens."""
+    n = body.get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+
+
 def requested_completion_tokens(body: Mapping[str, Any]) -> int | None:
-    """The client's own cap on output tokens, if it set one."""
+    """The client's own cap on output tokens, if it set one (for all its choices together)."""
     for field in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
         value = body.get(field)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            n = body.get("n")
-            return value * (n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1)
+            return value * requested_choices(body)
     return None
 
 
