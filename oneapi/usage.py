@@ -335,28 +335,29 @@ _MEDIA_KEYS = frozenset({"inline_data", "inlineData", "file_data", "fileData"})
 
 def _media_bound(part: Any) -> int:
     """The reserve of one media part: an image's ceiling, inline audio's base64 size, else the flat remote reserve."""
-    inline = 0
+    inline = 0  # the size of the part's inline data (base64, or a data: URL), if it has any
     kind = ""
     stack = [part]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
             if item.startswith("data:"):
-                kind = kind or item[5:11]
-            inline = max(inline, len(item))
+                kind, inline = kind or item[5:11], max(inline, len(item))
         elif isinstance(item, dict):
-            for key in ("type", "mime_type", "mimeType", "media_type", "format"):
+            for key in ("type", "mime_type", "mimeType", "media_type"):
                 value = item.get(key)
-                if isinstance(value, str) and not kind and ("image" in value or "audio" in value):
+                if not kind and isinstance(value, str) and ("image" in value or "audio" in value):
                     kind = "image" if "image" in value else "audio"
+            if isinstance(item.get("data"), str):
+                inline = max(inline, len(item["data"]))
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
     if kind.startswith("image"):
         return BOUND_IMAGE
-    if kind.startswith("audio") and inline > 64:
+    if kind.startswith("audio") and inline:
         return inline
-    return max(BOUND_REMOTE_MEDIA, inline if kind.startswith("audio") else 0)
+    return BOUND_REMOTE_MEDIA
 
 
 def prompt_token_bound(body: Mapping[str, Any]) -> int:

@@ -96,6 +96,7 @@ def test_media_parts_are_reserved_at_their_documented_bounds() -> None:
     inline_audio = {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": audio, "format": "wav"}}]}]}
     pdf = {"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0="}}]}]}
     gemini_image = {"contents": [{"role": "user", "parts": [{"inline_data": {"mime_type": "image/jpeg", "data": "C" * 100_000}}]}]}
+    remote_audio = {"contents": [{"role": "user", "parts": [{"file_data": {"mime_type": "audio/mp3", "file_uri": "gs://b/talk.mp3"}}]}]}
 
     base = prompt_token_bound(text) - len("hi") - 1
     assert prompt_token_bound(image) - base == BOUND_IMAGE  # not its 500 kB: vendors downscale an image first
@@ -103,6 +104,7 @@ def test_media_parts_are_reserved_at_their_documented_bounds() -> None:
     assert prompt_token_bound(gemini_image) - base == BOUND_IMAGE
     assert prompt_token_bound(inline_audio) - base >= len(audio)  # inline audio: its base64 size bounds its tokens
     assert prompt_token_bound(pdf) - base == BOUND_REMOTE_MEDIA
+    assert prompt_token_bound(remote_audio) - base == BOUND_REMOTE_MEDIA  # its length is unknown: a reserve, not a bound
 
 
 def test_the_bound_walks_any_depth_without_recursion() -> None:
