@@ -205,8 +205,9 @@ def _load_config(path: Path, environ: Mapping[str, str], cache: ConfigCache) -> 
     prices = {model: Price(float(p.get("input", 0.0)), float(p.get("output", 0.0)),
                            None if p.get("cached_input") is None else float(p["cached_input"])) for model, p in pricing.items()}
     warnings.extend(_unpriced(doc, tuple(channels), prices, cache))
-    warnings.extend(doc.problem(("groups", name, "ratio"), f"group {name!r} has ratio 0: its tokens' requests are recorded as free "
-                                                          "and never count against a budget") for name, ratio in groups.items() if ratio == 0)
+    for name in (name for name, ratio in groups.items() if ratio == 0):
+        warnings.append(doc.problem(("groups", name, "ratio"), f"group {name!r} has ratio 0: its tokens' requests are recorded as "
+                                                               "free and never count against a budget"))
 
     host, _, port = str(data.get("listen", DEFAULT_LISTEN)).rpartition(":")
     admin_key = data.get("admin_key") or None

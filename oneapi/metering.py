@@ -18,8 +18,8 @@ from .errors import GatewayError
 from .ledger import UsageRecord
 from .limits import Accounting, Admission, Demand, has_limits, refusal
 from .usage import (
-    FREE, HIDE_USAGE_CHUNK, NANO_USD, StreamTap, Usage, cost_nano, estimate_completion_from_body, estimate_prompt_tokens, prompt_token_bound,
-    requested_choices, requested_completion_tokens, usage_from_body,
+    FREE, HIDE_USAGE_CHUNK, NANO_USD, StreamTap, Usage, cost_nano, estimate_completion_from_body, estimate_prompt_tokens,
+    prompt_token_bound, requested_choices, requested_completion_tokens, usage_from_body,
 )
 
 if TYPE_CHECKING:
@@ -123,8 +123,8 @@ class Meter:
         prompt = prompt_token_bound(self.body)
         output = self.reserved_output()
         per_max_token = price.output * self.ratio * requested_choices(self.body) * NANO_USD / 1_000_000
-        return Demand(cost_nano(Usage(prompt, output), price, self.ratio), tokens, prompt, output, cost_nano(Usage(prompt), price, self.ratio),
-                      per_max_token)
+        return Demand(cost_nano(Usage(prompt, output), price, self.ratio), tokens, prompt, output,
+                      cost_nano(Usage(prompt), price, self.ratio), per_max_token)
 
     async def acquire(self, channel: str, limit: int | None, timeout: float) -> str | None:
         """A slot on the channel ("" when it has no max_concurrency), or None when it is full."""

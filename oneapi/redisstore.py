@@ -148,7 +148,7 @@ class RedisAccounting(Accounting):
                 token.rpm if token.rpm is not None else -1, token.tpm if token.tpm is not None else -1, demand.tokens]
         try:
             result = await self._admit(keys=_keys(token.name, window), args=args)
-            if int(result[0]) == 3 and self._pending:  # this process's settlements are not in redis yet: write them, so the verdict is exact
+            if int(result[0]) == 3 and self._pending:  # this process's settlements are not in redis yet: write them, for an exact verdict
                 await self.flush()
                 result = await self._admit(keys=_keys(token.name, window), args=args)
         except RedisError as exc:

@@ -90,7 +90,8 @@ def test_the_recorded_exchanges_cover_every_request_shape() -> None:
 
 def test_media_parts_are_reserved_at_their_documented_bounds() -> None:
     text = {"messages": [{"role": "user", "content": "hi"}]}
-    image = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 500_000}}]}]}
+    inline = "data:image/png;base64," + "A" * 500_000
+    image = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": inline}}]}]}
     remote_image = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]}
     audio = "B" * 40_000
     inline_audio = {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": audio, "format": "wav"}}]}]}
@@ -183,7 +184,8 @@ def store(request: pytest.FixtureRequest) -> str | None:
     return request.getfixturevalue("redis_url") if request.param == "redis" else None
 
 
-def test_a_budget_refusal_says_what_it_may_cost_what_remains_and_what_would_fit(vendor: FakeVendor, start_gateway, store: str | None) -> None:
+def test_a_budget_refusal_says_what_it_may_cost_what_remains_and_what_would_fit(vendor: FakeVendor, start_gateway,
+                                                                                 store: str | None) -> None:
     gateway = start_gateway(budget_config(vendor, store, budget=0.1, rpm=100))
     vendor.reply_fixture("/v1/chat/completions", "openai/chat_completion_text.json")
     assert post(gateway, {"model": "gpt-4o-mini", "max_tokens": 8, "messages": RECORDED_MESSAGES}).status_code == 200
