@@ -37,6 +37,13 @@ class Price:
     cached_input: float | None = None  # None: cached input costs the full input price
 
 
+def price_of(prices: Mapping[str, Price], model: str, upstream_model: str) -> Price | None:
+    """The one pricing rule, for admission, settlement and `oneapi check` alike: the name the client asked for,
+    else the name the channel sends upstream (a model_map alias is priced as its target); None: it is free."""
+    price = prices.get(model)
+    return prices.get(upstream_model) if price is None else price
+
+
 @dataclass(frozen=True)
 class ChannelConfig:
     name: str
@@ -200,6 +207,9 @@ def _load_config(path: Path, environ: Mapping[str, str], cache: ConfigCache) -> 
     prices = {model: Price(float(p.get("input", 0.0)), float(p.get("output", 0.0)),
                            None if p.get("cached_input") is None else float(p["cached_input"])) for model, p in pricing.items()}
     warnings.extend(_unpriced(doc, tuple(channels), prices, cache))
+    for name in (name for name, ratio in groups.items() if ratio == 0):
+        warnings.append(doc.problem(("groups", name, "ratio"), f"group {name!r} has ratio 0: its tokens' requests are recorded as "
+                                                               "free and never count against a budget"))
 
     host, _, port = str(data.get("listen", DEFAULT_LISTEN)).rpartition(":")
     admin_key = data.get("admin_key") or None
@@ -356,17 +366,21 @@ def _unpriced(doc: Document, channels: tuple[ChannelConfig, ...], prices: Mappin
 
 
 def _warn_unpriced(doc: Document, channels: tuple[ChannelConfig, ...], prices: Mapping[str, Price], warnings: list[Problem]) -> None:
-    """A served model without a price costs nothing and counts nothing against budgets: say so once per model."""
-    warned: set[str] = set()
+    """What will really be free, by the rule requests are priced with (price_of): every channel and served name
+    whose request has no price, once per name and upstream name."""
+    warned: set[tuple[str, str]] = set()
     for i, channel in enumerate(channels):
         if not channel.enabled:
             continue
         for model in channel.serves():
-            if model in warned or model in prices or channel.upstream_model(model) in prices:
+            upstream = channel.upstream_model(model)
+            if (model, upstream) in warned or price_of(prices, model, upstream) is not None:
                 continue
-            warned.add(model)
-            warnings.append(doc.problem(("channels", i), f"model {model!r} (channel {channel.name!r}) has no price under pricing.models: "
-                                                         "its requests are recorded as free and never count against a budget"))
+            warned.add((model, upstream))
+            where = "has no price under pricing.models" if upstream == model else \
+                f"is sent as {upstream!r} and neither name has a price under pricing.models"
+            warnings.append(doc.problem(("channels", i), f"model {model!r} (channel {channel.name!r}) {where}: its requests are "
+                                                         "recorded as free and never count against a budget"))
 
 
 _key_sha256 = attrgetter("key_sha256")

@@ -38,16 +38,20 @@ HEARTBEAT_INTERVAL = 5.0
 IDLE_RETURN_SECONDS = 1.0  # an allotment unused this long goes back for other processes
 GRANT_SHARE = 4  # a grant takes up to a quarter of what is free, so the next requests need no round trip
 FLUSH_BATCH = 2000
-ALL_TIME_RETRY_AFTER = 3600  # an all-time budget does not reset by itself: come back after the operator raised it
 HOLD_SECONDS = 3600.0  # a reservation of a process that died is dropped after this long (redis)
 
 
 @dataclass(frozen=True, slots=True)
 class Demand:
-    """What a request may cost at most, as far as can be known before it is sent."""
+    """What a request may cost at most, as far as can be known before it is sent, and what that is made of
+    (for a refusal that says what would fit)."""
 
     cost_nano: int
     tokens: int
+    prompt_tokens: int = 0  # the prompt's upper bound
+    output_tokens: int = 0  # the output reserved: the client's max_tokens (times n), or the default reserve
+    prompt_nano: int = 0  # what the prompt's bound costs
+    max_tokens_nano: float = 0.0  # what one more unit of max_tokens costs (n output tokens), group ratio included
 
 
 @dataclass(slots=True)
@@ -74,9 +78,7 @@ def seconds_to_next_minute(now: float) -> int:
     return max(1, int(minute_window(now) + 60 - now + 0.999))
 
 
-def seconds_to_period_end(period: str | None, now: float) -> int:
-    if period is None:
-        return ALL_TIME_RETRY_AFTER
+def seconds_to_period_end(period: str, now: float) -> int:
     if period == "daily":
         end = (int(now) // 86400 + 1) * 86400
     else:
@@ -96,13 +98,10 @@ def budget_cap(token: TokenConfig) -> int:
     return round((token.budget or 0.0) * NANO_USD)
 
 
-def refusal(limit: str, token: TokenConfig, retry_after: int, detail: str = "") -> GatewayError:
-    """The 429 for one limit, OpenAI-shaped, with the limit named in the code and Retry-After set."""
-    if limit == "budget":
-        period = f" {token.budget_period}" if token.budget_period else ""
-        message = f"Token {token.name!r} has used its{period} budget of ${token.budget:.2f}."
-        kind, code = "insufficient_quota", "budget_exceeded"
-    elif limit == "concurrency":
+def refusal(limit: str, token: TokenConfig, retry_after: int | None, detail: str = "") -> GatewayError:
+    """The 429 for a rate limit or a full channel, OpenAI-shaped, with the limit named in the code; Retry-After
+    only when waiting helps (None: it never will, as for a request larger than the limit itself)."""
+    if limit == "concurrency":
         message = "Every channel for this model is at its max_concurrency."
         kind, code = "rate_limit_error", "concurrency_limit_exceeded"
     else:
@@ -110,8 +109,46 @@ def refusal(limit: str, token: TokenConfig, retry_after: int, detail: str = "") 
         unit = "requests" if limit == "rpm" else "tokens"
         message = f"Rate limit reached for token {token.name!r} on {unit} per min ({limit.upper()}): limit {cap}."
         kind, code = "rate_limit_error", f"{limit}_limit_exceeded"
-    message += detail + f" Please try again in {reset_text(retry_after)}."
+    message += detail
+    if retry_after is None:
+        return GatewayError(429, message, type=kind, code=code)
+    message += f" Please try again in {reset_text(retry_after)}."
     return GatewayError(429, message, type=kind, code=code, headers={"Retry-After": str(retry_after)})
+
+
+def usd(nano: float) -> str:
+    return f"${nano / NANO_USD:.6f}"
+
+
+def budget_refusal(token: TokenConfig, demand: Demand, remaining_nano: int, in_flight_nano: int, now: float) -> GatewayError:
+    """The 429 of a budget that cannot cover the request's worst case: what it may cost, what remains, the
+    max_tokens that would fit; Retry-After only when waiting frees enough (requests in flight settling, or
+    the budget's period resetting), with the real time to it."""
+    cap = budget_cap(token)
+    period = f" {token.budget_period}" if token.budget_period else ""
+    message = (f"Token {token.name!r} cannot afford this request: it may cost up to {usd(demand.cost_nano)} "
+               f"({demand.prompt_tokens} prompt tokens at most and {demand.output_tokens} output tokens), "
+               f"and {usd(remaining_nano)} of its{period} budget of ${token.budget:.2f} remains.")
+    if in_flight_nano:
+        message += f" Requests in flight hold {usd(in_flight_nano)} of it until they finish."
+    if demand.max_tokens_nano > 0:
+        fits = int((remaining_nano - demand.prompt_nano) // demand.max_tokens_nano)
+        if fits >= 1:
+            message += f" With max_tokens {fits} or less it would fit."
+        elif demand.prompt_nano > remaining_nano:
+            message += f" Its prompt alone may cost up to {usd(demand.prompt_nano)}."
+    retry_after: int | None = None
+    if demand.cost_nano > cap:
+        message += " It is larger than the whole budget: waiting will not help."
+    elif demand.cost_nano <= remaining_nano + in_flight_nano:
+        retry_after = 1  # what the requests in flight do not use comes back as they finish
+    elif token.budget_period:
+        retry_after = seconds_to_period_end(token.budget_period, now)
+        message += f" The budget resets in {reset_text(retry_after)}."
+    else:
+        message += " The budget has no period and does not reset."
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+    return GatewayError(429, message, type="insufficient_quota", code="budget_exceeded", headers=headers)
 
 
 class Accounting(ABC):
@@ -173,7 +210,7 @@ def owner_id() -> str:
 class Pool:
     """This process's allotment under one limit: `held` was granted by the store, `reserved` is in flight."""
 
-    __slots__ = ("name", "cap", "held", "reserved", "last_used", "returned", "unflushed", "free_elsewhere", "lock", "window")
+    __slots__ = ("name", "cap", "held", "reserved", "last_used", "returned", "unflushed", "free_elsewhere", "lock", "window", "used")
 
     def __init__(self, name: str, cap: int):
         self.name = name
@@ -186,6 +223,7 @@ class Pool:
         self.free_elsewhere = cap  # neither used nor held by anyone, as of the last grant
         self.lock = asyncio.Lock()
         self.window = 0
+        self.used = 0  # consumed by everyone, as of the last grant
 
     def take(self, need: int, now: float) -> bool:
         if self.held - self.reserved >= need:
@@ -275,6 +313,7 @@ class SqliteAccounting(Accounting):
         grant = await self.ledger.grant(self.owner, pool.name, pool.cap, short, share, used_from)
         pool.held += grant.granted
         pool.free_elsewhere = max(0, pool.cap - grant.used - grant.held)
+        pool.used = grant.used
         return grant.used
 
     async def admit(self, token: TokenConfig, demand: Demand, request_id: str) -> Admission:
@@ -293,18 +332,22 @@ class SqliteAccounting(Accounting):
                 pool = self._window_pool(f"tpm:{token.name}", token.tpm, window)
                 ok, elsewhere = await self._draw(pool, demand.tokens, GRANT_SHARE, ("counters", pool.name, window), now)
                 if not ok:
-                    raise refusal("tpm", token, 1 if elsewhere else seconds_to_next_minute(now))
+                    wait = None if demand.tokens > token.tpm else 1 if elsewhere else seconds_to_next_minute(now)  # None: never fits
+                    raise refusal("tpm", token, wait)
                 taken.append((pool, demand.tokens))
             if token.budget is not None:
                 pool = self._pool(f"budget:{token.name}", budget_cap(token))
                 used_from = ("spend", token.name, budget_window(token.budget_period, now))
-                ok, elsewhere = await self._draw(pool, demand.cost_nano, GRANT_SHARE, used_from, now)
+                ok, _ = await self._draw(pool, demand.cost_nano, GRANT_SHARE, used_from, now)
                 if not ok:
-                    raise refusal("budget", token, 1 if elsewhere else seconds_to_period_end(token.budget_period, now))
+                    remaining = pool.remaining()
+                    raise budget_refusal(token, demand, remaining, max(0, pool.cap - pool.used - remaining), now)
                 taken.append((pool, demand.cost_nano))
-        except BaseException:
+        except BaseException as exc:
             for pool, amount in taken:
                 pool.reserved -= amount
+            if isinstance(exc, GatewayError):
+                exc.headers.update(self._headers(token, now))  # a refusal says where every limit stands, too
             raise
         if token.rpm is not None:  # a request counts against rpm the moment it is let in
             rpm_pool = taken[0][0]
@@ -327,16 +370,17 @@ class SqliteAccounting(Accounting):
     def _headers(self, token: TokenConfig, now: float) -> dict[str, str]:
         headers: dict[str, str] = {}
         reset = reset_text(seconds_to_next_minute(now))
-        if token.rpm is not None:
+        pools = self._pools  # a limit not yet asked for (a refusal by an earlier one) has no pool: nothing known to report
+        if token.rpm is not None and f"rpm:{token.name}" in pools:
             headers["x-ratelimit-limit-requests"] = str(token.rpm)
-            headers["x-ratelimit-remaining-requests"] = str(self._pools[f"rpm:{token.name}"].remaining())
+            headers["x-ratelimit-remaining-requests"] = str(pools[f"rpm:{token.name}"].remaining())
             headers["x-ratelimit-reset-requests"] = reset
-        if token.tpm is not None:
+        if token.tpm is not None and f"tpm:{token.name}" in pools:
             headers["x-ratelimit-limit-tokens"] = str(token.tpm)
-            headers["x-ratelimit-remaining-tokens"] = str(self._pools[f"tpm:{token.name}"].remaining())
+            headers["x-ratelimit-remaining-tokens"] = str(pools[f"tpm:{token.name}"].remaining())
             headers["x-ratelimit-reset-tokens"] = reset
-        if token.budget is not None:
-            headers.update(budget_headers(token, self._pools[f"budget:{token.name}"].remaining(), now))
+        if token.budget is not None and f"budget:{token.name}" in pools:
+            headers.update(budget_headers(token, pools[f"budget:{token.name}"].remaining(), now))
         return headers
 
     def settle(self, admission: Admission | None, record: UsageRecord | None) -> None:

@@ -10,21 +10,24 @@ import itertools
 import logging
 import os
 import time
-from typing import Any, AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Mapping
 
 import orjson
 
 from . import accesslog
-from .config import Price, TokenConfig
+from .config import Price, TokenConfig, price_of
 from .errors import GatewayError
 from .ledger import UsageRecord
 from .limits import Accounting, Admission, Demand, has_limits, refusal
 from .usage import (
-    FREE, HIDE_USAGE_CHUNK, StreamTap, Usage, cost_nano, estimate_completion_from_body, estimate_prompt_tokens, requested_completion_tokens,
-    usage_from_body,
+    FREE, HIDE_USAGE_CHUNK, NANO_USD, StreamTap, Usage, cost_nano, estimate_completion_from_body, estimate_prompt_tokens,
+    prompt_token_bound, requested_choices, requested_completion_tokens, usage_from_body,
 )
 
 log = logging.getLogger("oneapi.metering")
+
+if TYPE_CHECKING:
+    from .routing import Routes
 
 # output tokens reserved against a budget when the client set no max_tokens: the reservation bounds how far
 # concurrent requests can overspend, and is replaced by the real cost when the answer is in
@@ -64,7 +67,7 @@ class Meter:
     """Admission, channel slots, and the usage record of one relayed request."""
 
     def __init__(self, accounting: Accounting, token: TokenConfig, operation: str, model: str, body: Mapping[str, Any],
-                 stream: bool, request_id: str, prices: Mapping[str, Price], ratio: float):
+                 stream: bool, request_id: str, prices: Mapping[str, Price], ratio: float, routes: Routes | None = None):
         self.accounting = accounting
         self.token = token
         self.operation = operation
@@ -74,6 +77,7 @@ class Meter:
         self.request_id = request_id
         self.prices = prices
         self.ratio = ratio
+        self.routes = routes  # the channels that may serve it, for the price admission reserves at
         self.admission: Admission | None = None
         self.headers: dict[str, str] = {"x-request-id": request_id}
         self.ts = time.time()
@@ -86,23 +90,46 @@ class Meter:
             self._prompt_estimate = estimate_prompt_tokens(self.body)
         return self._prompt_estimate
 
-    def price(self, upstream_model: str | None = None) -> Price:
-        """Priced by the name the client asked for, else by the upstream's name; unpriced is free."""
+    def price(self, upstream_model: str) -> Price:
+        """What the channel that answered prices it at (config.price_of); unpriced is free."""
+        return price_of(self.prices, self.model, upstream_model) or FREE
+
+    def admission_price(self) -> Price:
+        """The price admission reserves at, by the same rule as settlement: the requested name's, or else the
+        dearest of the upstream names the channels that may serve it send (which one will is not known yet)."""
         price = self.prices.get(self.model)
-        if price is None and upstream_model is not None:
-            price = self.prices.get(upstream_model)
-        return price or FREE
+        if price is not None or self.routes is None:
+            return price or FREE
+        found = [p for c in self.routes.offering(self.token.group, self.model, self.operation)
+                 if (p := price_of(self.prices, self.model, c.config.upstream_model(self.model))) is not None]
+        if not found:
+            return FREE
+        return Price(max(p.input for p in found), max(p.output for p in found),
+                     max(p.input if p.cached_input is None else p.cached_input for p in found))
+
+    def reserved_output(self) -> int:
+        """Output tokens a request may produce as far as admission knows: the client's cap, or the default reserve."""
+        if self.operation not in STREAM_USAGE_OPERATIONS:
+            return 0
+        return requested_completion_tokens(self.body) or DEFAULT_COMPLETION_RESERVE
 
     async def admit(self) -> None:
         if not has_limits(self.token):
             return
-        prompt = self.prompt_estimate()
-        asked = requested_completion_tokens(self.body)
-        generates = self.operation in STREAM_USAGE_OPERATIONS
-        reserve_tokens = prompt + (asked or 0)
-        reserve_cost = cost_nano(Usage(prompt, (asked or DEFAULT_COMPLETION_RESERVE) if generates else 0), self.price(), self.ratio)
-        self.admission = await self.accounting.admit(self.token, Demand(reserve_cost, reserve_tokens), self.request_id)
+        # tpm is a rate, not money: it reserves the estimate, and is corrected by the real count when settled
+        tokens = self.prompt_estimate() + (requested_completion_tokens(self.body) or 0) if self.token.tpm is not None else 0
+        demand = self._worst_case(tokens) if self.token.budget is not None else Demand(0, tokens)
+        self.admission = await self.accounting.admit(self.token, demand, self.request_id)
         self.headers.update(self.admission.headers)
+
+    def _worst_case(self, tokens: int) -> Demand:
+        """The most the request can cost: the prompt's upper bound and the reserved output, at the admission price."""
+        price = self.admission_price()
+        prompt = prompt_token_bound(self.body)
+        output = self.reserved_output()
+        per_max_token = price.output * self.ratio * requested_choices(self.body) * NANO_USD / 1_000_000
+        return Demand(cost_nano(Usage(prompt, output), price, self.ratio), tokens, prompt, output,
+                      cost_nano(Usage(prompt), price, self.ratio), per_max_token)
 
     async def acquire(self, channel: str, limit: int | None, timeout: float) -> str | None:
         """A slot on the channel ("" when it has no max_concurrency), or None when it is full."""
@@ -140,6 +167,17 @@ class Meter:
         self.accounting.settle(self.admission, record)
         if accesslog.enabled():
             accesslog.write(record)
+
+    def left_early(self, reported: Usage | None, seen_output: int) -> Usage:
+        """The charge of a stream that ended before the vendor's end (the client hung up, or never read it): the
+        vendor bills what it generated, reasoning included, and may report output only at its end, so the stream
+        is charged as if it ran to its reserved end. The prompt is the vendor's count if it came, else its upper
+        bound; the output the reserved output (max_tokens, or the default reserve), or more if more was seen."""
+        prompt = reported.prompt_tokens if reported is not None and reported.prompt_tokens else prompt_token_bound(self.body)
+        output = max(self.reserved_output(), seen_output, reported.completion_tokens if reported is not None else 0)
+        cached = min(reported.cached_tokens, prompt) if reported is not None else 0
+        reasoning = reported.reasoning_tokens if reported is not None else 0
+        return Usage(prompt, output, cached, reasoning, estimated=True)
 
     def finish_body(self, channel: str, upstream_model: str, content: bytes) -> None:
         usage = self.used(channel, lambda: usage_from_body(content), lambda: estimate_completion_from_body(content))
@@ -202,6 +240,11 @@ class MeteredStream:
         self._closed = True
         try:
             usage = self.meter.used(self.channel, self.usage, self.tap.estimated_completion_tokens)
+            if not self.tap.completed:  # cut short: charged to its reserved end (Meter.left_early)
+                try:
+                    usage = self.meter.left_early(None if usage.estimated else usage, usage.completion_tokens)
+                except Exception as exc:
+                    log.warning("channel %s: a stream cut short could not be charged to its end (%r)", self.channel, exc)
             self.meter.record(self.channel, self.upstream_model, usage)
         finally:
             self.meter.release(self.channel, self.slot)  # whatever happened above, the slot is not leaked

@@ -20,8 +20,8 @@ from .errors import GatewayError
 from .ledger import RECORD_FIELDS, UsageQuery, UsageRecord, UsageReport, aggregate, budget_window, spend_windows
 from .requestlog import LogPage, LogQuery, log_entry
 from .limits import (
-    FLUSH_BATCH, FLUSH_INTERVAL, HOLD_SECONDS, Accounting, Admission, Demand, budget_cap, budget_headers, minute_window,
-    refusal, reset_text, seconds_to_next_minute, seconds_to_period_end,
+    FLUSH_BATCH, FLUSH_INTERVAL, HOLD_SECONDS, Accounting, Admission, Demand, budget_cap, budget_headers, budget_refusal,
+    minute_window, refusal, reset_text, seconds_to_next_minute,
 )
 
 log = logging.getLogger("oneapi.limits")
@@ -90,6 +90,20 @@ def _keys(token: str, window: int) -> list[str]:
             f"{PREFIX}rpm:{token}:{window}", f"{PREFIX}tpm:{token}:{window}"]
 
 
+def _limit_headers(token: TokenConfig, requests_left: int, tokens_left: int, budget_left: int, now: float) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    reset = reset_text(seconds_to_next_minute(now))
+    if token.rpm is not None:
+        headers.update({"x-ratelimit-limit-requests": str(token.rpm), "x-ratelimit-remaining-requests": str(max(0, requests_left)),
+                        "x-ratelimit-reset-requests": reset})
+    if token.tpm is not None:
+        headers.update({"x-ratelimit-limit-tokens": str(token.tpm), "x-ratelimit-remaining-tokens": str(max(0, tokens_left)),
+                        "x-ratelimit-reset-tokens": reset})
+    if token.budget is not None:
+        headers.update(budget_headers(token, max(0, budget_left), now))
+    return headers
+
+
 def _unavailable() -> GatewayError:
     return GatewayError(503, "The gateway's limit store is unreachable; try again shortly.", type="server_error", code="store_unavailable",
                         headers={"Retry-After": "1"})
@@ -135,29 +149,37 @@ class RedisAccounting(Accounting):
                 token.rpm if token.rpm is not None else -1, token.tpm if token.tpm is not None else -1, demand.tokens]
         try:
             result = await self._admit(keys=_keys(token.name, window), args=args)
+            if int(result[0]) == 3 and self._pending:  # this process's settlements are not in redis yet: write them, for an exact verdict
+                await self.flush()
+                result = await self._admit(keys=_keys(token.name, window), args=args)
         except RedisError as exc:
             log.error("redis admission failed: %s", type(exc).__name__)
             raise _unavailable() from None
         verdict = int(result[0])
         if verdict == 1:
-            raise refusal("rpm", token, seconds_to_next_minute(now))
-        if verdict == 2:
-            raise refusal("tpm", token, seconds_to_next_minute(now))
-        if verdict == 3:
-            spent = int(result[1])
-            retry = 1 if spent + demand.cost_nano <= cap else seconds_to_period_end(token.budget_period, now)
-            raise refusal("budget", token, retry)
-        headers: dict[str, str] = {}
-        reset = reset_text(seconds_to_next_minute(now))
-        if token.rpm is not None:
-            headers.update({"x-ratelimit-limit-requests": str(token.rpm), "x-ratelimit-remaining-requests": str(max(0, int(result[1]))),
-                            "x-ratelimit-reset-requests": reset})
-        if token.tpm is not None:
-            headers.update({"x-ratelimit-limit-tokens": str(token.tpm), "x-ratelimit-remaining-tokens": str(max(0, int(result[2]))),
-                            "x-ratelimit-reset-tokens": reset})
-        if token.budget is not None:
-            headers.update(budget_headers(token, max(0, int(result[3])), now))
-        return Admission(token, demand, request_id, headers=headers, window=window)
+            refused = refusal("rpm", token, seconds_to_next_minute(now))
+        elif verdict == 2:
+            refused = refusal("tpm", token, None if demand.tokens > (token.tpm or 0) else seconds_to_next_minute(now))  # None: never fits
+        elif verdict == 3:
+            spent, held = int(result[1]), int(result[2])
+            refused = budget_refusal(token, demand, max(0, cap - spent - held), held, now)
+        else:
+            return Admission(token, demand, request_id, window=window,
+                             headers=_limit_headers(token, int(result[1]), int(result[2]), int(result[3]), now))
+        refused.headers.update(await self._headers_now(token, window, now))  # a refusal says where every limit stands, too
+        raise refused
+
+    async def _headers_now(self, token: TokenConfig, window: int, now: float) -> dict[str, str]:
+        """The limit headers of a refused request, read after the verdict (for information: not part of it)."""
+        spend, _, held, rpm, tpm = _keys(token.name, window)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.get(rpm).get(tpm).hget(spend, budget_window(token.budget_period, now)).hvals(held)
+                rpm_used, tpm_used, spent, holds = await pipe.execute()
+        except RedisError:
+            return {}
+        budget_left = budget_cap(token) - int(spent or 0) - sum(int(v) for v in holds) if token.budget is not None else 0
+        return _limit_headers(token, (token.rpm or 0) - int(rpm_used or 0), (token.tpm or 0) - int(tpm_used or 0), budget_left, now)
 
     def settle(self, admission: Admission | None, record: UsageRecord | None) -> None:
         if admission is not None:

@@ -223,7 +223,7 @@ def _check_route(snapshot: Snapshot, token: TokenConfig, model: str, endpoint: E
 def _meter(services: Services, snapshot: Snapshot, token: TokenConfig, endpoint: Endpoint, model: str, body: dict[str, Any],
            stream: bool, request_id: str) -> Meter:
     return Meter(services.accounting, token, endpoint.operation, model, body, stream, request_id,
-                 snapshot.config.prices, snapshot.config.groups.get(token.group, 1.0))
+                 snapshot.config.prices, snapshot.config.groups.get(token.group, 1.0), snapshot.routes)
 
 
 async def _metered_failover(call: Call, snapshot: Snapshot, services: Services, group: str) -> Answer | StreamAnswer:

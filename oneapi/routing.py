@@ -194,6 +194,11 @@ class Routes:
         """Whether some channel serving `model` to `group` has `operation` at all (healthy or not)."""
         return (group, model, operation) in self._tiers
 
+    def offering(self, group: str, model: str, operation: str) -> Iterator[Channel]:
+        """Every channel that may serve the request, in no particular order (what admission prices against)."""
+        for tier in self._tiers.get((group, model, operation), ()):
+            yield from tier.channels
+
     def candidates(self, group: str, model: str, operation: str) -> Iterator[Channel]:
         """Channels in the order to try them: the top tier by weighted draw, then the rest of it, then lower tiers."""
         for tier in self._tiers.get((group, model, operation), ()):

@@ -17,7 +17,7 @@ from .config import Price
 from .nesting import nests_deeper
 
 # an image or audio part of unknown size: a flat guess, in tokens (a 512x512 image tile is ~255-765 tokens)
-MEDIA_PART_TOKENS = 800
+MEDIA_PART_TOKENS = 800  # an estimate for records; prompt_token_bound's BOUND_IMAGE is the reservation's ceiling
 # per-message framing tokens of chat formats (role markers, separators)
 MESSAGE_OVERHEAD_TOKENS = 4
 # bytes of the end of a stream kept to find the usage event in; the usage event is the last or next to last
@@ -286,15 +286,21 @@ def estimate_text_tokens(text: str) -> int:
 
 
 def _walk_tokens(value: Any) -> int:
-    if isinstance(value, str):
-        return MEDIA_PART_TOKENS if value.startswith("data:") else estimate_text_tokens(value)
-    if isinstance(value, dict):
-        if value.get("type") in ("image_url", "input_audio", "image", "file"):
-            return MEDIA_PART_TOKENS
-        return sum(_walk_tokens(v) for v in value.values())
-    if isinstance(value, list):
-        return sum(_walk_tokens(v) for v in value)
-    return 0
+    """The estimate of every text in `value`, walked without recursion (a body may nest deeper than any stack)."""
+    tokens = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            tokens += MEDIA_PART_TOKENS if item.startswith("data:") else estimate_text_tokens(item)
+        elif isinstance(item, dict):
+            if item.get("type") in MEDIA_PART_TYPES:
+                tokens += MEDIA_PART_TOKENS
+            else:
+                stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return tokens
 
 
 def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
@@ -310,13 +316,103 @@ def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
     return max(1, tokens)
 
 
+# --- upper bounds, for reservations -------------------------------------------------------------
+# Every byte-level tokenizer the vendors use (BPE, SentencePiece with byte fallback) spends at least one byte of
+# text per token, so a text's UTF-8 bytes bound its tokens; what a vendor adds around the text is bounded below.
+
+BOUND_PER_STRING = 1  # a SentencePiece word-start marker can stand alone before a text
+BOUND_PER_MESSAGE = 8  # role markers and separators of one chat message (OpenAI counts 3 or 4)
+BOUND_PER_REQUEST = 8  # the tokens that prime the reply
+BOUND_TOOLS = 600  # the tool-use system prompt a vendor adds once tools are declared (Anthropic: up to 530)
+# one image by URL or inline: above what gpt-4o (1,445), gpt-4.1-mini/o4-mini (~2,650) and Claude up to 4.x (~1,600)
+# count for an image they downscaled; a reserve, not a bound, for models that count more (README: gpt-4o-mini, Gemini)
+BOUND_IMAGE = 2700
+# audio or a document (PDF) by URL: a flat reserve, not a bound (its length is unknown before it is read);
+# inline audio is bounded by its own base64 size instead (32 tokens a second is less than any codec's bytes)
+BOUND_REMOTE_MEDIA = 3000
+MEDIA_PART_TYPES = frozenset({"image_url", "input_image", "image", "input_audio", "audio", "file", "input_file", "document"})
+_MEDIA_KEYS = frozenset({"inline_data", "inlineData", "file_data", "fileData"})
+
+
+def _media_bound(part: Any) -> int:
+    """The reserve of one media part: an image's ceiling, inline audio's base64 size, else the flat remote reserve."""
+    inline = 0  # the size of the part's inline data (base64, or a data: URL), if it has any
+    kind = ""
+    stack = [part]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if item.startswith("data:"):
+                kind, inline = kind or item[5:11], max(inline, len(item))
+        elif isinstance(item, dict):
+            for key in ("type", "mime_type", "mimeType", "media_type"):
+                value = item.get(key)
+                if not kind and isinstance(value, str) and ("image" in value or "audio" in value):
+                    kind = "image" if "image" in value else "audio"
+            if isinstance(item.get("data"), str):
+                inline = max(inline, len(item["data"]))
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    if kind.startswith("image"):
+        return BOUND_IMAGE
+    if kind.startswith("audio") and inline:
+        return inline
+    return BOUND_REMOTE_MEDIA
+
+
+def prompt_token_bound(body: Mapping[str, Any]) -> int:
+    """Prompt tokens no vendor counts more of for this body: the UTF-8 bytes of every text in it and of the keys
+    of nested objects (a tool schema's or a tool call's keys are rendered into the prompt), media parts at their
+    bound, and the framing each vendor adds. Walked without recursion, whatever the body's shape (OpenAI,
+    Anthropic or Gemini) or depth."""
+    tokens = BOUND_PER_REQUEST
+    items: list[Any] = []
+    for key, value in body.items():  # the body's own keys and a turn's own keys (role, content) are not prompt text
+        if key in ("messages", "contents") and isinstance(value, list):
+            tokens += BOUND_PER_MESSAGE * len(value)
+            for turn in value:
+                if isinstance(turn, dict):
+                    items.extend(turn.values())
+                else:
+                    items.append(turn)
+        else:
+            items.append(value)
+    if body.get("tools") or body.get("functions"):
+        tokens += BOUND_TOOLS
+    while items:
+        item = items.pop()
+        if isinstance(item, str):
+            tokens += _media_bound(item) if item.startswith("data:") else len(item.encode("utf-8", "surrogatepass")) + BOUND_PER_STRING
+        elif isinstance(item, dict):
+            if item.get("type") in MEDIA_PART_TYPES:
+                tokens += _media_bound(item)
+                continue
+            for key, value in item.items():
+                if key in _MEDIA_KEYS:
+                    tokens += _media_bound(value)
+                    continue
+                tokens += len(str(key).encode("utf-8", "surrogatepass")) + BOUND_PER_STRING
+                items.append(value)
+        elif isinstance(item, list):
+            items.extend(item)
+        elif item is not None and not isinstance(item, bool):
+            tokens += len(str(item))  # a number in a tool schema is rendered as text
+    return tokens
+
+
+def requested_choices(body: Mapping[str, Any]) -> int:
+    """How many answers the client asked for (`n`): each may run to max_tokens."""
+    n = body.get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+
+
 def requested_completion_tokens(body: Mapping[str, Any]) -> int | None:
-    """The client's own cap on output tokens, if it set one."""
+    """The client's own cap on output tokens, if it set one (for all its choices together)."""
     for field in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
         value = body.get(field)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            n = body.get("n")
-            return value * (n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1)
+            return value * requested_choices(body)
     return None
 
 
