@@ -20,6 +20,8 @@ PRICING = {"models": {"gpt-4o-mini": {"input": 1000.0, "output": 2000.0}}}
 REQUEST_COST = 0.04
 # ~29 estimated prompt tokens + max_tokens 8: the reservation ($0.045, 37 tokens) covers the recorded usage
 BODY = {"model": "gpt-4o-mini", "max_tokens": 8, "messages": [{"role": "user", "content": "x" * 100}]}
+# the longest wait a sliding minute asks for: its oldest one-second bucket is counted whole, so up to 61 s
+WINDOW_RETRY = 61
 
 
 def limited_config(vendor: FakeVendor, store: str | None = None, **token: Any) -> dict[str, Any]:
@@ -63,7 +65,7 @@ def test_rpm_refuses_with_retry_after_and_reports_headers(vendor: FakeVendor, st
     assert first.headers["x-ratelimit-limit-requests"] == "2"
     assert (first.headers["x-ratelimit-remaining-requests"], second.headers["x-ratelimit-remaining-requests"]) == ("1", "0")
     assert first.headers["x-ratelimit-reset-requests"].endswith("s")
-    assert_refused(third, "rpm_limit_exceeded", 60)
+    assert_refused(third, "rpm_limit_exceeded", WINDOW_RETRY)
     assert "requests per min" in third.json()["error"]["message"]
     assert len(vendor.received) == 2
 
@@ -78,7 +80,7 @@ def test_tpm_counts_real_tokens_and_refuses(vendor: FakeVendor, start_gateway) -
     # 32 real tokens each: 32 + 32 + a 37-token reservation would pass 100
     assert [r.status_code for r in responses[:2]] == [200, 200]
     assert responses[0].headers["x-ratelimit-limit-tokens"] == "100"
-    assert_refused(responses[2], "tpm_limit_exceeded", 60)
+    assert_refused(responses[2], "tpm_limit_exceeded", WINDOW_RETRY)
 
 
 @pytest.mark.parametrize("period, max_retry_after", [(None, 3600), ("daily", 86400)])
@@ -239,7 +241,7 @@ def test_rpm_window_survives_a_restart(vendor: FakeVendor, start_gateway) -> Non
 
     second = start_gateway(config)
     assert post(second).status_code == 200
-    assert_refused(post(second), "rpm_limit_exceeded", 60)
+    assert_refused(post(second), "rpm_limit_exceeded", WINDOW_RETRY)
 
 
 def test_channel_concurrency_is_shared_by_two_gateways_over_redis(vendor: FakeVendor, start_gateway, redis_url: str) -> None:
