@@ -141,6 +141,12 @@ class Accounting(ABC):
     @abstractmethod
     async def query(self, query: UsageQuery) -> UsageReport: ...
 
+    def share_set_aside_keys(self, learn: Callable[[str, str, float], None]) -> Callable[[str, str, float], None] | None:
+        """Keys set aside for 401/quota, shared through the store: `learn(fingerprint, reason, seconds)` hears of each
+        key any process sets aside; the callable returned tells the others of one set aside here. None: this store
+        does not share them, and each process finds a bad key out for itself."""
+        return None
+
 
 def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -34,6 +34,8 @@ PREFIX = "oneapi:"
 USAGE_STREAM = PREFIX + "usage"
 WINDOW_TTL = RATE_WINDOW_SECONDS + 5  # a sliding window's hash outlives its last bucket
 APPLIED_TTL = 3600  # seconds a batch's marks of what ran are kept: a retry comes long before
+KEY_ASIDE = PREFIX + "keyaside:"  # + a key's fingerprint: the reason, expiring with the key's cooldown
+KEY_ASIDE_NEWS = PREFIX + "keyaside"  # the pub/sub channel that tells every process at once
 
 # KEYS: spend hash, held zset, held amounts hash, rpm window hash, tpm window hash (bucket second -> count)
 # ARGV: now, request id, hold deadline, budget cap (-1: none), spend field, cost, rpm cap, tpm cap, tokens,
@@ -157,12 +159,77 @@ class RedisAccounting(Accounting):
         self._flusher: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
         self._releases: set[asyncio.Task[Any]] = set()
+        self._learn: Callable[[str, str, float], None] | None = None
+        self._follower: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.redis.ping()
         self._flusher = asyncio.create_task(self._flush_loop())
+        if self._learn is not None:
+            # before the first request: a process that starts now knows every key set aside already
+            self._follower = asyncio.create_task(self._follow_set_aside(await self._subscribe_set_aside()))
+
+    # --- keys set aside, shared -------------------------------------------------------------------
+
+    def share_set_aside_keys(self, learn: Callable[[str, str, float], None]) -> Callable[[str, str, float], None] | None:
+        self._learn = learn
+        return self._publish_set_aside
+
+    def _publish_set_aside(self, fingerprint: str, reason: str, seconds: float) -> None:
+        task = asyncio.get_running_loop().create_task(self._set_aside(fingerprint, reason, seconds))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    async def _set_aside(self, fingerprint: str, reason: str, seconds: float) -> None:
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.set(KEY_ASIDE + fingerprint, reason, px=max(1, int(seconds * 1000)))
+                pipe.publish(KEY_ASIDE_NEWS, f"{fingerprint} {seconds:.3f} {reason}")
+                await pipe.execute()
+        except RedisError as exc:  # the other processes find the key out themselves
+            log.warning("sharing a key set aside through redis failed: %s", type(exc).__name__)
+
+    async def _subscribe_set_aside(self) -> Any:
+        """Subscribed first, then the keys already set aside read: none set aside in between is missed."""
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(KEY_ASIDE_NEWS)
+        async for name in self.redis.scan_iter(match=KEY_ASIDE + "*", count=500):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                reason, left_ms = await pipe.get(name).pttl(name).execute()
+            if reason is not None and left_ms > 0:
+                self._learned(name[len(KEY_ASIDE):], reason, left_ms / 1000)
+        return pubsub
+
+    async def _follow_set_aside(self, pubsub: Any) -> None:
+        while True:
+            try:
+                if pubsub is None:
+                    pubsub = await self._subscribe_set_aside()
+                async for message in pubsub.listen():
+                    fingerprint, seconds, reason = (str(message["data"]).split(" ", 2) + ["", ""])[:3]
+                    try:
+                        self._learned(fingerprint, reason, float(seconds))
+                    except ValueError:
+                        log.warning("a malformed message on %s was ignored", KEY_ASIDE_NEWS)
+            except RedisError as exc:
+                log.warning("following keys set aside through redis failed: %s; trying again", type(exc).__name__)
+            finally:
+                if pubsub is not None:
+                    await pubsub.aclose()
+                    pubsub = None
+            await asyncio.sleep(1.0)
+
+    def _learned(self, fingerprint: str, reason: str, seconds: float) -> None:
+        if self._learn is not None and seconds > 0:
+            self._learn(fingerprint[:64], reason[:64], seconds)
 
     async def close(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            try:
+                await self._follower
+            except asyncio.CancelledError:
+                pass
         if self._flusher is not None:
             self._flusher.cancel()
             try:
