@@ -467,3 +467,32 @@ def _limited_token(**limits: Any) -> Any:
 
     return TokenConfig(name="t", key_sha256=None, group="default", models=None, budget=limits.get("budget"),
                        budget_period=None, expires=None, subnets=(), rpm=limits.get("rpm"), tpm=limits.get("tpm"), enabled=True)
+
+
+@pytest.mark.parametrize("value", [1e19, 10**19, -1, -0.5, 12.5, float("nan"), float("inf"), "24", "sk-looks-like-a-secret", True, [3], {"n": 3},
+                                   100_000_001])
+@pytest.mark.parametrize("shape, field", [
+    ("openai/chat_completion_text.json", ("prompt_tokens",)),
+    ("openai/chat_completion_text.json", ("completion_tokens_details", "reasoning_tokens")),
+    ("anthropic/message_text.json", ("output_tokens",)),
+])
+def test_a_usage_count_no_vendor_could_mean_is_refused_where_it_is_read(shape: str, field: tuple[str, ...], value: Any, caplog) -> None:
+    from oneapi.usage import normalise_usage
+
+    usage = fixture_json(shape)["usage"]
+    assert normalise_usage(usage) is not None  # the recording as it is
+    target = usage
+    for name in field[:-1]:
+        target = target[name]
+    target[field[-1]] = value
+
+    assert normalise_usage(usage) is None  # the request is then billed by the estimate, marked estimated
+    message = " ".join(r.getMessage() for r in caplog.records)
+    assert "upstream usage rejected" in message and "sk-looks-like-a-secret" not in message
+
+
+def test_whole_numbers_in_any_json_spelling_are_kept() -> None:
+    from oneapi.usage import MAX_REQUEST_TOKENS, Usage, normalise_usage
+
+    assert normalise_usage({"prompt_tokens": 24.0, "completion_tokens": None, "total_tokens": 32}) == Usage(24, 8)
+    assert normalise_usage({"promptTokenCount": MAX_REQUEST_TOKENS, "candidatesTokenCount": 0}) == Usage(MAX_REQUEST_TOKENS, 0)
