@@ -435,6 +435,46 @@ def test_redis_settlements_are_applied_once_when_a_retry_follows_a_lost_answer(r
     assert tpm == 20 * 32  # each admission's reservation corrected to its real tokens, once
 
 
+def test_redis_settlements_are_applied_once_when_redis_answers_after_the_client_timed_out(redis_url: str) -> None:
+    import asyncio
+
+    import redis
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from oneapi.ledger import UsageQuery
+    from oneapi.redisstore import RedisAccounting
+
+    async def run() -> tuple[int, int, int]:
+        accounting = RedisAccounting(redis_url + "?socket_timeout=0.3")
+        await accounting.start()
+        accounting._flusher.cancel()  # the test decides when to flush
+        for i in range(10):
+            accounting.settle(None, _usage_record(f"req-{i}", token="t"))
+        with redis.Redis.from_url(redis_url) as admin:
+            admin.execute_command("CLIENT", "PAUSE", "1500", "WRITE")  # redis holds the scripts, runs them after 1.5 s
+        timeouts = 0
+        for _ in range(3):  # the client gives up after 0.3 s and tries again, each time with the scripts queued behind the pause
+            try:
+                await accounting.flush()
+            except RedisTimeoutError:
+                timeouts += 1
+        for _ in range(40):
+            if not accounting._pending:
+                break
+            await asyncio.sleep(0.25)
+            try:
+                await accounting.flush()
+            except RedisTimeoutError:
+                timeouts += 1
+        report = await accounting.query(UsageQuery(group_by=()))
+        await accounting.close()
+        return timeouts, report.totals.requests, report.totals.cost_nano
+
+    timeouts, requests, cost = asyncio.run(run())
+    assert timeouts >= 1  # a try timed out (redis ran it later) and was sent again, maybe several times
+    assert (requests, cost) == (10, 10 * 40)
+
+
 def test_a_settlement_redis_refuses_is_left_out_and_the_rest_applied(redis_url: str, monkeypatch, caplog) -> None:
     import asyncio
 
