@@ -34,8 +34,9 @@ GROUP_FIELDS = ("token", "channel", "model", "day")
 # a record's counts are bounded so that sums over millions of them stay inside SQLite's and redis's 64-bit integers
 MAX_RECORD_TOKENS = 4 * MAX_REQUEST_TOKENS  # a prompt is input + cache reads + cache writes
 MAX_RECORD_COST_NANO = 10**15  # $1,000,000 for one request
+MAX_DURATION_MS = 10**12
 _INT_BOUNDS = {"prompt_tokens": MAX_RECORD_TOKENS, "completion_tokens": MAX_RECORD_TOKENS, "cached_tokens": MAX_RECORD_TOKENS,
-               "reasoning_tokens": MAX_RECORD_TOKENS, "cost_nano": MAX_RECORD_COST_NANO, "duration_ms": 10**12}
+               "reasoning_tokens": MAX_RECORD_TOKENS, "cost_nano": MAX_RECORD_COST_NANO, "duration_ms": MAX_DURATION_MS}
 _TEXT_FIELDS = ("request_id", "token", "channel", "model", "upstream_model", "operation")
 
 log = logging.getLogger("oneapi.ledger")
@@ -112,17 +113,30 @@ class UsageRecord:
 def storable(record: UsageRecord) -> UsageRecord:
     """The record as every store accepts it: counts whole and within their bounds, names strings, a finite time.
     One that had to be changed is logged and marked estimated: its numbers are no longer the vendor's."""
+    if _plain(record):
+        return record
     changed = [name for name, cap in _INT_BOUNDS.items() if not _fits(getattr(record, name), cap)]
     changed += [name for name in _TEXT_FIELDS if type(getattr(record, name)) is not str]
     if type(record.ts) not in (int, float) or not math.isfinite(record.ts):
         changed.append("ts")
-    if not changed:
-        return record
     log.warning("usage record %s: %s out of bounds, stored clamped and marked estimated", str(record.request_id)[:64], ", ".join(changed))
     fixed: dict[str, Any] = {name: _clamped(getattr(record, name), cap) for name, cap in _INT_BOUNDS.items()}
     fixed.update({name: _text(getattr(record, name)) for name in _TEXT_FIELDS})
     fixed["ts"] = record.ts if "ts" not in changed else time.time()
     return replace(record, **fixed, stream=bool(record.stream), estimated=True)
+
+
+def _plain(r: UsageRecord) -> bool:
+    """Every field as the meter makes it (one expression: this runs for each record written)."""
+    prompt, completion, cached, reasoning = r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.reasoning_tokens
+    return (type(prompt) is int and type(completion) is int and type(cached) is int and type(reasoning) is int
+            and 0 <= prompt <= MAX_RECORD_TOKENS and 0 <= completion <= MAX_RECORD_TOKENS
+            and 0 <= cached <= MAX_RECORD_TOKENS and 0 <= reasoning <= MAX_RECORD_TOKENS
+            and type(r.cost_nano) is int and 0 <= r.cost_nano <= MAX_RECORD_COST_NANO
+            and type(r.duration_ms) is int and 0 <= r.duration_ms <= MAX_DURATION_MS
+            and type(r.ts) is float and math.isfinite(r.ts)
+            and type(r.request_id) is str and type(r.token) is str and type(r.channel) is str and type(r.model) is str
+            and type(r.upstream_model) is str and type(r.operation) is str)
 
 
 def _fits(value: Any, cap: int) -> bool:
@@ -417,7 +431,7 @@ class SqliteLedger:
         try:
             db.execute("DELETE FROM grants WHERE seen < ?", (now - STALE_GRANT_SECONDS,))
             used = 0
-            buckets: list[tuple[int, int]] = []
+            buckets: list[tuple[int, int]] | None = None
             if used_from is not None:
                 table, key, window = used_from
                 if table == "spend":
@@ -431,7 +445,7 @@ class SqliteLedger:
             held = db.execute("SELECT COALESCE(SUM(amount), 0) FROM grants WHERE name = ?", (name,)).fetchone()[0]
             free = cap - used - held
             granted = min(free, max(need, free // share if share else 0)) if free >= need else 0
-            retry = rate_window_retry(buckets, used + held + need - cap, window) if buckets and not granted else 0.0
+            retry = rate_window_retry(buckets, used + held + need - cap, window) if buckets is not None and not granted else 0.0
             if granted > 0:
                 db.execute("INSERT INTO grants (owner, name, amount, seen) VALUES (?, ?, ?, ?) ON CONFLICT (owner, name) "
                            "DO UPDATE SET amount = amount + excluded.amount, seen = excluded.seen", (owner, name, granted, now))
