@@ -148,6 +148,16 @@ class Accounting(ABC):
         return None
 
 
+async def stopped(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a background task and wait until it has stopped."""
+    if task is not None:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+
 def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -210,12 +220,7 @@ class SqliteAccounting(Accounting):
         self._flusher = asyncio.create_task(self._flush_loop())
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            try:
-                await self._flusher
-            except asyncio.CancelledError:
-                pass
+        await stopped(self._flusher)
         try:
             await self._write(release_all=True)
         except Exception:

@@ -25,7 +25,7 @@ from .ledger import (
 )
 from .limits import (
     FLUSH_BATCH, FLUSH_INTERVAL, HOLD_SECONDS, Accounting, Admission, Demand, budget_cap, budget_headers, rate_retry_after, refusal,
-    reset_text, seconds_to_period_end,
+    reset_text, seconds_to_period_end, stopped,
 )
 
 log = logging.getLogger("oneapi.limits")
@@ -224,18 +224,8 @@ class RedisAccounting(Accounting):
             self._learn(fingerprint[:64], reason[:64], seconds)
 
     async def close(self) -> None:
-        if self._follower is not None:
-            self._follower.cancel()
-            try:
-                await self._follower
-            except asyncio.CancelledError:
-                pass
-        if self._flusher is not None:
-            self._flusher.cancel()
-            try:
-                await self._flusher
-            except asyncio.CancelledError:
-                pass
+        await stopped(self._follower)
+        await stopped(self._flusher)
         if self._releases:
             await asyncio.gather(*self._releases, return_exceptions=True)
         try:
