@@ -16,6 +16,7 @@ import calendar
 import logging
 import os
 import socket
+import sqlite3
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -61,6 +62,11 @@ class Admission:
 
 def has_limits(token: TokenConfig) -> bool:
     return token.budget is not None or token.rpm is not None or token.tpm is not None
+
+
+def store_unavailable() -> GatewayError:
+    return GatewayError(503, "The gateway's limit store is unreachable; try again shortly.", type="server_error", code="store_unavailable",
+                        headers={"Retry-After": "1"})
 
 
 def rate_retry_after(seconds: float) -> int:
@@ -251,7 +257,10 @@ class SqliteAccounting(Accounting):
             if pool.take(need, now):
                 return True, False
             if pool.unflushed:  # what this process spent is not in the file yet: write it, so the verdict is exact
-                await self._write()
+                try:
+                    await self._write()
+                except Exception:  # logged by _write
+                    raise store_unavailable() from None
                 used = await self._top_up(pool, need, share, used_from)
                 if pool.take(need, now):
                     return True, False
@@ -259,7 +268,11 @@ class SqliteAccounting(Accounting):
 
     async def _top_up(self, pool: Pool, need: int, share: int, used_from: tuple[str, str, Any] | None) -> int:
         short = need - max(0, pool.held - pool.reserved)
-        grant = await self.ledger.grant(self.owner, pool.name, pool.cap, short, share, used_from)
+        try:
+            grant = await self.ledger.grant(self.owner, pool.name, pool.cap, short, share, used_from)
+        except sqlite3.Error as exc:  # locked past the busy timeout, full, gone: a clear 503, not a crash
+            log.error("the ledger file refused an allotment: %s", type(exc).__name__)
+            raise store_unavailable() from None
         pool.held += grant.granted
         pool.free_elsewhere = max(0, pool.cap - grant.used - grant.held)
         pool.retry_after = grant.retry_after

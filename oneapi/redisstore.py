@@ -18,14 +18,13 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from .config import TokenConfig
-from .errors import GatewayError
 from .ledger import (
     MAX_RECORD_COST_NANO, RATE_WINDOW_SECONDS, RECORD_FIELDS, UsageQuery, UsageRecord, UsageReport, aggregate, budget_window,
     first_counted_bucket, rate_bucket, spend_windows, storable,
 )
 from .limits import (
     FLUSH_BATCH, FLUSH_INTERVAL, HOLD_SECONDS, Accounting, Admission, Demand, budget_cap, budget_headers, rate_retry_after, refusal,
-    reset_text, seconds_to_period_end, stopped,
+    reset_text, seconds_to_period_end, stopped, store_unavailable,
 )
 
 log = logging.getLogger("oneapi.limits")
@@ -140,11 +139,6 @@ class Settlement:
         self.index = 0
 
 
-def _unavailable() -> GatewayError:
-    return GatewayError(503, "The gateway's limit store is unreachable; try again shortly.", type="server_error", code="store_unavailable",
-                        headers={"Retry-After": "1"})
-
-
 class RedisAccounting(Accounting):
     def __init__(self, url: str):
         self.url = url
@@ -245,7 +239,7 @@ class RedisAccounting(Accounting):
             result = await self._admit(keys=_keys(token.name), args=args)
         except RedisError as exc:
             log.error("redis admission failed: %s", type(exc).__name__)
-            raise _unavailable() from None
+            raise store_unavailable() from None
         verdict = int(result[0])
         if verdict in (1, 2):
             at = int(result[2])
@@ -350,7 +344,7 @@ class RedisAccounting(Accounting):
             got = await self._acquire(keys=[f"{PREFIX}slots:{channel}"], args=[now, handle, now + hold_seconds, limit])
         except RedisError as exc:
             log.error("redis slot acquisition failed: %s", type(exc).__name__)
-            raise _unavailable() from None
+            raise store_unavailable() from None
         return handle if int(got) else None
 
     def release_slot(self, channel: str, handle: str) -> None:

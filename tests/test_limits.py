@@ -432,3 +432,32 @@ def test_no_60_seconds_ever_hold_more_than_rpm(store: str, tmp_path, request) ->
     assert worst <= 20
     # and the window is not a lockout: about 20 in each 61 s of the 200 s (a fixed minute would allow ~70)
     assert len(admitted) >= 55, len(admitted)
+
+
+def test_a_ledger_file_locked_past_its_busy_timeout_is_a_clear_503(tmp_path, monkeypatch) -> None:
+    import sqlite3
+
+    import oneapi.ledger
+    from oneapi.errors import GatewayError
+    from oneapi.ledger import SqliteLedger
+    from oneapi.limits import Demand, SqliteAccounting
+
+    monkeypatch.setattr(oneapi.ledger, "BUSY_TIMEOUT_MS", 200)
+
+    async def run() -> GatewayError:
+        accounting = SqliteAccounting(SqliteLedger(tmp_path / "shared.db"))
+        await accounting.start()
+        other = sqlite3.connect(tmp_path / "shared.db", isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")  # another process holds the file
+        try:
+            await accounting.admit(_token(rpm=5), Demand(0, 1), "r")
+        except GatewayError as exc:
+            return exc
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+            await accounting.close()
+        raise AssertionError("admitted without an allotment")
+
+    refused = asyncio.run(run())
+    assert refused.status == 503 and refused.code == "store_unavailable" and refused.headers["Retry-After"] == "1"
