@@ -81,6 +81,8 @@ class Gateway:
         self.accounting = open_accounting(self.holder.current.config)
         self.channel_health = HealthRegistry(self.holder.current.config.breaker)
         self.holder.listeners.append(lambda s: self.channel_health.update(s.config.breaker, s.channels.values()))
+        self.channel_health.update(self.holder.current.config.breaker, self.holder.current.channels.values())
+        self.channel_health.publish = self.accounting.share_set_aside_keys(self.channel_health.learn)  # one view of bad keys (redis)
         self.metrics = Metrics(os.environ.get(METRICS_DIR_ENV))
         self.metrics.gauge_sources.append(self.channel_health.gauges)
         self.metrics.gauge_sources.append(lambda: [("oneapi_config_info", (self.holder.current.version,), 1.0)])

@@ -2,19 +2,30 @@
 
 This state belongs to one worker process and outlives config reloads: it is keyed by the
 channel's name and configuration, so a channel that did not change keeps its history and a
-changed one starts fresh. It only ever takes channels and keys *out* of rotation; whatever
-config.yaml disables stays disabled.
+changed one starts fresh. A key set aside is also shared through a store that can (redis), named by
+a hash of the key, so every replica and worker skips it instead of finding it out again. It only ever
+takes channels and keys *out* of rotation; whatever config.yaml disables stays disabled.
 """
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections import deque
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .config import BreakerSettings
 from .routing import Channel, ChannelKey
 
 CLOSED, HALF_OPEN, OPEN = "closed", "half_open", "open"
+
+# (key fingerprint, reason, seconds) of a key set aside: told to the other processes, or learned from them
+SetAside = Callable[[str, str, float], None]
+
+
+def key_fingerprint(secret: str) -> str:
+    """How a key is named outside this process: a hash, never the key."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:32]
 
 
 class Breaker:
@@ -64,9 +75,10 @@ class Breaker:
 
 
 class ChannelHealth:
-    def __init__(self, channel: Channel, settings: BreakerSettings):
+    def __init__(self, channel: Channel, settings: BreakerSettings, share: Callable[[ChannelKey, str], None] | None = None):
         self.breaker = Breaker(settings)
         self.settings = settings
+        self.share = share
         self.set_aside: dict[str, tuple[float, str]] = {}  # key secret -> (until, reason)
         self.failures = 0
         self.successes = 0
@@ -82,6 +94,8 @@ class ChannelHealth:
 
     def set_key_aside(self, key: ChannelKey, reason: str, now: float) -> None:
         self.set_aside[key.secret] = (now + self.settings.key_cooldown, reason)
+        if self.share is not None:
+            self.share(key, reason)
 
     def record(self, ok: bool, now: float) -> None:
         if ok:
@@ -97,17 +111,34 @@ class HealthRegistry:
     def __init__(self, settings: BreakerSettings | None = None):
         self.settings = settings or BreakerSettings()
         self._by_channel: dict[tuple[str, str], ChannelHealth] = {}
+        self._channels: dict[tuple[str, str], Channel] = {}  # the live config's, to find a key learned by its hash
+        self.publish: SetAside | None = None  # tells the other processes of a key set aside here (a shared store)
 
     def of(self, channel: Channel) -> ChannelHealth:
         ident = channel.identity
         health = self._by_channel.get(ident)
         if health is None:
-            health = self._by_channel[ident] = ChannelHealth(channel, self.settings)
+            health = self._by_channel[ident] = ChannelHealth(channel, self.settings, self._share)
         return health
+
+    def _share(self, key: ChannelKey, reason: str) -> None:
+        if self.publish is not None:
+            self.publish(key_fingerprint(key.secret), reason, self.settings.key_cooldown)
+
+    def learn(self, fingerprint: str, reason: str, seconds: float) -> None:
+        """A key set aside by another process (or this one, echoed by the store): set aside here too, in every
+        channel that uses it, for the time it has left."""
+        until = time.monotonic() + seconds
+        for channel in self._channels.values():
+            for key in channel.keys:
+                if key.secret and key_fingerprint(key.secret) == fingerprint:
+                    self.of(channel).set_aside[key.secret] = (until, reason)
 
     def update(self, settings: BreakerSettings, channels: Iterable[Channel]) -> None:
         """After a reload: new settings for everyone, and no history for channels that were removed or changed."""
         self.settings = settings
+        channels = list(channels)
+        self._channels = {c.identity: c for c in channels}
         keep = {c.identity for c in channels}
         for ident, health in list(self._by_channel.items()):
             if ident not in keep:

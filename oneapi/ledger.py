@@ -9,16 +9,18 @@ in batches, never on the request path.
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from . import rollup
-from .usage import nano_to_usd
+from .usage import MAX_REQUEST_TOKENS, nano_to_usd
 
 T = TypeVar("T")
 
@@ -30,6 +32,17 @@ RECORD_FIELDS = ("ts", "request_id", "token", "channel", "model", "upstream_mode
                  "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "estimated",
                  "cost_nano", "duration_ms", "status", "ttft_ms", "error_type")
 GROUP_FIELDS = ("token", "channel", "model", "day", "hour")
+# a record's counts are bounded so that sums over millions of them stay inside SQLite's and redis's 64-bit integers
+MAX_RECORD_TOKENS = 4 * MAX_REQUEST_TOKENS  # a prompt is input + cache reads + cache writes
+MAX_RECORD_COST_NANO = 10**15  # $1,000,000 for one request
+MAX_DURATION_MS = 10**12
+_INT_BOUNDS = {"prompt_tokens": MAX_RECORD_TOKENS, "completion_tokens": MAX_RECORD_TOKENS, "cached_tokens": MAX_RECORD_TOKENS,
+               "reasoning_tokens": MAX_RECORD_TOKENS, "cost_nano": MAX_RECORD_COST_NANO, "duration_ms": MAX_DURATION_MS}
+_TEXT_FIELDS = ("request_id", "token", "channel", "model", "upstream_model", "operation")
+
+log = logging.getLogger("oneapi.ledger")
+
+_INSERT_RECORD = f"INSERT INTO usage ({', '.join(RECORD_FIELDS)}) VALUES ({', '.join('?' * len(RECORD_FIELDS))})"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage (
@@ -61,10 +74,11 @@ CREATE TABLE IF NOT EXISTS spend (
     cost_nano INTEGER NOT NULL,
     PRIMARY KEY (token, window)
 );
-CREATE TABLE IF NOT EXISTS counters (
-    name TEXT PRIMARY KEY,
-    window INTEGER NOT NULL,
-    used INTEGER NOT NULL
+CREATE TABLE IF NOT EXISTS rate_buckets (
+    name TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    used INTEGER NOT NULL,
+    PRIMARY KEY (name, bucket)
 );
 CREATE TABLE IF NOT EXISTS grants (
     owner TEXT NOT NULL,
@@ -103,6 +117,49 @@ class UsageRecord:
                 int(self.estimated), self.cost_nano, self.duration_ms, self.status, self.ttft_ms, self.error_type)
 
 
+def storable(record: UsageRecord) -> UsageRecord:
+    """The record as every store accepts it: counts whole and within their bounds, names strings, a finite time.
+    One that had to be changed is logged and marked estimated: its numbers are no longer the vendor's."""
+    if _plain(record):
+        return record
+    changed = [name for name, cap in _INT_BOUNDS.items() if not _fits(getattr(record, name), cap)]
+    changed += [name for name in _TEXT_FIELDS if type(getattr(record, name)) is not str]
+    if type(record.ts) not in (int, float) or not math.isfinite(record.ts):
+        changed.append("ts")
+    log.warning("usage record %s: %s out of bounds, stored clamped and marked estimated", str(record.request_id)[:64], ", ".join(changed))
+    fixed: dict[str, Any] = {name: _clamped(getattr(record, name), cap) for name, cap in _INT_BOUNDS.items()}
+    fixed.update({name: _text(getattr(record, name)) for name in _TEXT_FIELDS})
+    fixed["ts"] = record.ts if "ts" not in changed else time.time()
+    return replace(record, **fixed, stream=bool(record.stream), estimated=True)
+
+
+def _plain(r: UsageRecord) -> bool:
+    """Every field as the meter makes it (one expression: this runs for each record written)."""
+    prompt, completion, cached, reasoning = r.prompt_tokens, r.completion_tokens, r.cached_tokens, r.reasoning_tokens
+    return (type(prompt) is int and type(completion) is int and type(cached) is int and type(reasoning) is int
+            and 0 <= prompt <= MAX_RECORD_TOKENS and 0 <= completion <= MAX_RECORD_TOKENS
+            and 0 <= cached <= MAX_RECORD_TOKENS and 0 <= reasoning <= MAX_RECORD_TOKENS
+            and type(r.cost_nano) is int and 0 <= r.cost_nano <= MAX_RECORD_COST_NANO
+            and type(r.duration_ms) is int and 0 <= r.duration_ms <= MAX_DURATION_MS
+            and type(r.ts) is float and math.isfinite(r.ts)
+            and type(r.request_id) is str and type(r.token) is str and type(r.channel) is str and type(r.model) is str
+            and type(r.upstream_model) is str and type(r.operation) is str)
+
+
+def _fits(value: Any, cap: int) -> bool:
+    return type(value) is int and 0 <= value <= cap
+
+
+def _clamped(value: Any, cap: int) -> int:
+    if type(value) is float and math.isfinite(value) or type(value) is int:
+        return min(cap, max(0, int(value)))
+    return 0
+
+
+def _text(value: Any) -> str:
+    return value if type(value) is str else "" if value is None else str(value)[:256]
+
+
 _windows_of_day: tuple[int, tuple[str, str, str]] = (-1, ("all", "", ""))
 
 
@@ -118,6 +175,31 @@ def spend_windows(ts: float) -> tuple[str, str, str]:
 
 def budget_window(period: str | None, ts: float) -> str:
     return spend_windows(ts)[{None: 0, "daily": 1, "monthly": 2}[period]]
+
+
+# rpm and tpm count over a sliding minute kept as one-second buckets: what was admitted in the buckets that
+# overlap the last 60 seconds. Counting the oldest, partly elapsed bucket whole errs on the side of refusing,
+# so no 60-second span, wherever it starts, ever holds more than the limit.
+RATE_WINDOW_SECONDS = 60
+
+
+def rate_bucket(now: float) -> int:
+    return int(now // 1)
+
+
+def first_counted_bucket(now: float) -> int:
+    return rate_bucket(now) - RATE_WINDOW_SECONDS
+
+
+def rate_window_retry(buckets: list[tuple[int, int]], excess: int, now: float) -> float:
+    """Seconds until enough of the oldest (bucket, used) pairs leave the window to free `excess`; a whole window
+    when even that would not do."""
+    freed = 0
+    for bucket, used in sorted(buckets):
+        freed += used
+        if freed >= excess:
+            return max(1.0, bucket + RATE_WINDOW_SECONDS + 1 - now)
+    return float(RATE_WINDOW_SECONDS + 1)
 
 
 # --- queries -------------------------------------------------------------------------------------
@@ -231,6 +313,7 @@ class Grant:
     granted: int
     used: int  # consumed in the current window, as the store knows it
     held: int  # allotted to all processes (this one included) and not yet consumed
+    retry_after: float = 0.0  # for a sliding window refused: seconds until enough of it has slid out
 
 
 @dataclass
@@ -238,7 +321,7 @@ class Batch:
     """One flush of one process: records, the counters they move, and what it hands back of its grants."""
 
     records: list[UsageRecord] = field(default_factory=list)
-    counter_deltas: dict[tuple[str, int], int] = field(default_factory=dict)  # (name, window) -> consumed
+    counter_deltas: dict[tuple[str, int], int] = field(default_factory=dict)  # (name, rate bucket) -> consumed
     grant_deltas: dict[str, int] = field(default_factory=dict)  # name -> amount no longer held
     release_all: bool = False
 
@@ -336,25 +419,24 @@ class SqliteLedger:
         return self._conn
 
     def _write(self, batch: Batch, owner: str, now: float) -> None:
+        """The whole batch in one transaction. A failure of the file itself (locked, full, gone) writes nothing and
+        raises, so the batch is tried again; a record the file refuses is left out alone, logged, never retried."""
         db = self._db()
-        spend: dict[tuple[str, str], int] = {}
-        for record in batch.records:
-            if record.cost_nano:
-                for window in spend_windows(record.ts):
-                    spend[(record.token, window)] = spend.get((record.token, window), 0) + record.cost_nano
         db.execute("BEGIN IMMEDIATE")
         try:
-            if batch.records:
-                db.executemany(f"INSERT INTO usage ({', '.join(RECORD_FIELDS)}) VALUES ({', '.join('?' * len(RECORD_FIELDS))})",
-                               [r.row() for r in batch.records])
-                rollup.add_records(db, batch.records)
+            written = self._insert_records(db, [storable(r) for r in batch.records])
+            rollup.add_records(db, written)
+            spend: dict[tuple[str, str], int] = {}
+            for record in written:
+                if record.cost_nano:
+                    for window in spend_windows(record.ts):
+                        spend[(record.token, window)] = spend.get((record.token, window), 0) + record.cost_nano
             db.executemany("INSERT INTO spend (token, window, cost_nano) VALUES (?, ?, ?) "
                            "ON CONFLICT (token, window) DO UPDATE SET cost_nano = cost_nano + excluded.cost_nano",
                            [(t, w, c) for (t, w), c in spend.items()])
-            db.executemany("INSERT INTO counters (name, window, used) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
-                           "used = CASE WHEN excluded.window > window THEN excluded.used ELSE used + excluded.used END, "
-                           "window = MAX(window, excluded.window)",
-                           [(name, window, used) for (name, window), used in batch.counter_deltas.items()])
+            db.executemany("INSERT INTO rate_buckets (name, bucket, used) VALUES (?, ?, ?) "
+                           "ON CONFLICT (name, bucket) DO UPDATE SET used = used + excluded.used",
+                           [(name, bucket, used) for (name, bucket), used in batch.counter_deltas.items()])
             db.executemany("UPDATE grants SET amount = MAX(0, amount - ?) WHERE owner = ? AND name = ?",
                            [(delta, owner, name) for name, delta in batch.grant_deltas.items()])
             if batch.release_all:
@@ -366,6 +448,33 @@ class SqliteLedger:
             db.execute("ROLLBACK")
             raise
 
+    @staticmethod
+    def _insert_records(db: sqlite3.Connection, records: list[UsageRecord]) -> list[UsageRecord]:
+        """Insert the records, each alone inside a savepoint when the batch as a whole is refused; the ones written."""
+        if not records:
+            return records
+        try:
+            db.execute("SAVEPOINT records")
+            db.executemany(_INSERT_RECORD, [r.row() for r in records])
+            db.execute("RELEASE records")
+            return records
+        except sqlite3.OperationalError:
+            raise  # the file, not a record: the caller rolls back and the batch waits for the next try
+        except Exception:
+            db.execute("ROLLBACK TO records")
+            db.execute("RELEASE records")
+        written = []
+        for record in records:
+            try:
+                db.execute(_INSERT_RECORD, record.row())
+            except sqlite3.OperationalError:
+                raise
+            except Exception as exc:
+                log.error("usage record %s refused by the ledger file (%s) and left out", str(record.request_id)[:64], type(exc).__name__)
+            else:
+                written.append(record)
+        return written
+
     def _grant(self, owner: str, name: str, cap: int, need: int, share: int, used_from: tuple[str, str, Any] | None, now: float) -> Grant:
         """Allot `need` of `cap` to `owner`, or more (1/`share` of what is free) so that the next requests need no
         round trip; nothing when less than `need` is free. Atomic across processes."""
@@ -374,16 +483,21 @@ class SqliteLedger:
         try:
             db.execute("DELETE FROM grants WHERE seen < ?", (now - STALE_GRANT_SECONDS,))
             used = 0
+            buckets: list[tuple[int, int]] | None = None
             if used_from is not None:
                 table, key, window = used_from
                 if table == "spend":
                     row = db.execute("SELECT cost_nano FROM spend WHERE token = ? AND window = ?", (key, window)).fetchone()
-                else:
-                    row = db.execute("SELECT used FROM counters WHERE name = ? AND window = ?", (key, window)).fetchone()
-                used = row[0] if row else 0
+                    used = row[0] if row else 0
+                else:  # a sliding rate window: `window` is the time of the request
+                    first = first_counted_bucket(window)
+                    db.execute("DELETE FROM rate_buckets WHERE name = ? AND bucket < ?", (key, first))
+                    buckets = db.execute("SELECT bucket, used FROM rate_buckets WHERE name = ? AND bucket >= ?", (key, first)).fetchall()
+                    used = sum(u for _, u in buckets)
             held = db.execute("SELECT COALESCE(SUM(amount), 0) FROM grants WHERE name = ?", (name,)).fetchone()[0]
             free = cap - used - held
             granted = min(free, max(need, free // share if share else 0)) if free >= need else 0
+            retry = rate_window_retry(buckets, used + held + need - cap, window) if buckets is not None and not granted else 0.0
             if granted > 0:
                 db.execute("INSERT INTO grants (owner, name, amount, seen) VALUES (?, ?, ?, ?) ON CONFLICT (owner, name) "
                            "DO UPDATE SET amount = amount + excluded.amount, seen = excluded.seen", (owner, name, granted, now))
@@ -391,7 +505,7 @@ class SqliteLedger:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return Grant(granted, used, held + granted)
+        return Grant(granted, used, held + granted, retry)
 
 
 def query_usage(db: sqlite3.Connection, query: UsageQuery) -> UsageReport:

@@ -16,16 +16,17 @@ import calendar
 import logging
 import os
 import socket
+import sqlite3
 import time
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from . import rollup
 from .config import TokenConfig
 from .errors import GatewayError
-from .ledger import Batch, SqliteLedger, UsageQuery, UsageRecord, UsageReport, budget_window
+from .ledger import RATE_WINDOW_SECONDS, Batch, SqliteLedger, UsageQuery, UsageRecord, UsageReport, budget_window, rate_bucket
 from .ledger import spend_of
 from .requestlog import LogPage, LogQuery, query_logs, trim_records
 from .usage import NANO_USD
@@ -62,7 +63,7 @@ class Admission:
     demand: Demand
     request_id: str
     headers: dict[str, str] = field(default_factory=dict)
-    window: int = 0  # the rpm/tpm minute it was admitted in
+    window: int = 0  # the rpm/tpm bucket (second) it was admitted in: tpm is corrected there when it settles
     settled: bool = False
 
 
@@ -70,12 +71,14 @@ def has_limits(token: TokenConfig) -> bool:
     return token.budget is not None or token.rpm is not None or token.tpm is not None
 
 
-def minute_window(now: float) -> int:
-    return int(now // 60) * 60
+def store_unavailable() -> GatewayError:
+    return GatewayError(503, "The gateway's limit store is unreachable; try again shortly.", type="server_error", code="store_unavailable",
+                        headers={"Retry-After": "1"})
 
 
-def seconds_to_next_minute(now: float) -> int:
-    return max(1, int(minute_window(now) + 60 - now + 0.999))
+def rate_retry_after(seconds: float) -> int:
+    """Retry-After for a sliding-window refusal: whole seconds, never 0."""
+    return max(1, int(seconds + 0.999))
 
 
 def seconds_to_period_end(period: str, now: float) -> int:
@@ -154,6 +157,8 @@ def budget_refusal(token: TokenConfig, demand: Demand, remaining_nano: int, in_f
 class Accounting(ABC):
     """Limits and ledger of one worker process, shared with its sibling workers and replicas through the store."""
 
+    clock: Callable[[], float] = staticmethod(time.time)  # the time limits are counted in; tests move it
+
     @abstractmethod
     async def start(self) -> None: ...
 
@@ -202,6 +207,22 @@ class Accounting(ABC):
         """Totals per model, token or channel from `since` on, most requests first."""
         return rollup.ranking_of(await self.query(UsageQuery(token=token, since=since, group_by=(dim,))))
 
+    def share_set_aside_keys(self, learn: Callable[[str, str, float], None]) -> Callable[[str, str, float], None] | None:
+        """Keys set aside for 401/quota, shared through the store: `learn(fingerprint, reason, seconds)` hears of each
+        key any process sets aside; the callable returned tells the others of one set aside here. None: this store
+        does not share them, and each process finds a bad key out for itself."""
+        return None
+
+
+async def stopped(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a background task and wait until it has stopped."""
+    if task is not None:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
 
 def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -210,7 +231,7 @@ def owner_id() -> str:
 class Pool:
     """This process's allotment under one limit: `held` was granted by the store, `reserved` is in flight."""
 
-    __slots__ = ("name", "cap", "held", "reserved", "last_used", "returned", "unflushed", "free_elsewhere", "lock", "window", "used")
+    __slots__ = ("name", "cap", "held", "reserved", "last_used", "returned", "unflushed", "free_elsewhere", "lock", "retry_after", "used")
 
     def __init__(self, name: str, cap: int):
         self.name = name
@@ -222,7 +243,7 @@ class Pool:
         self.unflushed = 0  # consumed, not yet written
         self.free_elsewhere = cap  # neither used nor held by anyone, as of the last grant
         self.lock = asyncio.Lock()
-        self.window = 0
+        self.retry_after = 0.0  # of a sliding window, as of the last grant refused
         self.used = 0  # consumed by everyone, as of the last grant
 
     def take(self, need: int, now: float) -> bool:
@@ -266,12 +287,7 @@ class SqliteAccounting(Accounting):
         self._flusher = asyncio.create_task(self._flush_loop())
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            try:
-                await self._flusher
-            except asyncio.CancelledError:
-                pass
+        await stopped(self._flusher)
         try:
             await self._write(release_all=True)
         except Exception:
@@ -302,7 +318,10 @@ class SqliteAccounting(Accounting):
             if pool.take(need, now):
                 return True, False
             if pool.unflushed:  # what this process spent is not in the file yet: write it, so the verdict is exact
-                await self._write()
+                try:
+                    await self._write()
+                except Exception:  # logged by _write
+                    raise store_unavailable() from None
                 used = await self._top_up(pool, need, share, used_from)
                 if pool.take(need, now):
                     return True, False
@@ -310,29 +329,34 @@ class SqliteAccounting(Accounting):
 
     async def _top_up(self, pool: Pool, need: int, share: int, used_from: tuple[str, str, Any] | None) -> int:
         short = need - max(0, pool.held - pool.reserved)
-        grant = await self.ledger.grant(self.owner, pool.name, pool.cap, short, share, used_from)
+        try:
+            grant = await self.ledger.grant(self.owner, pool.name, pool.cap, short, share, used_from)
+        except sqlite3.Error as exc:  # locked past the busy timeout, full, gone: a clear 503, not a crash
+            log.error("the ledger file refused an allotment: %s", type(exc).__name__)
+            raise store_unavailable() from None
         pool.held += grant.granted
         pool.free_elsewhere = max(0, pool.cap - grant.used - grant.held)
         pool.used = grant.used
+        pool.retry_after = grant.retry_after
         return grant.used
 
     async def admit(self, token: TokenConfig, demand: Demand, request_id: str) -> Admission:
-        now = time.time()
-        window = minute_window(now)
-        admission = Admission(token, demand, request_id, window=window)
+        now = self.clock()
+        bucket = rate_bucket(now)
+        admission = Admission(token, demand, request_id, window=bucket)
         taken: list[tuple[Pool, int]] = []
         try:
             if token.rpm is not None:
-                pool = self._window_pool(f"rpm:{token.name}", token.rpm, window)
-                ok, elsewhere = await self._draw(pool, 1, GRANT_SHARE, ("counters", pool.name, window), now)
+                pool = self._pool(f"rpm:{token.name}", token.rpm)
+                ok, elsewhere = await self._draw(pool, 1, GRANT_SHARE, ("window", pool.name, now), now)
                 if not ok:
-                    raise refusal("rpm", token, 1 if elsewhere else seconds_to_next_minute(now))
+                    raise refusal("rpm", token, 1 if elsewhere else rate_retry_after(pool.retry_after))
                 taken.append((pool, 1))
             if token.tpm is not None:
-                pool = self._window_pool(f"tpm:{token.name}", token.tpm, window)
-                ok, elsewhere = await self._draw(pool, demand.tokens, GRANT_SHARE, ("counters", pool.name, window), now)
+                pool = self._pool(f"tpm:{token.name}", token.tpm)
+                ok, elsewhere = await self._draw(pool, demand.tokens, GRANT_SHARE, ("window", pool.name, now), now)
                 if not ok:
-                    wait = None if demand.tokens > token.tpm else 1 if elsewhere else seconds_to_next_minute(now)  # None: never fits
+                    wait = None if demand.tokens > token.tpm else 1 if elsewhere else rate_retry_after(pool.retry_after)  # None: never fits
                     raise refusal("tpm", token, wait)
                 taken.append((pool, demand.tokens))
             if token.budget is not None:
@@ -352,24 +376,17 @@ class SqliteAccounting(Accounting):
         if token.rpm is not None:  # a request counts against rpm the moment it is let in
             rpm_pool = taken[0][0]
             rpm_pool.settle(1, 1)
-            self._count(rpm_pool.name, 1, window)
+            self._count(rpm_pool.name, 1, bucket)
         admission.headers = self._headers(token, now)
         return admission
 
-    def _window_pool(self, name: str, cap: int, window: int) -> Pool:
-        pool = self._pool(name, cap)
-        if pool.window != window:
-            pool.window = window
-            pool.free_elsewhere = max(0, cap - pool.held)  # a new minute: what others hold is unknown until the next grant
-        return pool
-
-    def _count(self, name: str, amount: int, window: int) -> None:
-        key = (name, window)
+    def _count(self, name: str, amount: int, bucket: int) -> None:
+        key = (name, bucket)
         self._counter_deltas[key] = self._counter_deltas.get(key, 0) + amount
 
     def _headers(self, token: TokenConfig, now: float) -> dict[str, str]:
         headers: dict[str, str] = {}
-        reset = reset_text(seconds_to_next_minute(now))
+        reset = reset_text(RATE_WINDOW_SECONDS)  # this request leaves the sliding window a minute from now
         pools = self._pools  # a limit not yet asked for (a refusal by an earlier one) has no pool: nothing known to report
         if token.rpm is not None and f"rpm:{token.name}" in pools:
             headers["x-ratelimit-limit-requests"] = str(token.rpm)
@@ -397,7 +414,7 @@ class SqliteAccounting(Accounting):
             pool = self._pools.get(f"tpm:{token.name}")
             if pool is not None:
                 pool.settle(demand.tokens, tokens)
-                self._count(pool.name, tokens, minute_window(time.time()))
+                self._count(pool.name, tokens, admission.window)
         if token.budget is not None:
             pool = self._pools.get(f"budget:{token.name}")
             if pool is not None:
@@ -406,7 +423,7 @@ class SqliteAccounting(Accounting):
     # --- channel concurrency ------------------------------------------------
 
     async def acquire_slot(self, channel: str, limit: int, hold_seconds: float) -> str | None:
-        ok, _ = await self._draw(self._pool(f"slots:{channel}", limit), 1, 0, None, time.time())
+        ok, _ = await self._draw(self._pool(f"slots:{channel}", limit), 1, 0, None, self.clock())
         return channel if ok else None
 
     def release_slot(self, channel: str, handle: str) -> None:
@@ -418,7 +435,7 @@ class SqliteAccounting(Accounting):
 
     def _take_batch(self, release_all: bool) -> Batch:
         """Everything to write, taken in one synchronous step so records and allotment changes stay consistent."""
-        now = time.time()
+        now = self.clock()
         batch = Batch(records=self._records, counter_deltas=self._counter_deltas, release_all=release_all)
         self._records, self._counter_deltas = [], {}
         for pool in self._pools.values():

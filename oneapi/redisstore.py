@@ -1,49 +1,79 @@
 """`store: redis://...`: budgets, rpm/tpm windows, channel concurrency and the ledger shared by every replica.
 
 Each decision is one Lua script, run atomically by redis, so replicas never race on a read-modify-write.
-Settlements and records are pipelined in batches off the request path. Records go to one redis stream,
-as durable as the server's persistence (run it with appendonly yes).
+Settlements and records are pipelined in batches off the request path, each applied exactly once: a batch
+tried again after a lost answer or a timeout finds the settlements that already ran marked, and skips them.
+Records go to one redis stream, as durable as the server's persistence (run it with appendonly yes).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from .config import TokenConfig
-from .errors import GatewayError
-from .ledger import RECORD_FIELDS, UsageQuery, UsageRecord, UsageReport, aggregate, budget_window, spend_windows
+from .ledger import (
+    MAX_RECORD_COST_NANO, RATE_WINDOW_SECONDS, RECORD_FIELDS, UsageQuery, UsageRecord, UsageReport, aggregate, budget_window,
+    first_counted_bucket, rate_bucket, spend_windows, storable,
+)
 from .requestlog import LogPage, LogQuery, log_entry
 from .limits import (
     FLUSH_BATCH, FLUSH_INTERVAL, HOLD_SECONDS, Accounting, Admission, Demand, budget_cap, budget_headers, budget_refusal,
-    minute_window, refusal, reset_text, seconds_to_next_minute,
+    rate_retry_after, refusal, reset_text, stopped, store_unavailable,
 )
 
 log = logging.getLogger("oneapi.limits")
 
 PREFIX = "oneapi:"
 USAGE_STREAM = PREFIX + "usage"
-WINDOW_TTL = 120  # a minute window's counter outlives its minute by one
+WINDOW_TTL = RATE_WINDOW_SECONDS + 5  # a sliding window's hash outlives its last bucket
+APPLIED_TTL = 3600  # seconds a batch's marks of what ran are kept: a retry comes long before
+KEY_ASIDE = PREFIX + "keyaside:"  # + a key's fingerprint: the reason, expiring with the key's cooldown
+KEY_ASIDE_NEWS = PREFIX + "keyaside"  # the pub/sub channel that tells every process at once
 
-# KEYS: spend hash, held zset, held amounts hash, rpm counter, tpm counter
-# ARGV: now, request id, hold deadline, budget cap (-1: none), spend field, cost, rpm cap, tpm cap, tokens
+# KEYS: spend hash, held zset, held amounts hash, rpm window hash, tpm window hash (bucket second -> count)
+# ARGV: now, request id, hold deadline, budget cap (-1: none), spend field, cost, rpm cap, tpm cap, tokens,
+#       this bucket, the first bucket still in the window, window seconds, window ttl
 _ADMIT = """
 local now = tonumber(ARGV[1])
 local budget_cap, cost = tonumber(ARGV[4]), tonumber(ARGV[6])
 local rpm_cap, tpm_cap, tokens = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local first, span = tonumber(ARGV[11]), tonumber(ARGV[12])
 local rpm_used, tpm_used, budget_left = 0, 0, -1
+-- what a sliding window holds (its stale buckets dropped), and 0 when `need` fits, else the second at which
+-- enough of it has slid out (-1: never, the need is past the cap)
+local function window(key, need, cap)
+  local flat = redis.call('HGETALL', key)
+  local used, live = 0, {}
+  for i = 1, #flat, 2 do
+    local bucket, n = tonumber(flat[i]), tonumber(flat[i + 1])
+    if bucket < first then redis.call('HDEL', key, flat[i])
+    else used = used + n; live[#live + 1] = {bucket, n} end
+  end
+  if used + need <= cap then return used, 0 end
+  table.sort(live, function(a, b) return a[1] < b[1] end)
+  local excess, freed = used + need - cap, 0
+  for _, pair in ipairs(live) do
+    freed = freed + pair[2]
+    if freed >= excess then return used, pair[1] + span + 1 end
+  end
+  return used, -1
+end
 if rpm_cap >= 0 then
-  rpm_used = tonumber(redis.call('GET', KEYS[4]) or '0')
-  if rpm_used + 1 > rpm_cap then return {1, rpm_used, 0} end
+  local at
+  rpm_used, at = window(KEYS[4], 1, rpm_cap)
+  if at ~= 0 then return {1, rpm_used, at} end
 end
 if tpm_cap >= 0 then
-  tpm_used = tonumber(redis.call('GET', KEYS[5]) or '0')
-  if tpm_used + tokens > tpm_cap then return {2, tpm_used, 0} end
+  local at
+  tpm_used, at = window(KEYS[5], tokens, tpm_cap)
+  if at ~= 0 then return {2, tpm_used, at} end
 end
 if budget_cap >= 0 then
   local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
@@ -57,22 +87,30 @@ if budget_cap >= 0 then
   redis.call('HSET', KEYS[3], ARGV[2], cost)
   budget_left = budget_cap - spent - held - cost
 end
-if rpm_cap >= 0 then redis.call('INCR', KEYS[4]); redis.call('EXPIRE', KEYS[4], 120) end
-if tpm_cap >= 0 then redis.call('INCRBY', KEYS[5], tokens); redis.call('EXPIRE', KEYS[5], 120) end
+if rpm_cap >= 0 then redis.call('HINCRBY', KEYS[4], ARGV[10], 1); redis.call('EXPIRE', KEYS[4], ARGV[13]) end
+if tpm_cap >= 0 then redis.call('HINCRBY', KEYS[5], ARGV[10], tokens); redis.call('EXPIRE', KEYS[5], ARGV[13]) end
 return {0, rpm_cap - rpm_used - 1, tpm_cap - tpm_used - tokens, budget_left}
 """
 
-# KEYS: spend hash, held zset, held amounts hash, tpm counter of the admission's minute, usage stream
-# ARGV: request id, cost, 3 spend fields, tpm correction ('' for none), then the record's field/value pairs
+# KEYS: spend hash, held zset, held amounts hash, tpm window hash, usage stream, the batch's bitmap of what ran
+# ARGV: request id, cost, 3 spend fields, tpm bucket and correction ('' for none), index in the batch, bitmap ttl,
+#       max cost, then the record's field/value pairs
+# Everything is checked before the first write: a script that fails half-way would keep its first writes.
 _SETTLE = """
-local cost = tonumber(ARGV[2])
+local cost, index, max_cost = tonumber(ARGV[2]), tonumber(ARGV[8]), tonumber(ARGV[10])
+local fix = ARGV[7] == '' and 0 or tonumber(ARGV[7])
+if not cost or cost ~= math.floor(cost) or cost < 0 or cost > max_cost or not fix or fix ~= math.floor(fix) or not index then
+  return redis.error_reply('ERR oneapi settlement out of bounds')
+end
+if redis.call('SETBIT', KEYS[6], index, 1) == 1 then return 0 end
+redis.call('EXPIRE', KEYS[6], ARGV[9])
 if cost > 0 then
-  for i = 3, 5 do redis.call('HINCRBY', KEYS[1], ARGV[i], cost) end
+  for i = 3, 5 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[2]) end
 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
-if ARGV[6] ~= '' and redis.call('EXISTS', KEYS[4]) == 1 then redis.call('INCRBY', KEYS[4], ARGV[6]) end
-if #ARGV > 6 then redis.call('XADD', KEYS[5], '*', unpack(ARGV, 7)) end
+if ARGV[7] ~= '' and redis.call('HEXISTS', KEYS[4], ARGV[6]) == 1 then redis.call('HINCRBY', KEYS[4], ARGV[6], ARGV[7]) end
+if #ARGV > 10 then redis.call('XADD', KEYS[5], '*', unpack(ARGV, 11)) end
 return 1
 """
 
@@ -85,14 +123,14 @@ return 1
 """
 
 
-def _keys(token: str, window: int) -> list[str]:
+def _keys(token: str) -> list[str]:
     return [f"{PREFIX}spend:{token}", f"{PREFIX}held:{token}", f"{PREFIX}heldamt:{token}",
-            f"{PREFIX}rpm:{token}:{window}", f"{PREFIX}tpm:{token}:{window}"]
+            f"{PREFIX}rpm:{token}", f"{PREFIX}tpm:{token}"]
 
 
 def _limit_headers(token: TokenConfig, requests_left: int, tokens_left: int, budget_left: int, now: float) -> dict[str, str]:
     headers: dict[str, str] = {}
-    reset = reset_text(seconds_to_next_minute(now))
+    reset = reset_text(RATE_WINDOW_SECONDS)  # this request leaves the sliding window a minute from now
     if token.rpm is not None:
         headers.update({"x-ratelimit-limit-requests": str(token.rpm), "x-ratelimit-remaining-requests": str(max(0, requests_left)),
                         "x-ratelimit-reset-requests": reset})
@@ -104,9 +142,17 @@ def _limit_headers(token: TokenConfig, requests_left: int, tokens_left: int, bud
     return headers
 
 
-def _unavailable() -> GatewayError:
-    return GatewayError(503, "The gateway's limit store is unreachable; try again shortly.", type="server_error", code="store_unavailable",
-                        headers={"Retry-After": "1"})
+
+class Settlement:
+    """One queued settlement, and once it was first sent, its place in a batch: the mark that makes it run once."""
+
+    __slots__ = ("admission", "record", "batch", "index")
+
+    def __init__(self, admission: Admission | None, record: UsageRecord | None):
+        self.admission = admission
+        self.record = record
+        self.batch = ""
+        self.index = 0
 
 
 class RedisAccounting(Accounting):
@@ -116,23 +162,80 @@ class RedisAccounting(Accounting):
         self._admit = self.redis.register_script(_ADMIT)
         self._settle = self.redis.register_script(_SETTLE)
         self._acquire = self.redis.register_script(_ACQUIRE_SLOT)
-        self._pending: list[tuple[Admission | None, UsageRecord | None]] = []
+        self._pending: list[Settlement] = []
+        self._batch_prefix = f"{PREFIX}applied:{os.urandom(8).hex()}:"
+        self._batches = 0
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
         self._releases: set[asyncio.Task[Any]] = set()
+        self._learn: Callable[[str, str, float], None] | None = None
+        self._follower: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.redis.ping()
         self._flusher = asyncio.create_task(self._flush_loop())
+        if self._learn is not None:
+            # before the first request: a process that starts now knows every key set aside already
+            self._follower = asyncio.create_task(self._follow_set_aside(await self._subscribe_set_aside()))
+
+    # --- keys set aside, shared -------------------------------------------------------------------
+
+    def share_set_aside_keys(self, learn: Callable[[str, str, float], None]) -> Callable[[str, str, float], None] | None:
+        self._learn = learn
+        return self._publish_set_aside
+
+    def _publish_set_aside(self, fingerprint: str, reason: str, seconds: float) -> None:
+        task = asyncio.get_running_loop().create_task(self._set_aside(fingerprint, reason, seconds))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    async def _set_aside(self, fingerprint: str, reason: str, seconds: float) -> None:
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.set(KEY_ASIDE + fingerprint, reason, px=max(1, int(seconds * 1000)))
+                pipe.publish(KEY_ASIDE_NEWS, f"{fingerprint} {seconds:.3f} {reason}")
+                await pipe.execute()
+        except RedisError as exc:  # the other processes find the key out themselves
+            log.warning("sharing a key set aside through redis failed: %s", type(exc).__name__)
+
+    async def _subscribe_set_aside(self) -> Any:
+        """Subscribed first, then the keys already set aside read: none set aside in between is missed."""
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(KEY_ASIDE_NEWS)
+        async for name in self.redis.scan_iter(match=KEY_ASIDE + "*", count=500):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                reason, left_ms = await pipe.get(name).pttl(name).execute()
+            if reason is not None and left_ms > 0:
+                self._learned(name[len(KEY_ASIDE):], reason, left_ms / 1000)
+        return pubsub
+
+    async def _follow_set_aside(self, pubsub: Any) -> None:
+        while True:
+            try:
+                if pubsub is None:
+                    pubsub = await self._subscribe_set_aside()
+                async for message in pubsub.listen():
+                    fingerprint, seconds, reason = (str(message["data"]).split(" ", 2) + ["", ""])[:3]
+                    try:
+                        self._learned(fingerprint, reason, float(seconds))
+                    except ValueError:
+                        log.warning("a malformed message on %s was ignored", KEY_ASIDE_NEWS)
+            except RedisError as exc:
+                log.warning("following keys set aside through redis failed: %s; trying again", type(exc).__name__)
+            finally:
+                if pubsub is not None:
+                    await pubsub.aclose()
+                    pubsub = None
+            await asyncio.sleep(1.0)
+
+    def _learned(self, fingerprint: str, reason: str, seconds: float) -> None:
+        if self._learn is not None and seconds > 0:
+            self._learn(fingerprint[:64], reason[:64], seconds)
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            try:
-                await self._flusher
-            except asyncio.CancelledError:
-                pass
+        await stopped(self._follower)
+        await stopped(self._flusher)
         if self._releases:
             await asyncio.gather(*self._releases, return_exceptions=True)
         try:
@@ -142,44 +245,50 @@ class RedisAccounting(Accounting):
         await self.redis.aclose()
 
     async def admit(self, token: TokenConfig, demand: Demand, request_id: str) -> Admission:
-        now = time.time()
-        window = minute_window(now)
+        now = self.clock()
+        bucket = rate_bucket(now)
         cap = budget_cap(token) if token.budget is not None else -1
         args: list[Any] = [now, request_id, now + HOLD_SECONDS, cap, budget_window(token.budget_period, now), demand.cost_nano,
-                token.rpm if token.rpm is not None else -1, token.tpm if token.tpm is not None else -1, demand.tokens]
+                token.rpm if token.rpm is not None else -1, token.tpm if token.tpm is not None else -1, demand.tokens,
+                bucket, first_counted_bucket(now), RATE_WINDOW_SECONDS, WINDOW_TTL]
         try:
-            result = await self._admit(keys=_keys(token.name, window), args=args)
+            result = await self._admit(keys=_keys(token.name), args=args)
             if int(result[0]) == 3 and self._pending:  # this process's settlements are not in redis yet: write them, for an exact verdict
                 await self.flush()
-                result = await self._admit(keys=_keys(token.name, window), args=args)
+                result = await self._admit(keys=_keys(token.name), args=args)
         except RedisError as exc:
             log.error("redis admission failed: %s", type(exc).__name__)
-            raise _unavailable() from None
+            raise store_unavailable() from None
         verdict = int(result[0])
-        if verdict == 1:
-            refused = refusal("rpm", token, seconds_to_next_minute(now))
-        elif verdict == 2:
-            refused = refusal("tpm", token, None if demand.tokens > (token.tpm or 0) else seconds_to_next_minute(now))  # None: never fits
+        if verdict in (1, 2):
+            at = int(result[2])
+            wait = rate_retry_after(at - now if at > 0 else RATE_WINDOW_SECONDS + 1)
+            if verdict == 2 and demand.tokens > (token.tpm or 0):
+                wait = None  # never fits: waiting cannot help
+            refused = refusal("rpm" if verdict == 1 else "tpm", token, wait)
         elif verdict == 3:
             spent, held = int(result[1]), int(result[2])
             refused = budget_refusal(token, demand, max(0, cap - spent - held), held, now)
         else:
-            return Admission(token, demand, request_id, window=window,
+            return Admission(token, demand, request_id, window=bucket,
                              headers=_limit_headers(token, int(result[1]), int(result[2]), int(result[3]), now))
-        refused.headers.update(await self._headers_now(token, window, now))  # a refusal says where every limit stands, too
+        refused.headers.update(await self._headers_now(token, now))  # a refusal says where every limit stands, too
         raise refused
 
-    async def _headers_now(self, token: TokenConfig, window: int, now: float) -> dict[str, str]:
+    async def _headers_now(self, token: TokenConfig, now: float) -> dict[str, str]:
         """The limit headers of a refused request, read after the verdict (for information: not part of it)."""
-        spend, _, held, rpm, tpm = _keys(token.name, window)
+        spend, _, held, rpm, tpm = _keys(token.name)
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.get(rpm).get(tpm).hget(spend, budget_window(token.budget_period, now)).hvals(held)
-                rpm_used, tpm_used, spent, holds = await pipe.execute()
+                pipe.hgetall(rpm).hgetall(tpm).hget(spend, budget_window(token.budget_period, now)).hvals(held)
+                rpm_window, tpm_window, spent, holds = await pipe.execute()
         except RedisError:
             return {}
+        first = first_counted_bucket(now)
+        rpm_used = sum(int(n) for bucket, n in rpm_window.items() if int(bucket) >= first)
+        tpm_used = sum(int(n) for bucket, n in tpm_window.items() if int(bucket) >= first)
         budget_left = budget_cap(token) - int(spent or 0) - sum(int(v) for v in holds) if token.budget is not None else 0
-        return _limit_headers(token, (token.rpm or 0) - int(rpm_used or 0), (token.tpm or 0) - int(tpm_used or 0), budget_left, now)
+        return _limit_headers(token, (token.rpm or 0) - rpm_used, (token.tpm or 0) - tpm_used, budget_left, now)
 
     def settle(self, admission: Admission | None, record: UsageRecord | None) -> None:
         if admission is not None:
@@ -189,42 +298,62 @@ class RedisAccounting(Accounting):
                 admission.settled = True
         if admission is None and record is None:
             return
-        self._pending.append((admission, record))
+        self._pending.append(Settlement(admission, record))
         if len(self._pending) >= FLUSH_BATCH:
             self._wake.set()
 
-    def _settle_call(self, admission: Admission | None, record: UsageRecord | None) -> tuple[list[str], list[Any]]:
+    def _settle_call(self, settlement: Settlement) -> tuple[list[str], list[Any]]:
+        admission, record = settlement.admission, settlement.record
+        if record is not None:
+            record = storable(record)
         token = record.token if record else admission.token.name  # type: ignore[union-attr]
-        window = admission.window if admission else minute_window(time.time())
-        keys = _keys(token, window)
-        keys = [keys[0], keys[1], keys[2], keys[4], USAGE_STREAM]
+        keys = _keys(token)
+        keys = [keys[0], keys[1], keys[2], keys[4], USAGE_STREAM, settlement.batch]
         cost = record.cost_nano if record else 0
         windows = spend_windows(record.ts if record else time.time())
-        tpm_fix = ""
+        tpm_bucket = tpm_fix = ""
         if admission is not None and admission.token.tpm is not None:
             used = record.prompt_tokens + record.completion_tokens if record else 0
-            tpm_fix = str(used - admission.demand.tokens)
-        args: list[Any] = [admission.request_id if admission else "", cost, *windows, tpm_fix]
+            tpm_bucket, tpm_fix = str(admission.window), str(used - admission.demand.tokens)
+        args: list[Any] = [admission.request_id if admission else "", cost, *windows, tpm_bucket, tpm_fix, settlement.index,
+                           APPLIED_TTL, MAX_RECORD_COST_NANO]
         if record is not None:
             for name, value in zip(RECORD_FIELDS, record.row()):
                 args.extend((name, value))
         return keys, args
+
+    def _mark(self, pending: list[Settlement]) -> None:
+        """Give the settlements sent for the first time their place in a new batch; a retry keeps the old one."""
+        batch = ""
+        for index, settlement in enumerate(pending):
+            if settlement.batch:
+                continue
+            if not batch:
+                self._batches += 1
+                batch = f"{self._batch_prefix}{self._batches}"
+            settlement.batch, settlement.index = batch, index
 
     async def flush(self) -> None:
         async with self._write_lock:
             pending, self._pending = self._pending, []
             if not pending:
                 return
+            self._mark(pending)
             pipe = self.redis.pipeline(transaction=False)
-            for admission, record in pending:
-                keys, args = self._settle_call(admission, record)
+            for settlement in pending:
+                keys, args = self._settle_call(settlement)
                 await self._settle(keys=keys, args=args, client=pipe)
             try:
-                await pipe.execute()
+                results = await pipe.execute(raise_on_error=False)
             except RedisError:
+                # the answer is lost, not necessarily the writes: the next try skips what ran, by its mark
                 log.exception("writing %d settlements to redis failed; they are kept for the next try", len(pending))
                 self._pending[:0] = pending
                 raise
+            for settlement, result in zip(pending, results):
+                if isinstance(result, Exception):  # refused by the script before any write: trying again cannot help
+                    request_id = settlement.record.request_id if settlement.record else settlement.admission.request_id  # type: ignore[union-attr]
+                    log.error("settlement of %s refused by redis (%s) and left out", str(request_id)[:64], str(result)[:120])
 
     async def _flush_loop(self) -> None:
         while True:
@@ -245,7 +374,7 @@ class RedisAccounting(Accounting):
             got = await self._acquire(keys=[f"{PREFIX}slots:{channel}"], args=[now, handle, now + hold_seconds, limit])
         except RedisError as exc:
             log.error("redis slot acquisition failed: %s", type(exc).__name__)
-            raise _unavailable() from None
+            raise store_unavailable() from None
         return handle if int(got) else None
 
     def release_slot(self, channel: str, handle: str) -> None:
@@ -316,9 +445,16 @@ _INT_FIELDS = {"stream", "prompt_tokens", "completion_tokens", "cached_tokens", 
 def _record(fields: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = dict(fields)
     for name in _INT_FIELDS:
-        out[name] = int(fields.get(name, 0))
+        out[name] = _stored_int(fields.get(name, "0"))
     out["ts"] = float(fields.get("ts", 0))
     if "status" not in fields:  # written before records had a status: a success
         out["status"] = 200
     out.setdefault("error_type", "")
     return out
+
+
+def _stored_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # written before counts were bounded
+        return 0

@@ -6,6 +6,7 @@ No tokenizer is ever loaded: an offline estimate must not depend on a download a
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import deque
 from dataclasses import dataclass
@@ -22,6 +23,11 @@ MEDIA_PART_TOKENS = 800  # an estimate for records; prompt_token_bound's BOUND_I
 MESSAGE_OVERHEAD_TOKENS = 4
 # bytes of the end of a stream kept to find the usage event in; the usage event is the last or next to last
 STREAM_TAIL_BYTES = 16 * 1024
+
+# the most tokens one request is billed for: past every context window; a larger count is a broken upstream
+MAX_REQUEST_TOKENS = 100_000_000
+
+log = logging.getLogger("oneapi.usage")
 
 # bodies up to this size are parsed whole to find their usage
 WHOLE_PARSE_BYTES = 32 * 1024
@@ -45,14 +51,41 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
+class RejectedUsage(ValueError):
+    """A usage value no vendor could mean: negative, fractional, not finite, not a number, or past the bound."""
+
+
 def _int(value: Any) -> int:
-    return value if type(value) is int and value > 0 else int(value) if type(value) is float and value > 0 else 0
+    if type(value) is int and 0 <= value <= MAX_REQUEST_TOKENS:
+        return value
+    if value is None:
+        return 0
+    if type(value) is float and value.is_integer() and 0 <= value <= MAX_REQUEST_TOKENS:  # 12.0 from a JSON writer
+        return int(value)
+    raise RejectedUsage(_described(value))
+
+
+def _described(value: Any) -> str:
+    """A rejected value for the log: a number as it is, anything else by its type and size (never its text)."""
+    if type(value) in (int, float):
+        return f"{value!r}"
+    return f"a {type(value).__name__}" + (f" of {len(value)}" if isinstance(value, (str, list, dict)) else "")
 
 
 def normalise_usage(raw: Any) -> Usage | None:
-    """One vendor usage object as `Usage`; None when it carries no token counts at all."""
+    """One vendor usage object as `Usage`; None when it carries no token counts at all, or a count that is not
+    a plausible whole number of tokens (logged; the request is then billed by the offline estimate)."""
     if not isinstance(raw, dict):
         return None
+    try:
+        return _normalised(raw)
+    except RejectedUsage as exc:
+        log.warning("upstream usage rejected: a count is %s (counts are whole numbers 0..%d); the request is estimated",
+                    exc, MAX_REQUEST_TOKENS)
+        return None
+
+
+def _normalised(raw: dict[str, Any]) -> Usage | None:
     if "prompt_tokens" in raw or "completion_tokens" in raw:
         # OpenAI and everyone compatible with it; DeepSeek adds prompt_cache_hit_tokens
         prompt = _int(raw.get("prompt_tokens"))

@@ -16,8 +16,9 @@ from typing import Any, Callable
 
 import httpx
 import openai
+import pytest
 
-from conftest import CLIENT_KEY, ROOT, GatewayProcess, base_config
+from conftest import CLIENT_KEY, ROOT, UPSTREAM_KEY, GatewayProcess, base_config
 from fakevendor import FakeVendor, Received, Reply, fixture_bytes, fixture_json, sse_events
 
 ADMIN = {"Authorization": "Bearer admin-secret-key-for-tests"}
@@ -262,3 +263,276 @@ def test_translated_vendors_are_metered_and_hide_the_usage_they_were_asked_for(v
         (2, recorded["input_tokens"] + 20, recorded["output_tokens"] + 5)
     assert (rows["gemini"]["prompt_tokens"], rows["gemini"]["completion_tokens"]) == (13, 8)
     assert report["totals"]["estimated_requests"] == 0
+
+
+# --- hostile usage: one absurd record never stops the ledger ----------------------------------------
+
+HOSTILE_COUNTS: list[Any] = [1e19, 10**30, -5, "24", 12.5, True]
+
+
+def _with_usage(prompt_tokens: Any) -> bytes:
+    """The recorded OpenAI body, its prompt_tokens replaced by what a broken upstream might send."""
+    body = fixture_json("openai/chat_completion_text.json")
+    body["usage"]["prompt_tokens"] = prompt_tokens
+    return json.dumps(body).encode()
+
+
+def _stream_with_usage(prompt_tokens: Any) -> list[bytes]:
+    """The recorded stream, its final usage chunk's prompt_tokens replaced."""
+    events = sse_events(fixture_bytes("openai/chat_stream_text_include_usage.sse"))
+    out = []
+    for event in events:
+        if b'"usage":{' in event:
+            payload = json.loads(event[len(b"data: "):].strip())
+            payload["usage"]["prompt_tokens"] = prompt_tokens
+            event = b"data: " + json.dumps(payload).encode() + b"\n\n"
+        out.append(event)
+    return out
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+def test_absurd_usage_is_refused_and_every_later_request_is_recorded(vendor: FakeVendor, start_gateway, request, store: str) -> None:
+    config = ledger_config(vendor)
+    config["tokens"][0].update(budget=1000.0, tpm=10_000_000, rpm=1000)  # the admission and settlement paths too
+    if store == "redis":
+        config["store"] = request.getfixturevalue("redis_url")
+    gateway = start_gateway(config)
+    sdk = client(gateway)
+    hi = [{"role": "user", "content": "hi"}]
+
+    for count in HOSTILE_COUNTS:
+        vendor.reply("POST", "/v1/chat/completions", Reply(body=_with_usage(count)))
+        assert sdk.chat.completions.create(model="gpt-4o-mini", messages=hi).choices[0].message.content
+    vendor.reply("POST", "/v1/chat/completions", Reply(chunks=_stream_with_usage(1e19), content_type="text/event-stream"))
+    assert list(sdk.chat.completions.create(model="gpt-4o-mini", messages=hi, stream=True))
+    hostile = len(HOSTILE_COUNTS) + 1
+    before = wait_for_usage(gateway, lambda r: r["totals"]["requests"] == hostile)["totals"]
+
+    vendor.reply_fixture("/v1/chat/completions", "openai/chat_completion_text.json")
+    for _ in range(3):
+        assert sdk.chat.completions.create(model="gpt-4o-mini", messages=hi).usage.prompt_tokens == 24
+    after = wait_for_usage(gateway, lambda r: r["totals"]["requests"] == hostile + 3)["totals"]
+
+    # each hostile answer is recorded, billed by the offline estimate and marked so; none blocks the ones after it
+    assert before["requests"] == hostile and before["estimated_requests"] == hostile
+    assert 0 < before["prompt_tokens"] < 1000 * hostile
+    assert after["requests"] == hostile + 3 and after["estimated_requests"] == hostile
+    assert (after["prompt_tokens"] - before["prompt_tokens"], after["completion_tokens"] - before["completion_tokens"]) == (3 * 24, 3 * 8)
+    assert round((after["cost_usd"] - before["cost_usd"]) * 1e9) == 3 * nano([(24, 1.0), (8, 2.0)])
+    log = gateway.log()
+    assert log.count("upstream usage rejected") == hostile
+    assert "Traceback" not in log and UPSTREAM_KEY not in log and CLIENT_KEY not in log
+
+
+def _usage_record(request_id: str, **fields: Any) -> Any:
+    from oneapi.ledger import UsageRecord
+
+    values: dict[str, Any] = dict(ts=time.time(), request_id=request_id, token="t", channel="c", model="m", upstream_model="m",
+                                  operation="chat", stream=False, prompt_tokens=24, completion_tokens=8, cached_tokens=0,
+                                  reasoning_tokens=0, estimated=False, cost_nano=40, duration_ms=5)
+    values.update(fields)
+    return UsageRecord(**values)
+
+
+def test_a_record_out_of_bounds_is_stored_clamped_and_marked(tmp_path: Path) -> None:
+    import asyncio
+
+    from oneapi.ledger import MAX_RECORD_COST_NANO, Batch, SqliteLedger
+
+    async def run() -> list[tuple[Any, ...]]:
+        ledger = SqliteLedger(tmp_path / "ledger.db")
+        await ledger.open()
+        bad = _usage_record("bad", prompt_tokens=10**19, completion_tokens=-3, cost_nano=10**20, token=None, ts=float("nan"))
+        await ledger.write(Batch(records=[_usage_record("a"), bad, _usage_record("b")]), "owner")
+        await ledger.write(Batch(records=[_usage_record("c")]), "owner")  # and the file takes the next batch as usual
+        await ledger.close()
+        with sqlite3.connect(tmp_path / "ledger.db") as db:
+            return db.execute("SELECT request_id, token, prompt_tokens, completion_tokens, cost_nano, estimated, ts > 0 FROM usage "
+                              "ORDER BY id").fetchall()
+
+    rows = asyncio.run(run())
+    assert [r[0] for r in rows] == ["a", "bad", "b", "c"]
+    assert rows[1][1:] == ("", 4 * 100_000_000, 0, MAX_RECORD_COST_NANO, 1, 1)
+    assert all(r[2:6] == (24, 8, 40, 0) for r in rows if r[0] != "bad")
+
+
+def test_a_record_the_file_refuses_is_left_out_alone_and_never_retried(tmp_path: Path, monkeypatch, caplog) -> None:
+    import asyncio
+
+    import oneapi.ledger
+    from oneapi.ledger import SqliteLedger, UsageQuery
+    from oneapi.limits import SqliteAccounting
+
+    monkeypatch.setattr(oneapi.ledger, "storable", lambda record: record)  # let a record past the bounds reach the file
+
+    async def run() -> tuple[int, int, int]:
+        accounting = SqliteAccounting(SqliteLedger(tmp_path / "ledger.db"))
+        await accounting.start()
+        for name in ("a", "b"):
+            accounting.settle(None, _usage_record(name))
+        accounting.settle(None, _usage_record("overflow", cost_nano=10**20))  # more than SQLite's 64-bit INTEGER
+        accounting.settle(None, _usage_record("c"))
+        await accounting.flush()
+        accounting.settle(None, _usage_record("d"))
+        await accounting.flush()
+        left = len(accounting._records)
+        report = await accounting.query(UsageQuery(group_by=()))
+        await accounting.close()
+        return report.totals.requests, report.totals.cost_nano, left
+
+    requests, cost, left = asyncio.run(run())
+    assert (requests, cost, left) == (4, 4 * 40, 0)
+    refused = [r for r in caplog.records if "refused by the ledger file" in r.getMessage()]
+    assert len(refused) == 1 and "overflow" in refused[0].getMessage()
+
+
+def test_redis_settlements_are_applied_once_when_a_retry_follows_a_lost_answer(redis_url: str, monkeypatch) -> None:
+    import asyncio
+
+    from redis.asyncio.client import Pipeline
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from oneapi.ledger import UsageQuery
+    from oneapi.limits import Demand
+    from oneapi.redisstore import RedisAccounting
+
+    original = Pipeline.execute
+    failures = {"left": 1}
+
+    async def answer_lost(self: Pipeline, raise_on_error: bool = True) -> Any:
+        results = await original(self, raise_on_error)  # redis ran every script...
+        if failures["left"]:
+            failures["left"] -= 1
+            raise RedisConnectionError("connection reset while reading the answer")  # ...and the client never heard
+        return results
+
+    async def run() -> tuple[int, int, int, int]:
+        accounting = RedisAccounting(redis_url)
+        await accounting.start()
+        token = _limited_token(budget=10.0, tpm=1_000_000)
+        for i in range(20):
+            admission = await accounting.admit(token, Demand(100, 50), f"req-{i}")
+            accounting.settle(admission, _usage_record(f"req-{i}", token="t"))
+        monkeypatch.setattr(Pipeline, "execute", answer_lost)
+        try:
+            await accounting.flush()
+        except RedisConnectionError:
+            pass
+        else:
+            raise AssertionError("the simulated failure did not happen")
+        assert len(accounting._pending) == 20  # kept for the next try
+        for i in range(20, 25):  # new settlements join the retry
+            accounting.settle(None, _usage_record(f"req-{i}", token="t"))
+        await accounting.flush()
+        report = await accounting.query(UsageQuery(group_by=()))
+        spend = int(await accounting.redis.hget("oneapi:spend:t", "all") or 0)
+        tpm = sum(int(v) for v in (await accounting.redis.hgetall("oneapi:tpm:t")).values())
+        await accounting.close()
+        return report.totals.requests, report.totals.cost_nano, spend, tpm
+
+    requests, cost, spend, tpm = asyncio.run(run())
+    assert (requests, cost, spend) == (25, 25 * 40, 25 * 40)
+    assert tpm == 20 * 32  # each admission's reservation corrected to its real tokens, once
+
+
+def test_redis_settlements_are_applied_once_when_redis_answers_after_the_client_timed_out(redis_url: str) -> None:
+    import asyncio
+
+    import redis
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from oneapi.ledger import UsageQuery
+    from oneapi.redisstore import RedisAccounting
+
+    async def run() -> tuple[int, int, int]:
+        accounting = RedisAccounting(redis_url + "?socket_timeout=0.3")
+        await accounting.start()
+        accounting._flusher.cancel()  # the test decides when to flush
+        for i in range(10):
+            accounting.settle(None, _usage_record(f"req-{i}", token="t"))
+        with redis.Redis.from_url(redis_url) as admin:
+            admin.execute_command("CLIENT", "PAUSE", "1500", "WRITE")  # redis holds the scripts, runs them after 1.5 s
+        timeouts = 0
+        for _ in range(3):  # the client gives up after 0.3 s and tries again, each time with the scripts queued behind the pause
+            try:
+                await accounting.flush()
+            except RedisTimeoutError:
+                timeouts += 1
+        for _ in range(40):
+            if not accounting._pending:
+                break
+            await asyncio.sleep(0.25)
+            try:
+                await accounting.flush()
+            except RedisTimeoutError:
+                timeouts += 1
+        report = await accounting.query(UsageQuery(group_by=()))
+        await accounting.close()
+        return timeouts, report.totals.requests, report.totals.cost_nano
+
+    timeouts, requests, cost = asyncio.run(run())
+    assert timeouts >= 1  # a try timed out (redis ran it later) and was sent again, maybe several times
+    assert (requests, cost) == (10, 10 * 40)
+
+
+def test_a_settlement_redis_refuses_is_left_out_and_the_rest_applied(redis_url: str, monkeypatch, caplog) -> None:
+    import asyncio
+
+    import oneapi.redisstore
+    from oneapi.ledger import UsageQuery
+    from oneapi.redisstore import RedisAccounting
+
+    monkeypatch.setattr(oneapi.redisstore, "storable", lambda record: record)  # let a cost past the bounds reach the script
+
+    async def run() -> tuple[int, int, int]:
+        accounting = RedisAccounting(redis_url)
+        await accounting.start()
+        for name in ("a", "b"):
+            accounting.settle(None, _usage_record(name, token="t"))
+        accounting.settle(None, _usage_record("absurd", token="t", cost_nano=10**19))
+        accounting.settle(None, _usage_record("c", token="t"))
+        await accounting.flush()
+        await accounting.flush()
+        left = len(accounting._pending)
+        report = await accounting.query(UsageQuery(group_by=()))
+        await accounting.close()
+        return report.totals.requests, report.totals.cost_nano, left
+
+    assert asyncio.run(run()) == (3, 3 * 40, 0)
+    assert any("settlement of absurd refused by redis" in r.getMessage() for r in caplog.records)
+
+
+def _limited_token(**limits: Any) -> Any:
+    from oneapi.config import TokenConfig
+
+    return TokenConfig(name="t", key_sha256=None, group="default", models=None, budget=limits.get("budget"),
+                       budget_period=None, expires=None, subnets=(), rpm=limits.get("rpm"), tpm=limits.get("tpm"), enabled=True)
+
+
+@pytest.mark.parametrize("value", [1e19, 10**19, -1, -0.5, 12.5, float("nan"), float("inf"), "24", "sk-looks-like-a-secret", True, [3], {"n": 3},
+                                   100_000_001])
+@pytest.mark.parametrize("shape, field", [
+    ("openai/chat_completion_text.json", ("prompt_tokens",)),
+    ("openai/chat_completion_text.json", ("completion_tokens_details", "reasoning_tokens")),
+    ("anthropic/message_text.json", ("output_tokens",)),
+])
+def test_a_usage_count_no_vendor_could_mean_is_refused_where_it_is_read(shape: str, field: tuple[str, ...], value: Any, caplog) -> None:
+    from oneapi.usage import normalise_usage
+
+    usage = fixture_json(shape)["usage"]
+    assert normalise_usage(usage) is not None  # the recording as it is
+    target = usage
+    for name in field[:-1]:
+        target = target[name]
+    target[field[-1]] = value
+
+    assert normalise_usage(usage) is None  # the request is then billed by the estimate, marked estimated
+    message = " ".join(r.getMessage() for r in caplog.records)
+    assert "upstream usage rejected" in message and "sk-looks-like-a-secret" not in message
+
+
+def test_whole_numbers_in_any_json_spelling_are_kept() -> None:
+    from oneapi.usage import MAX_REQUEST_TOKENS, Usage, normalise_usage
+
+    assert normalise_usage({"prompt_tokens": 24.0, "completion_tokens": None, "total_tokens": 32}) == Usage(24, 8)
+    assert normalise_usage({"promptTokenCount": MAX_REQUEST_TOKENS, "candidatesTokenCount": 0}) == Usage(MAX_REQUEST_TOKENS, 0)

@@ -20,6 +20,8 @@ PRICING = {"models": {"gpt-4o-mini": {"input": 100.0, "output": 4700.0}}}
 REQUEST_COST = 0.04
 # a budget reserves the prompt's upper bound (135 tokens) + max_tokens 8 ($0.0511); tpm the estimate (~29 + 8 tokens)
 BODY = {"model": "gpt-4o-mini", "max_tokens": 8, "messages": [{"role": "user", "content": "x" * 100}]}
+# the longest wait a sliding minute asks for: its oldest one-second bucket is counted whole, so up to 61 s
+WINDOW_RETRY = 61
 
 
 def limited_config(vendor: FakeVendor, store: str | None = None, **token: Any) -> dict[str, Any]:
@@ -67,7 +69,7 @@ def test_rpm_refuses_with_retry_after_and_reports_headers(vendor: FakeVendor, st
     assert first.headers["x-ratelimit-limit-requests"] == "2"
     assert (first.headers["x-ratelimit-remaining-requests"], second.headers["x-ratelimit-remaining-requests"]) == ("1", "0")
     assert first.headers["x-ratelimit-reset-requests"].endswith("s")
-    assert_refused(third, "rpm_limit_exceeded", 60)
+    assert_refused(third, "rpm_limit_exceeded", WINDOW_RETRY)
     assert "requests per min" in third.json()["error"]["message"]
     assert len(vendor.received) == 2
 
@@ -82,7 +84,7 @@ def test_tpm_counts_real_tokens_and_refuses(vendor: FakeVendor, start_gateway) -
     # 32 real tokens each: 32 + 32 + a 37-token reservation would pass 100
     assert [r.status_code for r in responses[:2]] == [200, 200]
     assert responses[0].headers["x-ratelimit-limit-tokens"] == "100"
-    assert_refused(responses[2], "tpm_limit_exceeded", 60)
+    assert_refused(responses[2], "tpm_limit_exceeded", WINDOW_RETRY)
 
 
 @pytest.mark.parametrize("period, max_retry_after", [(None, None), ("daily", 86400)])
@@ -245,7 +247,7 @@ def test_rpm_window_survives_a_restart(vendor: FakeVendor, start_gateway) -> Non
 
     second = start_gateway(config)
     assert post(second).status_code == 200
-    assert_refused(post(second), "rpm_limit_exceeded", 60)
+    assert_refused(post(second), "rpm_limit_exceeded", WINDOW_RETRY)
 
 
 def test_channel_concurrency_is_shared_by_two_gateways_over_redis(vendor: FakeVendor, start_gateway, redis_url: str) -> None:
@@ -340,3 +342,128 @@ def test_a_dead_process_allotment_comes_back(tmp_path, monkeypatch) -> None:
     held_elsewhere, after_stale = asyncio.run(run())
     assert not held_elsewhere
     assert after_stale
+
+
+# --- sliding windows: rpm/tpm over any 60 seconds, moved by the accountings' clock -------------------
+
+MINUTE = 1_800_000_000.0  # a whole minute (divisible by 60), far from the real time: only the clock seam reaches it
+
+
+async def _two_accountings(store: str, tmp_path: Any, redis_url: str | None, clock: list[float]) -> list[Any]:
+    """Two accountings on one store, as two gateway processes (SQLite) or two replicas (redis), on one clock."""
+    from oneapi.ledger import SqliteLedger
+    from oneapi.limits import SqliteAccounting
+
+    if store == "redis":
+        from oneapi.redisstore import RedisAccounting
+
+        accountings = [RedisAccounting(redis_url), RedisAccounting(redis_url)]  # type: ignore[arg-type]
+    else:
+        accountings = [SqliteAccounting(SqliteLedger(tmp_path / "shared.db")) for _ in range(2)]
+    for accounting in accountings:
+        accounting.clock = lambda: clock[0]
+        await accounting.start()
+    return accountings
+
+
+async def _attempts(accountings: list[Any], token: Any, n: int, tokens: int = 1) -> tuple[int, list[int]]:
+    """n requests spread over the accountings, each settled at once with `tokens` real tokens: (admitted, Retry-Afters)."""
+    from oneapi.errors import GatewayError
+    from oneapi.limits import Demand
+
+    admitted, retries = 0, []
+    for i in range(n):
+        accounting = accountings[i % len(accountings)]
+        try:
+            admission = await accounting.admit(token, Demand(0, tokens), f"req-{id(accounting)}-{time.monotonic_ns()}")
+        except GatewayError as exc:
+            assert exc.status == 429
+            retries.append(int(exc.headers["Retry-After"]))
+            continue
+        accounting.settle(admission, _record(0, tokens))
+        admitted += 1
+    return admitted, retries
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+@pytest.mark.parametrize("limit", ["rpm", "tpm"])
+def test_a_burst_across_a_minute_boundary_stays_within_the_limit(store: str, limit: str, tmp_path, request) -> None:
+    redis_url = request.getfixturevalue("redis_url") if store == "redis" else None
+    tokens = 1 if limit == "rpm" else 100
+    token = _token(rpm=10) if limit == "rpm" else _token(tpm=1000)  # either way, 10 requests a minute
+
+    async def run() -> list[tuple[int, list[int]]]:
+        clock = [MINUTE - 0.5]
+        accountings = await _two_accountings(store, tmp_path, redis_url, clock)
+        seen = [await _attempts(accountings, token, 15, tokens)]  # the last half second of a minute
+        for at in (MINUTE + 0.5, MINUTE + 30, MINUTE + 59.4):  # the next minute, up to just before the burst slides out
+            clock[0] = at
+            seen.append(await _attempts(accountings, token, 15, tokens))
+        clock[0] = MINUTE + 60.0
+        seen.append(await _attempts(accountings, token, 15, tokens))
+        for accounting in accountings:
+            await accounting.close()
+        return seen
+
+    (burst, _), (after_boundary, retries), (mid, _), (late, _), (slid_out, _) = asyncio.run(run())
+    assert burst == 10
+    assert (after_boundary, mid, late) == (0, 0, 0)  # a fixed minute would have let 10 more in at once
+    assert all(59 <= r <= 61 for r in retries), retries  # the burst's bucket leaves the window at MINUTE + 60
+    assert slid_out == 10
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+def test_no_60_seconds_ever_hold_more_than_rpm(store: str, tmp_path, request) -> None:
+    import random
+
+    redis_url = request.getfixturevalue("redis_url") if store == "redis" else None
+    rng = random.Random(13)
+    moments = sorted(MINUTE + rng.uniform(0, 200) for _ in range(300))
+    token = _token(rpm=20)
+
+    async def run() -> list[float]:
+        clock = [moments[0]]
+        accountings = await _two_accountings(store, tmp_path, redis_url, clock)
+        admitted = []
+        for at in moments:
+            clock[0] = at
+            if (await _attempts([rng.choice(accountings)], token, 1))[0]:
+                admitted.append(at)
+        for accounting in accountings:
+            await accounting.close()
+        return admitted
+
+    admitted = asyncio.run(run())
+    worst = max(sum(1 for t in admitted if start <= t < start + 60) for start in admitted)
+    assert worst <= 20
+    # and the window is not a lockout: about 20 in each 61 s of the 200 s (a fixed minute would allow ~70)
+    assert len(admitted) >= 55, len(admitted)
+
+
+def test_a_ledger_file_locked_past_its_busy_timeout_is_a_clear_503(tmp_path, monkeypatch) -> None:
+    import sqlite3
+
+    import oneapi.ledger
+    from oneapi.errors import GatewayError
+    from oneapi.ledger import SqliteLedger
+    from oneapi.limits import Demand, SqliteAccounting
+
+    monkeypatch.setattr(oneapi.ledger, "BUSY_TIMEOUT_MS", 200)
+
+    async def run() -> GatewayError:
+        accounting = SqliteAccounting(SqliteLedger(tmp_path / "shared.db"))
+        await accounting.start()
+        other = sqlite3.connect(tmp_path / "shared.db", isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")  # another process holds the file
+        try:
+            await accounting.admit(_token(rpm=5), Demand(0, 1), "r")
+        except GatewayError as exc:
+            return exc
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+            await accounting.close()
+        raise AssertionError("admitted without an allotment")
+
+    refused = asyncio.run(run())
+    assert refused.status == 503 and refused.code == "store_unavailable" and refused.headers["Retry-After"] == "1"
