@@ -11,6 +11,7 @@ from functools import partial
 from typing import Any, AsyncIterator, Callable
 
 import orjson
+from .answers import answer_problem
 from .asgi import Answer, Inbound, StreamAnswer
 from .config import TokenConfig
 from .errors import GatewayError, bad_request
@@ -20,12 +21,13 @@ from .health import ChannelHealth, HealthRegistry
 from .limits import Accounting
 from .metering import Meter, new_request_id, translated_body, upstream_body
 from .metrics import Metrics
-from .passthrough import first_chunk, pass_bytes, pass_through
+from .passthrough import first_byte_deadline, first_chunk, first_event, pass_bytes, pass_through
+from .redaction import redact_failure
 from .routing import Channel, ChannelKey
 from .snapshot import Snapshot
 from .tokens import check_model, key_from_headers
 from .translate import attempt as translated_attempt
-from .upstream import TRANSPORT_ERRORS, Timeouts, Upstream, UpstreamReply
+from .upstream import TRANSPORT_ERRORS, Timeouts, TooLarge, Upstream, UpstreamReply
 
 log = logging.getLogger("oneapi.relay")
 
@@ -338,7 +340,7 @@ async def _attempt(channel: Channel, state: ChannelHealth, key: ChannelKey, call
         state.record(ok, time.monotonic())
 
     try:
-        outcome = await _send(channel, key, call, services.upstream, time_left, record, slot)
+        outcome = _redacted(await _send(channel, key, call, services.upstream, time_left, record, slot), key)
         if isinstance(outcome, Failure):
             if not recorded:
                 record(not outcome.channel_fault)
@@ -350,6 +352,20 @@ async def _attempt(channel: Channel, state: ChannelHealth, key: ChannelKey, call
     finally:
         if not recorded:
             state.breaker.probing = False  # cancelled mid-try: let the next request probe
+
+
+def _redacted(outcome: Answer | StreamAnswer | Failure, key: ChannelKey) -> Answer | StreamAnswer | Failure:
+    """The outcome with nothing of the channel key left in what the client would receive (streams redact
+    their events as they pass: passthrough.py, translate.py)."""
+    redaction = key.redaction
+    if not redaction:
+        return outcome
+    if isinstance(outcome, Failure):
+        return redact_failure(outcome, redaction)
+    if isinstance(outcome, Answer):
+        outcome.body = redaction.bytes(outcome.body)
+    outcome.media_type = redaction.text(outcome.media_type)
+    return outcome
 
 
 async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstream, time_left: float,
@@ -385,8 +401,11 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
         else:
             headers = key.json_headers[call.stream]  # built once per key
     sent = time.perf_counter()
+    first_by = first_byte_deadline(channel, min(config.timeout, time_left))
     try:
-        reply = await upstream.send(operation.method, url, headers, content, timeouts)
+        # a stream's ttft_timeout counts from here: a vendor that takes the request and never answers fails over
+        async with asyncio.timeout_at(first_by if call.stream else None):
+            reply = await upstream.send(operation.method, url, headers, content, timeouts)
     except TRANSPORT_ERRORS as exc:
         if upload is not None and upload.failure is not None:
             raise upload.failure from None  # the client's body, not the channel, is at fault
@@ -397,28 +416,28 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
 
     if reply.status >= 400:
         try:
-            content = await reply.read()
-        except TRANSPORT_ERRORS:
+            content = await reply.read(config.max_response_bytes)
+        except (TooLarge, *TRANSPORT_ERRORS):
             content = b""
-        if key.secret:
-            content = content.replace(key.secret.encode(), key.masked.encode())
         log.warning("channel %s: upstream answered %s", channel.name, reply.status)
         return classify(channel.name, reply.status, content, reply.headers)
 
     # an answer of any kind (audio, text, events) is told by its content type, not by the request's `stream`
     if _is_event_stream(reply.content_type) if call.endpoint.any_answer else call.stream:
-        opened = await _open_stream(channel, reply, call, config, min(config.timeout, time_left), record, overhead, answered)
+        opened = await _open_stream(channel, reply, call, key, first_by, record, overhead, answered)
         return _metered(opened, call, channel, upstream_model, hide_usage, slot, reply)
     if call.endpoint.any_answer and not _is_json(reply.content_type):
-        opened = await _open_bytes(channel, reply, call, config, min(config.timeout, time_left), record, overhead, answered)
+        opened = await _open_bytes(channel, reply, call, key, first_by, record, overhead, answered)
         return _metered(opened, call, channel, upstream_model, None, slot, reply)
 
     try:
-        content = await reply.read()
+        content = await reply.read(config.max_response_bytes)
+    except TooLarge as exc:
+        return bad_body_failure(channel.name, f"answered a body where {exc}")
     except TRANSPORT_ERRORS as exc:
         log.warning("channel %s: reading the upstream body failed: %s", channel.name, type(exc).__name__)
         return transport_failure(channel.name, exc, "response")
-    problem = _check_body(channel.name, content)
+    problem = _check_body(channel.name, content, call.endpoint.operation)
     if problem is not None:
         return problem
     record(True)
@@ -446,26 +465,35 @@ def _metered(answer: Answer | StreamAnswer | Failure, call: Call, channel: Chann
     return answer
 
 
-def _check_body(channel: str, content: bytes) -> Failure | None:
-    """A success status with a body that is not a JSON object, or that carries an error, is a failed try."""
+def _check_body(channel: str, content: bytes, operation: str) -> Failure | None:
+    """A success status with a body that is not a JSON object, that carries an error, or that is not an answer
+    of the operation (`{}`) is a failed try."""
     if _OBJECT_START.match(content) is None:
         return bad_body_failure(channel, "answered with a body that is not a JSON object")
     error = in_band_error(content)
     if error is not None:
         return classify(channel, in_band_status(error), error, {})
-    return None
+    try:
+        problem = answer_problem(operation, orjson.loads(content))
+    except orjson.JSONDecodeError:
+        problem = "answered with a body that is not JSON"
+    return bad_body_failure(channel, problem) if problem else None
 
 
-async def _open_stream(channel: Channel, reply: UpstreamReply, call: Call, config: Any, time_left: float,
+async def _open_stream(channel: Channel, reply: UpstreamReply, call: Call, key: ChannelKey, first_by: float,
                        record: Callable[[bool], None], overhead: float, answered: float) -> StreamAnswer | Failure:
-    """Wait for the first bytes before answering the client: a slow or failing start can still fail over."""
+    """Wait for the first event before answering the client: a slow, failing or empty start can still fail over."""
+    config = channel.config
     if not reply.content_type.startswith("text/event-stream"):
         try:
-            content = await reply.read()
+            content = await reply.read(config.max_response_bytes)
+        except TooLarge as exc:
+            return bad_body_failure(channel.name, f"answered a body where {exc}")
         except TRANSPORT_ERRORS as exc:
             return transport_failure(channel.name, exc, "response")
-        return _check_body(channel.name, content) or bad_body_failure(channel.name, "answered a stream request without a stream")
-    first = await first_chunk(channel, reply, time_left)
+        return _check_body(channel.name, content, call.endpoint.operation) or bad_body_failure(
+            channel.name, "answered a stream request without a stream")
+    first = await first_event(channel, reply, first_by)
     if isinstance(first, Failure):
         return first
     error = in_band_error(first)
@@ -475,20 +503,22 @@ async def _open_stream(channel: Channel, reply: UpstreamReply, call: Call, confi
     overhead += time.perf_counter() - answered
     call.overhead = overhead
     headers = {**STREAM_HEADERS, OVERHEAD_HEADER: f"{overhead * 1000:.3f}"}
-    return StreamAnswer(pass_through(channel, reply, first, config.idle_timeout, record), reply.status, reply.content_type, headers)
+    return StreamAnswer(pass_through(channel, reply, first, config.idle_timeout, record, key.redaction), reply.status,
+                        reply.content_type, headers)
 
 
-async def _open_bytes(channel: Channel, reply: UpstreamReply, call: Call, config: Any, time_left: float,
+async def _open_bytes(channel: Channel, reply: UpstreamReply, call: Call, key: ChannelKey, first_by: float,
                       record: Callable[[bool], None], overhead: float, answered: float) -> StreamAnswer | Failure:
     """An answer that is not JSON (audio, plain text, subtitles): relayed as it arrives, with its content type,
     once its first bytes are in (until then a failure can still move to the next channel)."""
     # an empty answer (a transcript of silence in text format) is still an answer
-    first = await first_chunk(channel, reply, time_left, allow_empty=True)
+    first = await first_chunk(channel, reply, first_by, allow_empty=True)
     if isinstance(first, Failure):
         return first
     overhead += time.perf_counter() - answered
     call.overhead = overhead
-    return StreamAnswer(pass_bytes(channel, reply, first, config.idle_timeout, record), reply.status, reply.content_type,
+    chunks = pass_bytes(channel, reply, first, channel.config.idle_timeout, record)
+    return StreamAnswer(key.redaction.stream(chunks) if key.redaction else chunks, reply.status, reply.content_type,
                         {OVERHEAD_HEADER: f"{overhead * 1000:.3f}"})
 
 

@@ -119,7 +119,7 @@ def test_a_key_that_fails_auth_is_set_aside_and_the_channel_keeps_serving(vendor
     assert used.count("Bearer sk-revoked-key-000000") == 1  # tried once, then set aside
     assert used.count("Bearer sk-working-key-111111") == 6
     state = httpx.get(gateway.url("/admin/channels"), headers=ADMIN).json()["channels"][0]
-    assert [k["key"] for k in state["keys_set_aside"]] == ["sk-...0000"] and state["keys_set_aside"][0]["reason"] == "auth"
+    assert [k["key"] for k in state["keys_set_aside"]] == ["...0000"] and state["keys_set_aside"][0]["reason"] == "auth"
     assert "sk-revoked-key-000000" not in httpx.get(gateway.url("/admin/channels"), headers=ADMIN).text
 
 
