@@ -30,10 +30,23 @@ def answer_problem(operation: str, answer: Any) -> str | None:
     if holds == "text":
         ok = isinstance(value, str)
     elif holds == "objects":
-        ok = isinstance(value, list) and bool(value) and all(isinstance(item, dict) for item in value)
+        ok = isinstance(value, list) and bool(value) and all(_is_choice(operation, item) for item in value)
     else:
         ok = isinstance(value, list)
-    return None if ok else f"answered 200 without the '{name}' a {operation} answer holds"
+    return None if ok else f"answered 200 without a readable '{name}': not a {operation} answer"
+
+
+def _is_choice(operation: str, choice: Any) -> bool:
+    """A choice an SDK can read: a chat message that says something (text, tool calls, a refusal), or a text."""
+    if not isinstance(choice, dict):
+        return False
+    if operation == "completions":
+        return isinstance(choice.get("text"), str)
+    message = choice.get("message")
+    return isinstance(message, dict) and any(message.get(part) is not None for part in _MESSAGE_PARTS)
+
+
+_MESSAGE_PARTS = ("content", "tool_calls", "function_call", "refusal", "audio")
 
 
 __all__ = ["answer_problem"]

@@ -258,17 +258,18 @@ OPEN, ENDED, BROKEN = "open", "ended", "broken"
 
 async def _first_chunks(channel: Channel, translator: StreamTranslator, parser: Any, reply: Any, first_by: float,
                         redaction: Redaction) -> tuple[list[bytes], str] | Failure:
-    """The stream read and translated up to the first chunk a client can use (or the vendor's error in it), and
-    how the stream stands. A stream that ends before any (`{}` as ndjson, comments alone), cannot be read before
-    any, or is slow to start is a Failure, so the request can fail over instead of answering an empty success."""
+    """The stream read and translated up to the first chunk that says something (text, a tool call, a finish,
+    usage, the vendor's error: a bare role chunk does not), and how the stream stands. A stream that ends before
+    one (`{}` as ndjson, comments alone), cannot be read before one, or is slow to start is a Failure, so the
+    request can fail over instead of answering an empty success."""
     out: list[bytes] = []
     try:
         async with asyncio.timeout_at(first_by):
             while chunk := await reply.next_chunk():
-                _translate_events(translator, parser.feed(chunk), redaction, out)
-                if out or translator.failed:
+                if _translate_opening(translator, parser.feed(chunk), redaction, out):
                     return out, OPEN
-        _translate_events(translator, parser.close(), redaction, out)
+        if _translate_opening(translator, parser.close(), redaction, out):
+            return out, ENDED
     except (FramingError, MappingError) as exc:
         if out:  # the events before the error are the client's, then the error, as later in the stream
             out.append(_unreadable(channel, exc, redaction))
@@ -279,10 +280,32 @@ async def _first_chunks(channel: Channel, translator: StreamTranslator, parser: 
         reply.close()
         log.warning("channel %s: no first event: %s", channel.name, type(exc).__name__)
         return transport_failure(channel.name, exc, "first event")
-    if out or translator.failed:
-        return out, ENDED
     reply.close()
     return bad_body_failure(channel.name, "ended its stream without an answer")
+
+
+def _translate_opening(translator: StreamTranslator, events: list[Any], redaction: Redaction, out: list[bytes]) -> bool:
+    """_translate_events for the reads before the client is answered; whether a chunk that says something came."""
+    said = False
+    for event in events:
+        for piece in translator.feed(event):
+            out.append(_sse(piece, redaction))
+            said = said or _says_something(piece)
+        if translator.failed:
+            return True
+    return said
+
+
+def _says_something(chunk: dict[str, Any]) -> bool:
+    if "error" in chunk or chunk.get("usage"):
+        return True
+    for choice in chunk.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        delta = choice.get("delta")
+        if choice.get("finish_reason") or (isinstance(delta, dict) and any(v for k, v in delta.items() if k != "role")):
+            return True
+    return False
 
 
 async def _translate_stream(channel: Channel, translator: StreamTranslator, parser: Any, reply: Any, opening: tuple[list[bytes], str],

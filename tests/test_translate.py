@@ -206,7 +206,7 @@ def test_each_upstream_read_goes_out_as_one_piece_of_whole_events() -> None:
     raw = fixture_bytes("anthropic/stream_text_raw.sse")
     whole = translate_reads(stream, [raw])
     assert len(whole) == 2 and whole[0].count(b"data: ") == 4 and whole[1] == b"data: [DONE]\n\n"  # the end is a read of its own
-    cut = raw.index(b"event: content_block_delta")
+    cut = raw.index(b"event: message_delta")  # (the reads before the first text are held as one opening piece)
     pieces = translate_reads(stream, [raw[:cut], raw[cut:cut + 5], raw[cut + 5:]])
     assert len(pieces) == 3  # the read that completes no event sends nothing
     assert all(piece.startswith(b"data: ") and piece.endswith(b"\n\n") for piece in pieces)
