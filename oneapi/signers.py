@@ -18,6 +18,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -217,6 +218,8 @@ class TokenExchanges:
 
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
+            # httpx logs every request's URL at INFO, and a client-credentials exchange carries the secret in its query
+            logging.getLogger("httpx").setLevel(logging.WARNING)
             self._client = httpx.AsyncClient(timeout=30)
         return self._client
 
