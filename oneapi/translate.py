@@ -243,6 +243,7 @@ def upstream_failure(provider: Provider, channel_name: str, status: int | None, 
     where = f"on channel '{channel_name}': {error['message']}"
     if status == 429:
         wait = parse_retry_after(retry_after)
+        wait = wait if wait is not None and wait < 86400 else None  # an "inf" or a year is no promise to wait for
         return Failure(GatewayError(429, f"Upstream rate limit {where}", type="rate_limit_error", code="upstream_rate_limited",
                                     headers={"Retry-After": str(max(1, round(wait)))} if wait is not None else None),
                        channel_fault=False, rate_limited=True, retry_after=wait)

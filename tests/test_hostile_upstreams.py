@@ -9,11 +9,9 @@ import json
 import re
 import sqlite3
 import struct
-import time
 import zlib
-from pathlib import Path
+from datetime import timedelta
 from typing import Any, Iterator
-from urllib.parse import urlencode
 
 import httpx
 import openai
@@ -253,9 +251,22 @@ STREAM_BODIES = [fixture_bytes(name) for name in (
     "openai/chat_stream_text_include_usage.sse", "anthropic/stream_text_raw.sse", "gemini/stream_generate_content_alt_sse_text.sse",
     "baidu/v1_stream_start_and_end_events.sse", "mistral/chat_stream_thinking.sse")]
 EVENTSTREAM = fixture_bytes("bedrock/converse_stream_eventstream.bin")
+# the recorded answer an OpenAI-format vendor gives each operation: (whole body, stream events); with them some
+# hostile answers are successes (usage values and all), so the property reaches the ledger
+FITTING = {
+    "chat": (TEXT, EVENTS),
+    "completions": (fixture_bytes("openai/completions.json"),
+                    [b"data: " + line + b"\n\n" for line in fixture_bytes("openai/completions_stream.data.jsonl").splitlines()]
+                    + [b"data: [DONE]\n\n"]),
+    "embeddings": (fixture_bytes("openai/embeddings_float.json"), None),
+    "images": (fixture_bytes("openai/images_generations_b64.json"), sse_events(fixture_bytes("openai/docs_images_generation_stream.sse"))),
+    "audio_transcriptions": (fixture_bytes("openai/docs_audio_transcription.json"),
+                             sse_events(fixture_bytes("openai/docs_audio_transcription_stream.sse"))),
+}
 USAGE_FIELDS = rb'("(?:prompt_tokens|completion_tokens|total_tokens|input_tokens|output_tokens|inputTokens|outputTokens|' \
                rb'promptTokenCount|candidatesTokenCount|totalTokenCount|thoughtsTokenCount|cached_tokens|reasoning_tokens)"\s*:\s*)\d+'
-# what an upstream may claim it used; values past SQLite's integer range are issue 13 point 4 (the ledger's own work)
+# what an upstream may claim it used (counts past SQLite's integer range, 1e19 and 2**64, are issue 13 point 4: add them
+# here once the ledger bounds usage)
 USAGE_VALUES = [b"-1", b"0", b"1.5", b"-7.25", b'"12"', b"null", b"true", b"[]", b"{}", b"2147483647", b"1e9"]
 # Retry-After as upstreams send it; values that parse to +infinity are issue 13 point 10 (failures.py's own work)
 RETRY_AFTER = [None, "0", "1", "-1", "nan", "abc", "Wed, 21 Oct 2015 07:28:00 GMT", "99999", ""]
@@ -272,8 +283,11 @@ json_values = st.recursive(
 @st.composite
 def hostile_replies(draw: st.DrawFn) -> dict[str, Any]:
     """A hostile answer as data: built into a Reply per request, so it can echo what that request carried."""
-    kind = draw(st.sampled_from(["recorded", "recorded", "stream", "stream", "eventstream", "generated", "raw"]))
+    kind = draw(st.sampled_from(["fitting"] * 4 + ["recorded", "recorded", "stream", "stream", "eventstream", "generated", "raw"]))
     chunks: list[bytes] | None = None
+    if kind == "fitting":  # the operation's own recorded answer, chosen per request (build_reply), then mutated alike
+        return {"fitting": True, "usage": draw(st.sampled_from([None, *USAGE_VALUES])), "status": draw(st.sampled_from([200, 200, 200, 201])),
+                "cut_at": draw(st.none() | st.integers(0, 4000)), "headers": {}, "gzip": draw(st.integers(0, 5)) == 0}
     if kind == "recorded":
         body = draw(st.sampled_from(BODIES))
     elif kind == "generated":
@@ -300,9 +314,9 @@ def hostile_replies(draw: st.DrawFn) -> dict[str, Any]:
         if draw(st.booleans()):  # a truncation, at any byte
             joined = b"".join(chunks)
             chunks = [joined[:draw(st.integers(0, len(joined)))]]
-    elif draw(st.booleans()):
+    elif draw(st.integers(0, 3)):  # the vendor quoting what it was sent, as error messages do
         where = draw(st.integers(0, len(body)))
-        body = body[:where] + draw(st.sampled_from([b"", ECHO, b'"' + ECHO + b'"'])) + body[where:]
+        body = body[:where] + draw(st.sampled_from([ECHO, b'"' + ECHO + b'"', b'{"error": {"message": "' + ECHO + b'"}}'])) + body[where:]
     if body and draw(st.integers(0, 9)) == 0:
         body = body[:draw(st.integers(0, len(body)))]  # cut short
     headers = {}
@@ -310,12 +324,34 @@ def hostile_replies(draw: st.DrawFn) -> dict[str, Any]:
     if retry_after is not None:
         headers["Retry-After"] = retry_after
     gzipped = chunks is None and draw(st.integers(0, 5)) == 0
-    return {"status": draw(st.sampled_from([200] * 8 + [201, 204, 400, 401, 402, 403, 404, 408, 413, 422, 429, 500, 502, 503, 529])),
+    return {"status": draw(st.sampled_from([200] * 6 + [201, 204, 400, 400, 401, 402, 403, 404, 404, 408, 413, 422, 429, 500, 502, 503, 529])),
             "body": body, "chunks": chunks, "content_type": draw(st.sampled_from(CONTENT_TYPES)), "headers": headers,
             "gzip": gzipped, "cut": chunks is not None and draw(st.integers(0, 4)) == 0}
 
 
-def build_reply(spec: dict[str, Any], request: Received) -> Reply:
+def fitting_reply(spec: dict[str, Any], operation: str, stream: bool) -> Reply:
+    body, events = FITTING.get(operation, (TEXT, None))
+    usage = spec["usage"]
+    if usage is not None:
+        body = re.sub(USAGE_FIELDS, lambda m: m.group(1) + usage, body)
+        events = [re.sub(USAGE_FIELDS, lambda m: m.group(1) + usage, e) for e in events] if events else events
+    if stream and events:
+        chunks = list(events)
+        if spec["cut_at"] is not None:  # the stream breaks off at some byte
+            joined = b"".join(chunks)
+            return Reply(status=spec["status"], chunks=[joined[:spec["cut_at"]]], content_type="text/event-stream", cut=True)
+        return Reply(status=spec["status"], chunks=chunks, content_type="text/event-stream")
+    if operation == "audio_speech":
+        return Reply(status=spec["status"], body=b"ID3\x04\x00 recorded audio stands here", content_type="audio/mpeg")
+    headers = {}
+    if spec["gzip"]:
+        body, headers = gzip.compress(body), {"Content-Encoding": "gzip"}
+    return Reply(status=spec["status"], body=body, headers=headers)
+
+
+def build_reply(spec: dict[str, Any], request: Received, operation: str, stream: bool) -> Reply:
+    if spec.get("fitting"):
+        return fitting_reply(spec, operation, stream)
     echo = json.dumps(f"{request.raw_path} {request.headers} {request.body[:2000]!r}")[1:-1].encode()
     body = spec["body"].replace(ECHO, echo)
     headers = dict(spec["headers"])
@@ -345,7 +381,9 @@ def hostile_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ga
                              "options": options, "timeout": 10, "ttft_timeout": 3, "idle_timeout": 3, "max_event_bytes": 256 * 1024,
                              "max_response_bytes": 1024 * 1024})
         folder = tmp_path_factory.mktemp("hostile_upstreams")
-        config = base_config(vendor, channels=channels, store="sqlite:///usage.db", retry={"attempts": 2, "deadline": 20})
+        # breakers and set-aside keys would soon answer 503 without asking the vendor: every example reaches it instead
+        config = base_config(vendor, channels=channels, store="sqlite:///usage.db", retry={"attempts": 2, "deadline": 20},
+                             breaker={"failures": 1000000, "min_requests": 1000000, "cooldown": 0, "key_cooldown": 0})
         write_config(folder / "config.yaml", config)
         gateway = GatewayProcess(folder / "config.yaml").start()
         answered: list[tuple[str, int]] = []  # (request id, status) of every request the property sent
@@ -370,7 +408,7 @@ def send(gateway: GatewayProcess, operation: str, model: str, stream: bool) -> t
         if stream:
             body["stream"] = True
         request = httpx.Request("POST", url, headers=headers, json=body)
-    with httpx.Client(timeout=httpx.Timeout(60)) as client:
+    with httpx.Client(timeout=httpx.Timeout(30)) as client:
         response = client.send(request, stream=True)
         try:
             content = response.read()
@@ -380,7 +418,7 @@ def send(gateway: GatewayProcess, operation: str, model: str, stream: bool) -> t
     return response.status_code, head.encode() + b"\n\n" + content, response.headers.get("x-request-id", "")
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+@settings(max_examples=90, deadline=timedelta(seconds=20), suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                                                   HealthCheck.data_too_large])
 @given(route=st.sampled_from(ROUTES), stream=st.booleans(), hostile=hostile_replies())
 def test_no_hostile_upstream_answer_hurts_the_gateway_or_leaks_a_key(hostile_world: tuple[GatewayProcess, FakeVendor, list[tuple[str, int]]],
@@ -388,7 +426,7 @@ def test_no_hostile_upstream_answer_hurts_the_gateway_or_leaks_a_key(hostile_wor
     gateway, vendor, answered = hostile_world
     provider, operation = route
     stream = stream and operation in STREAMS
-    vendor.fallback = lambda request: build_reply(hostile, request)
+    vendor.fallback = lambda request: build_reply(hostile, request, operation, stream)
     seen = len(vendor.received)
 
     status, received, request_id = send(gateway, operation, f"m-{provider}", stream)
@@ -407,7 +445,7 @@ def test_no_hostile_upstream_answer_hurts_the_gateway_or_leaks_a_key(hostile_wor
 def test_after_the_hostile_answers_every_answered_request_is_in_the_ledger_once(hostile_world: tuple[GatewayProcess, FakeVendor,
                                                                                                       list[tuple[str, int]]]) -> None:
     gateway, _, answered = hostile_world
-    assert len(answered) >= 50, "run with the property test before it"
+    assert len(answered) >= 45, "run with the property test before it"
     assert "Traceback" not in gateway.log() and "failed unexpectedly" not in gateway.log(), gateway.log()[-3000:]
     assert gateway.stop() == 0  # a clean shutdown: the ledger flushed
     with sqlite3.connect(gateway.config_path.parent / "usage.db") as db:
