@@ -142,7 +142,7 @@ async def _attempt(channel: Channel, key: ChannelKey, operation: Operation, upst
     try:
         answer = map_response(operation.mapping, vendor, request, channel.options) if operation.mapping else vendor
     except MappingError as exc:
-        log.error("channel %s: response mapping failed: %s", channel.name, exc)
+        log.error("channel %s: response mapping failed: %s", channel.name, key.redaction.text(str(exc)))
         return bad_body_failure(channel.name, f"answered with a body provider '{provider.name}' could not map ({exc})")
     answer = with_envelope(operation.name, answer, request)
     problem = answer_problem(operation.name, answer)
