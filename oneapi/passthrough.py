@@ -74,9 +74,7 @@ async def first_event(channel: Channel, reply: UpstreamReply, deadline: float) -
         reply.close()
         return bad_body_failure(channel.name, f"answered a stream where {exc}")
     except (TimeoutError, *TRANSPORT_ERRORS) as exc:
-        reply.close()
-        log.warning("channel %s: no first event: %s", channel.name, type(exc).__name__)
-        return transport_failure(channel.name, exc, "first event")
+        return no_first_event(channel, reply, exc)
     if ended and _DATA_LINE.search(pending) and not _JSON_START.match(pending):
         return pending  # one event the upstream did not end with a blank line: pass_through completes it
     reply.close()
@@ -85,6 +83,13 @@ async def first_event(channel: Channel, reply: UpstreamReply, deadline: float) -
         return classify(channel.name, in_band_status(error), error, {})
     return bad_body_failure(channel.name, "answered a stream request without a stream" if pending.strip()
                             else "closed the stream before sending an event")
+
+
+def no_first_event(channel: Channel, reply: UpstreamReply, exc: BaseException) -> Failure:
+    """A stream whose first event did not come in time (or whose connection broke first): fail over."""
+    reply.close()
+    log.warning("channel %s: no first event: %s", channel.name, type(exc).__name__)
+    return transport_failure(channel.name, exc, "first event")
 
 
 async def pass_through(channel: Channel, reply: UpstreamReply, first: bytes, idle_timeout: float,

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import orjson
 
+from .asgi import Answer, StreamAnswer
 from .errors import GatewayError
 from .failures import Failure
 
@@ -124,4 +125,17 @@ def redact_failure(failure: Failure, redaction: Redaction) -> Failure:
     return replace(failure, body=redaction.bytes(failure.body)) if failure.body else failure
 
 
-__all__ = ["REPLACEMENT", "Redaction", "key_pieces", "mask", "redact_failure"]
+def redact_outcome(outcome: Answer | StreamAnswer | Failure, redaction: Redaction) -> Answer | StreamAnswer | Failure:
+    """A try's outcome with nothing of the key left in what the client would receive (a stream's events are
+    redacted as they are made: passthrough.py, translate.py)."""
+    if not redaction:
+        return outcome
+    if isinstance(outcome, Failure):
+        return redact_failure(outcome, redaction)
+    if isinstance(outcome, Answer):
+        outcome.body = redaction.bytes(outcome.body)
+    outcome.media_type = redaction.text(outcome.media_type)
+    return outcome
+
+
+__all__ = ["REPLACEMENT", "Redaction", "key_pieces", "mask", "redact_failure", "redact_outcome"]

@@ -22,7 +22,7 @@ from .limits import Accounting
 from .metering import Meter, new_request_id, translated_body, upstream_body
 from .metrics import Metrics
 from .passthrough import first_byte_deadline, first_chunk, first_event, pass_bytes, pass_through
-from .redaction import redact_failure
+from .redaction import redact_outcome
 from .routing import Channel, ChannelKey
 from .snapshot import Snapshot
 from .tokens import check_model, key_from_headers
@@ -340,7 +340,7 @@ async def _attempt(channel: Channel, state: ChannelHealth, key: ChannelKey, call
         state.record(ok, time.monotonic())
 
     try:
-        outcome = _redacted(await _send(channel, key, call, services.upstream, time_left, record, slot), key)
+        outcome = redact_outcome(await _send(channel, key, call, services.upstream, time_left, record, slot), key.redaction)
         if isinstance(outcome, Failure):
             if not recorded:
                 record(not outcome.channel_fault)
@@ -352,20 +352,6 @@ async def _attempt(channel: Channel, state: ChannelHealth, key: ChannelKey, call
     finally:
         if not recorded:
             state.breaker.probing = False  # cancelled mid-try: let the next request probe
-
-
-def _redacted(outcome: Answer | StreamAnswer | Failure, key: ChannelKey) -> Answer | StreamAnswer | Failure:
-    """The outcome with nothing of the channel key left in what the client would receive (streams redact
-    their events as they pass: passthrough.py, translate.py)."""
-    redaction = key.redaction
-    if not redaction:
-        return outcome
-    if isinstance(outcome, Failure):
-        return redact_failure(outcome, redaction)
-    if isinstance(outcome, Answer):
-        outcome.body = redaction.bytes(outcome.body)
-    outcome.media_type = redaction.text(outcome.media_type)
-    return outcome
 
 
 async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstream, time_left: float,

@@ -23,11 +23,11 @@ from .answers import answer_problem
 from .asgi import Answer, StreamAnswer
 from .errors import GatewayError
 from .failures import Failure, bad_body_failure, parse_retry_after, transport_failure
-from .passthrough import cut_stream_event, first_byte_deadline, first_event, pass_through
+from .passthrough import cut_stream_event, first_byte_deadline, first_event, no_first_event, pass_through
 from .framing import PARSERS, FramingError
 from .mapping import ErrorSpec, MappingError, map_request, map_response
 from .providers import Operation, Provider, Template
-from .redaction import Redaction, redact_failure
+from .redaction import Redaction, redact_outcome
 from .routing import Channel, ChannelKey
 from .signers import SignerError, derived_secrets, sign
 from .streams import StreamTranslator
@@ -54,14 +54,8 @@ async def attempt(channel: Channel, key: ChannelKey, operation: Operation, upstr
     derived from it (an access token, a JWT), is left in what the client would receive."""
     derived: list[str] = []
     outcome = await _attempt(channel, key, operation, upstream_model, body, stream, upstream, timeouts, record, withhold_usage, derived)
-    redaction = key.redaction.with_derived(derived) if derived else key.redaction
-    if not redaction:
-        return outcome
-    if isinstance(outcome, Failure):
-        return redact_failure(outcome, redaction)
-    if isinstance(outcome, Answer):
-        outcome.body = redaction.bytes(outcome.body)
-    return outcome  # (a stream's events are redacted as they are made)
+    # (relay.py redacts with the key's own pieces; what the signer derived is known here only)
+    return redact_outcome(outcome, key.redaction.with_derived(derived)) if derived else outcome
 
 
 async def _attempt(channel: Channel, key: ChannelKey, operation: Operation, upstream_model: str, body: dict[str, Any],
@@ -278,9 +272,7 @@ async def _first_chunks(channel: Channel, translator: StreamTranslator, parser: 
         reply.close()
         return bad_body_failure(channel.name, f"answered a stream that could not be read ({exc})")
     except (TimeoutError, *TRANSPORT_ERRORS) as exc:
-        reply.close()
-        log.warning("channel %s: no first event: %s", channel.name, type(exc).__name__)
-        return transport_failure(channel.name, exc, "first event")
+        return no_first_event(channel, reply, exc)
     reply.close()
     return bad_body_failure(channel.name, "ended its stream without an answer")
 
