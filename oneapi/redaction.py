@@ -35,18 +35,20 @@ def mask(secret: str) -> str:
 def key_pieces(secret: str) -> tuple[str, ...]:
     """The key and every piece of it that works alone or gives it away: `A|B|C` fields, `ID.SECRET` halves,
     a service-account JSON's secret fields and each line of its PEM body."""
-    pieces = {secret, *secret.split("|"), *secret.split(".")}
-    if secret.lstrip().startswith("{"):
-        try:
-            account = orjson.loads(secret)
-        except orjson.JSONDecodeError:
-            account = None
-        if isinstance(account, dict):
-            for name in _ACCOUNT_SECRETS:
-                value = account.get(name)
-                if isinstance(value, str):
-                    pieces.add(value)
-                    pieces.update(line.strip() for line in value.splitlines() if not line.startswith("-----"))
+    pieces = {secret}
+    try:
+        account = orjson.loads(secret) if secret.lstrip().startswith("{") else None
+    except orjson.JSONDecodeError:
+        account = None
+    if not isinstance(account, dict):
+        pieces.update(secret.split("|"))
+        pieces.update(secret.split("."))
+    else:
+        for name in _ACCOUNT_SECRETS:
+            value = account.get(name)
+            if isinstance(value, str):
+                pieces.add(value)
+                pieces.update(line.strip() for line in value.splitlines() if not line.startswith("-----"))
     return tuple(p for p in pieces if len(p) >= MIN_PIECE)
 
 

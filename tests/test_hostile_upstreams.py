@@ -4,6 +4,7 @@ in it, the gateway keeps serving, and every answered request is in the ledger ex
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import re
@@ -24,7 +25,7 @@ from hypothesis import strategies as st
 from conftest import CLIENT_KEY, PROVIDERS_DIR, GatewayProcess, base_config, write_config
 from fakevendor import FakeVendor, Received, Reply, fixture_bytes, sse_events
 from oneapi.providers import load_providers
-from oneapi.redaction import mask
+from oneapi.redaction import Redaction, key_pieces, mask
 
 ADMIN = {"Authorization": "Bearer admin-secret-key-for-tests"}
 TEXT = fixture_bytes("openai/chat_completion_text.json")
@@ -65,6 +66,35 @@ def test_a_mask_shows_at_most_the_last_four_characters_and_nothing_of_a_short_ke
 
 
 # --- keys and what was derived from them never reach a client ------------------------------------------------------
+
+def test_the_pieces_of_a_key_that_are_redacted() -> None:
+    assert set(key_pieces("AKIAEXAMPLE0123|aws-secret-0123456789|tok")) == {"AKIAEXAMPLE0123|aws-secret-0123456789|tok", "AKIAEXAMPLE0123",
+                                                                           "aws-secret-0123456789"}  # "tok" is too short alone
+    assert set(key_pieces("keyid0123.jwt-secret-0123")) == {"keyid0123.jwt-secret-0123", "keyid0123", "jwt-secret-0123"}
+    account = json.loads(SERVICE_ACCOUNT)
+    pieces = key_pieces(SERVICE_ACCOUNT)
+    assert account["private_key"] in pieces and account["private_key_id"] in pieces
+    assert all(line in pieces for line in account["private_key"].splitlines()[1:-1] if len(line) >= 8)
+    assert not any("gserviceaccount" in p for p in pieces if p != SERVICE_ACCOUNT)  # the JSON is not cut at its dots
+
+
+def test_a_redaction_finds_a_key_as_text_url_and_json_and_across_reads() -> None:
+    key = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+    redaction = Redaction([key])
+    for form in (key, key.replace("/", "%2F").replace("+", "%2B"), json.dumps(key)[1:-1]):
+        assert redaction.bytes(b"<" + form.encode() + b">") == b"<***>"
+    pem = json.loads(SERVICE_ACCOUNT)["private_key"]
+    assert pem.splitlines()[1].encode() not in Redaction(key_pieces(SERVICE_ACCOUNT)).bytes(json.dumps({"echo": pem}).encode())
+
+    async def relayed(reads: list[bytes]) -> bytes:
+        async def chunks() -> Any:
+            for read in reads:
+                yield read
+        return b"".join([piece async for piece in redaction.stream(chunks())])
+
+    text = b"audio " + key.encode() + b" more audio"
+    for cut in range(len(text) + 1):  # wherever the reads split the key, it is found
+        assert asyncio.run(relayed([text[:cut], text[cut:]])) == b"audio *** more audio"
 
 def test_a_late_error_event_quoting_the_key_reaches_the_client_without_it(vendor: FakeVendor, start_gateway: Any) -> None:
     key = "sk-primary-key-0123456789abcdef"
