@@ -11,7 +11,7 @@ from functools import partial
 from typing import Any, AsyncIterator, Callable
 
 import orjson
-from .answers import answer_problem
+from .answers import answer_problem, first_event_problem
 from .asgi import Answer, Inbound, StreamAnswer
 from .config import TokenConfig
 from .errors import GatewayError, bad_request
@@ -486,6 +486,10 @@ async def _open_stream(channel: Channel, reply: UpstreamReply, call: Call, key: 
     if error is not None:
         reply.close()
         return classify(channel.name, in_band_status(error), error, {})
+    problem = first_event_problem(call.endpoint.operation, first)
+    if problem is not None:
+        reply.close()
+        return bad_body_failure(channel.name, problem)
     overhead += time.perf_counter() - answered
     call.overhead = overhead
     headers = {**STREAM_HEADERS, OVERHEAD_HEADER: f"{overhead * 1000:.3f}"}

@@ -204,6 +204,8 @@ NOT_A_STREAM = {
     "comments only": Reply(chunks=[b": keep-alive\n\n", b": still here\n\n"], content_type="text/event-stream"),
     "nothing": Reply(body=b"", content_type="text/event-stream"),
     "a completion, not a stream": Reply(body=TEXT),
+    "data: {}": Reply(chunks=[b"data: {}\n\n", b"data: [DONE]\n\n"], content_type="text/event-stream"),
+    "[DONE] alone": Reply(chunks=[b": ping\n\n", b"data: [DONE]\n\n"], content_type="text/event-stream"),
 }
 
 
