@@ -399,6 +399,8 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
         return transport_failure(channel.name, exc)
     answered = time.perf_counter()
     overhead = sent - call.received
+    if not call.stream:  # an answer that is not a stream (audio as it is made) gets ttft_timeout from its headers
+        first_by = first_byte_deadline(channel, min(config.timeout, time_left))
 
     if reply.status >= 400:
         try:
