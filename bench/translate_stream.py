@@ -37,9 +37,11 @@ from mock_upstream import (
 
 from oneapi.metering import translated_body, upstream_body
 from oneapi.streams import StreamTranslator
+from oneapi.framing import MAX_EVENT, PARSERS
 from oneapi.passthrough import pass_through
 from oneapi.providers import load_providers
-from oneapi.translate import _translate_stream
+from oneapi.redaction import Redaction, key_pieces
+from oneapi.translate import _first_chunks, _translate_stream
 from oneapi.usage import StreamTap
 
 CLIENT_BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": True}
@@ -71,11 +73,13 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="rounds; the best one counts")
     parser.add_argument("--pass-through-rate", type=float, default=423.0,
                         help="pass-through streams/s of one served worker (bench/run.py's stream scenario), for the estimate")
+    parser.add_argument("--no-redaction", action="store_true", help="relay without redacting a channel key (to price redaction)")
     args = parser.parse_args()
 
     providers, _ = load_providers(ROOT / "providers.d")
     operation = providers["anthropic"].operations["chat"]
-    channel = SimpleNamespace(name="bench", options=dict(providers["anthropic"].options))
+    channel = SimpleNamespace(name="bench", options=dict(providers["anthropic"].options), config=SimpleNamespace(max_event_bytes=MAX_EVENT))
+    redaction = Redaction() if args.no_redaction else Redaction(key_pieces("sk-bench-secret-0123456789abcdef"))
     anthropic_reads = reads(build_anthropic_stream(), args.chunk_size)
     openai_reads = reads(build_openai_stream(), args.chunk_size)
     request, hide = translated_body(CLIENT_BODY, True, "chat")
@@ -84,14 +88,20 @@ async def main() -> None:
     record: Callable[[bool], None] = lambda ok: None
 
     def translated() -> tuple[AsyncIterator[bytes], Any]:
-        reply = InMemoryReply(anthropic_reads[1:])
+        reply = InMemoryReply(anthropic_reads)
         translator = StreamTranslator(operation.stream, request, channel.options, client_usage=False if hide else None)
-        return (_translate_stream(channel, translator, reply, anthropic_reads[0], "sk-secret", 600.0, record),  # type: ignore[arg-type]
-                translator.reported_usage)
+
+        async def chunks() -> AsyncIterator[bytes]:  # the opening read as translate.attempt does it, then the stream
+            parser = PARSERS[operation.stream.framing]()
+            opening = await _first_chunks(channel, translator, parser, reply, asyncio.get_running_loop().time() + 600, redaction)  # type: ignore[arg-type]
+            async for piece in _translate_stream(channel, translator, parser, reply, opening, redaction, 600.0, record):  # type: ignore[arg-type]
+                yield piece
+
+        return chunks(), translator.reported_usage
 
     def passed() -> tuple[AsyncIterator[bytes], Any]:
         reply = InMemoryReply(openai_reads[1:])
-        return pass_through(channel, reply, openai_reads[0], 600.0, record), None  # type: ignore[arg-type]
+        return pass_through(channel, reply, openai_reads[0], 600.0, record, redaction), None  # type: ignore[arg-type]
 
     best_translated = best_passed = float("inf")
     out_translated = out_passed = b""

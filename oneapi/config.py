@@ -20,6 +20,8 @@ DEFAULT_MAX_BODY = 32 * 1024 * 1024
 DEFAULT_TIMEOUT = 300.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_IDLE_TIMEOUT = 90.0
+DEFAULT_MAX_RESPONSE = 64 * 1024 * 1024  # an upstream body read whole, after decompression (b64 images fit)
+DEFAULT_MAX_EVENT = 16 * 1024 * 1024  # one stream event or frame (a partial image fits)
 DEFAULT_ATTEMPTS = 3
 DEFAULT_DEADLINE = 600.0
 DEFAULT_DRAIN = 30.0
@@ -64,6 +66,8 @@ class ChannelConfig:
     idle_timeout: float
     line: int = field(default=0, compare=False, repr=False)
     max_concurrency: int | None = None  # upstream capacity shared by every worker and replica
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE
+    max_event_bytes: int = DEFAULT_MAX_EVENT
 
     def serves(self) -> tuple[str, ...]:
         """Every model name a client may ask this channel for."""
@@ -312,6 +316,8 @@ def _channel(raw: dict[str, Any], line: int) -> ChannelConfig:
         idle_timeout=float(raw.get("idle_timeout", DEFAULT_IDLE_TIMEOUT)),
         line=line,
         max_concurrency=raw.get("max_concurrency"),
+        max_response_bytes=int(raw.get("max_response_bytes", DEFAULT_MAX_RESPONSE)),
+        max_event_bytes=int(raw.get("max_event_bytes", DEFAULT_MAX_EVENT)),
     )
 
 

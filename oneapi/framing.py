@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 
 import orjson
 
+MAX_EVENT = 16 * 1024 * 1024  # bytes of one event or frame, unless the channel sets max_event_bytes
 NO_META: Mapping[str, Any] = MappingProxyType({})  # the meta of every event that has none: most of them, so shared
 
 
@@ -41,7 +42,11 @@ class Event:
 
 
 class FramingError(ValueError):
-    """Bytes that cannot be a frame of this framing (bad checksum, broken JSON array)."""
+    """Bytes that cannot be a frame of this framing (bad checksum, broken JSON array, an event past its cap)."""
+
+
+def _too_large(limit: int) -> FramingError:
+    return FramingError(f"a stream event is larger than {limit} bytes")
 
 
 def _payload(text: str) -> Any:
@@ -55,7 +60,8 @@ class SSEParser:
     """text/event-stream per the WHATWG rules: LF, CRLF or CR line ends; `data:` with or without a
     space; several data lines joined by LF; comment lines (starting with ':') ignored."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_event: int = MAX_EVENT) -> None:
+        self._max_event = max_event
         # What the reads so far left unfinished: the lines of an event (LF or CRLF line ends), or one line (after a
         # lone CR). It holds no blank line (no two LFs in a row) and a CR only at its very end, so a read needs
         # searching only from its last byte on.
@@ -75,6 +81,8 @@ class SSEParser:
                 events: list[Event] = []
                 start = self._scan(buffer, events)
                 self._buffer = buffer[start:]
+                if len(self._buffer) + sum(map(len, self._data)) > self._max_event:
+                    raise _too_large(self._max_event)
                 return events
             # CRLF line ends, read as LF ones (a CR at the very end waits: its LF may be in the next read)
             buffer, held, search_from = lf_only, b"", 0
@@ -83,6 +91,8 @@ class SSEParser:
         cut = buffer.rfind(b"\n\n", search_from)
         if cut == -1:
             if held or buffer[:1] != b"\n":  # (what was held never starts with a blank line)
+                if len(buffer) > self._max_event:
+                    raise _too_large(self._max_event)
                 self._buffer = buffer
                 return []
             events = []
@@ -90,6 +100,8 @@ class SSEParser:
             self._buffer = buffer[1:]
             return events
         self._buffer = buffer[cut + 2:]
+        if len(self._buffer) > self._max_event:
+            raise _too_large(self._max_event)
         events = []
         blocks = buffer[:cut].decode("utf-8", "replace").split("\n\n")  # each block: its lines, then a blank line
         if self._event is not None or self._data or self._id is not None or self._comments:
@@ -217,13 +229,16 @@ def _line_end(buffer: bytes, start: int = 0) -> tuple[int, int] | None:
 class NDJSONParser:
     """One JSON value per line (application/x-ndjson); blank lines skipped."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_event: int = MAX_EVENT) -> None:
         self._buffer = b""
+        self._max_event = max_event
 
     def feed(self, chunk: bytes) -> list[Event]:
         self._buffer += chunk
         lines = self._buffer.split(b"\n")
         self._buffer = lines.pop()
+        if len(self._buffer) > self._max_event:
+            raise _too_large(self._max_event)
         return [Event(None, _payload(line.decode("utf-8", "replace"))) for line in lines if line.strip()]
 
     def close(self) -> list[Event]:
@@ -235,11 +250,14 @@ class WholeBodyParser:
     """A vendor that does not stream: its whole answer is one event when the body ends, so that a client's
     stream can still be served (as one chunk) from it."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_event: int = MAX_EVENT) -> None:
         self._buffer = bytearray()
+        self._max_event = max_event
 
     def feed(self, chunk: bytes) -> list[Event]:
         self._buffer += chunk
+        if len(self._buffer) > self._max_event:  # the whole body is the one event
+            raise _too_large(self._max_event)
         return []
 
     def close(self) -> list[Event]:
@@ -250,7 +268,8 @@ class WholeBodyParser:
 class JSONArrayParser:
     """One JSON array whose elements arrive over time (`[{...},\\n{...}]`): each element is an event."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_event: int = MAX_EVENT) -> None:
+        self._max_event = max_event
         self._buffer = bytearray()
         self._started = False
         self._depth = 0
@@ -303,6 +322,8 @@ class JSONArrayParser:
         else:
             del buf[:i]
             i = 0
+        if len(buf) > self._max_event:
+            raise _too_large(self._max_event)
         self._pos = i
         return events
 
@@ -329,8 +350,9 @@ class EventStreamParser:
     typed headers, payload and message CRC32. The event name is the `:event-type` header, or
     the `:exception-type` header for an exception frame."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_event: int = MAX_EVENT) -> None:
         self._buffer = bytearray()
+        self._max_event = max_event
 
     def feed(self, chunk: bytes) -> list[Event]:
         self._buffer += chunk
@@ -339,14 +361,22 @@ class EventStreamParser:
             total, headers_len, prelude_crc = struct.unpack_from(">III", self._buffer, 0)
             if zlib.crc32(self._buffer[:8]) != prelude_crc:
                 raise FramingError("eventstream prelude checksum mismatch")
-            if total < 16 or len(self._buffer) < total:
+            # the lengths are the vendor's word: checked before a byte is sliced by them
+            if total < 16 or headers_len > total - 16:
+                raise FramingError(f"eventstream frame lengths are impossible (total {total}, headers {headers_len})")
+            if total > self._max_event:
+                raise _too_large(self._max_event)
+            if len(self._buffer) < total:
                 break
             frame = memoryview(bytes(self._buffer[:total]))
             del self._buffer[:total]
             (message_crc,) = struct.unpack_from(">I", frame, total - 4)
             if zlib.crc32(frame[:total - 4]) != message_crc:
                 raise FramingError("eventstream message checksum mismatch")
-            headers = _headers(frame[12:12 + headers_len])
+            try:
+                headers = _headers(frame[12:12 + headers_len])
+            except (IndexError, KeyError, struct.error, UnicodeDecodeError):
+                raise FramingError("eventstream frame headers are malformed") from None
             payload = bytes(frame[12 + headers_len:total - 4])
             name = headers.get(":event-type") or headers.get(":exception-type")
             text = payload.decode("utf-8", "replace")

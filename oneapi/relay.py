@@ -12,6 +12,7 @@ from functools import partial
 from typing import Any, AsyncIterator, Callable
 
 import orjson
+from .answers import answer_problem, first_event_problem
 from .asgi import Answer, Inbound, StreamAnswer
 from .config import TokenConfig
 from .errors import GatewayError, bad_request
@@ -22,12 +23,13 @@ from .limits import Accounting
 from .metering import Meter, new_request_id, translated_body, upstream_body
 from .metrics import Metrics
 from .nesting import MAX_NESTING, nests_deeper
-from .passthrough import first_chunk, pass_bytes, pass_through
+from .passthrough import first_byte_deadline, first_chunk, first_event, pass_bytes, pass_through
+from .redaction import redact_outcome
 from .routing import Channel, ChannelKey
 from .snapshot import Snapshot
 from .tokens import check_model, key_from_headers
 from .translate import attempt as translated_attempt
-from .upstream import TRANSPORT_ERRORS, Timeouts, Upstream, UpstreamReply
+from .upstream import TRANSPORT_ERRORS, Timeouts, TooLarge, Upstream, UpstreamReply
 
 log = logging.getLogger("oneapi.relay")
 
@@ -377,7 +379,7 @@ async def _attempt(channel: Channel, state: ChannelHealth, key: ChannelKey, call
         state.record(ok, time.monotonic())
 
     try:
-        outcome = await _send(channel, key, call, services.upstream, time_left, record, slot)
+        outcome = redact_outcome(await _send(channel, key, call, services.upstream, time_left, record, slot), key.redaction)
         if isinstance(outcome, Failure):
             if not recorded:
                 record(not outcome.channel_fault)
@@ -424,8 +426,11 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
         else:
             headers = key.json_headers[call.stream]  # built once per key
     sent = time.perf_counter()
+    first_by = first_byte_deadline(channel, min(config.timeout, time_left))
     try:
-        reply = await upstream.send(operation.method, url, headers, content, timeouts)
+        # a stream's ttft_timeout counts from here: a vendor that takes the request and never answers fails over
+        async with asyncio.timeout_at(first_by if call.stream else None):
+            reply = await upstream.send(operation.method, url, headers, content, timeouts)
     except TRANSPORT_ERRORS as exc:
         if upload is not None and upload.failure is not None:
             raise upload.failure from None  # the client's body, not the channel, is at fault
@@ -433,31 +438,33 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
         return transport_failure(channel.name, exc)
     answered = time.perf_counter()
     overhead = sent - call.received
+    if not call.stream:  # an answer that is not a stream (audio as it is made) gets ttft_timeout from its headers
+        first_by = first_byte_deadline(channel, min(config.timeout, time_left))
 
     if reply.status >= 400:
         try:
-            content = await reply.read()
-        except TRANSPORT_ERRORS:
+            content = await reply.read(config.max_response_bytes)
+        except (TooLarge, *TRANSPORT_ERRORS):
             content = b""
-        if key.secret:
-            content = content.replace(key.secret.encode(), key.masked.encode())
         log.warning("channel %s: upstream answered %s", channel.name, reply.status)
         return classify(channel.name, reply.status, content, reply.headers)
 
     # an answer of any kind (audio, text, events) is told by its content type, not by the request's `stream`
     if _is_event_stream(reply.content_type) if call.endpoint.any_answer else call.stream:
-        opened = await _open_stream(channel, reply, call, config, min(config.timeout, time_left), record, overhead, answered)
+        opened = await _open_stream(channel, reply, call, key, first_by, record, overhead, answered)
         return _metered(opened, call, channel, upstream_model, hide_usage, slot, reply)
     if call.endpoint.any_answer and not _is_json(reply.content_type):
-        opened = await _open_bytes(channel, reply, call, config, min(config.timeout, time_left), record, overhead, answered)
+        opened = await _open_bytes(channel, reply, call, key, first_by, record, overhead, answered)
         return _metered(opened, call, channel, upstream_model, None, slot, reply)
 
     try:
-        content = await reply.read()
+        content = await reply.read(config.max_response_bytes)
+    except TooLarge as exc:
+        return bad_body_failure(channel.name, f"answered a body where {exc}")
     except TRANSPORT_ERRORS as exc:
         log.warning("channel %s: reading the upstream body failed: %s", channel.name, type(exc).__name__)
         return transport_failure(channel.name, exc, "response")
-    problem = _check_body(channel.name, content)
+    problem = _check_body(channel.name, content, call.endpoint.operation)
     if problem is not None:
         return problem
     record(True)
@@ -485,49 +492,64 @@ def _metered(answer: Answer | StreamAnswer | Failure, call: Call, channel: Chann
     return answer
 
 
-def _check_body(channel: str, content: bytes) -> Failure | None:
-    """A success status with a body that is not a JSON object, or that carries an error, is a failed try."""
+def _check_body(channel: str, content: bytes, operation: str) -> Failure | None:
+    """A success status with a body that is not a JSON object, that carries an error, or that is not an answer
+    of the operation (`{}`) is a failed try."""
     if _OBJECT_START.match(content) is None:
         return bad_body_failure(channel, "answered with a body that is not a JSON object")
     error = in_band_error(content)
     if error is not None:
         return classify(channel, in_band_status(error), error, {})
-    return None
+    try:
+        problem = answer_problem(operation, orjson.loads(content))
+    except orjson.JSONDecodeError:
+        problem = "answered with a body that is not JSON"
+    return bad_body_failure(channel, problem) if problem else None
 
 
-async def _open_stream(channel: Channel, reply: UpstreamReply, call: Call, config: Any, time_left: float,
+async def _open_stream(channel: Channel, reply: UpstreamReply, call: Call, key: ChannelKey, first_by: float,
                        record: Callable[[bool], None], overhead: float, answered: float) -> StreamAnswer | Failure:
-    """Wait for the first bytes before answering the client: a slow or failing start can still fail over."""
+    """Wait for the first event before answering the client: a slow, failing or empty start can still fail over."""
+    config = channel.config
     if not reply.content_type.startswith("text/event-stream"):
         try:
-            content = await reply.read()
+            content = await reply.read(config.max_response_bytes)
+        except TooLarge as exc:
+            return bad_body_failure(channel.name, f"answered a body where {exc}")
         except TRANSPORT_ERRORS as exc:
             return transport_failure(channel.name, exc, "response")
-        return _check_body(channel.name, content) or bad_body_failure(channel.name, "answered a stream request without a stream")
-    first = await first_chunk(channel, reply, time_left)
+        return _check_body(channel.name, content, call.endpoint.operation) or bad_body_failure(
+            channel.name, "answered a stream request without a stream")
+    first = await first_event(channel, reply, first_by)
     if isinstance(first, Failure):
         return first
     error = in_band_error(first)
     if error is not None:
         reply.close()
         return classify(channel.name, in_band_status(error), error, {})
+    problem = first_event_problem(call.endpoint.operation, first)
+    if problem is not None:
+        reply.close()
+        return bad_body_failure(channel.name, problem)
     overhead += time.perf_counter() - answered
     call.overhead = overhead
     headers = {**STREAM_HEADERS, OVERHEAD_HEADER: f"{overhead * 1000:.3f}"}
-    return StreamAnswer(pass_through(channel, reply, first, config.idle_timeout, record), reply.status, reply.content_type, headers)
+    return StreamAnswer(pass_through(channel, reply, first, config.idle_timeout, record, key.redaction), reply.status,
+                        reply.content_type, headers)
 
 
-async def _open_bytes(channel: Channel, reply: UpstreamReply, call: Call, config: Any, time_left: float,
+async def _open_bytes(channel: Channel, reply: UpstreamReply, call: Call, key: ChannelKey, first_by: float,
                       record: Callable[[bool], None], overhead: float, answered: float) -> StreamAnswer | Failure:
     """An answer that is not JSON (audio, plain text, subtitles): relayed as it arrives, with its content type,
     once its first bytes are in (until then a failure can still move to the next channel)."""
     # an empty answer (a transcript of silence in text format) is still an answer
-    first = await first_chunk(channel, reply, time_left, allow_empty=True)
+    first = await first_chunk(channel, reply, first_by, allow_empty=True)
     if isinstance(first, Failure):
         return first
     overhead += time.perf_counter() - answered
     call.overhead = overhead
-    return StreamAnswer(pass_bytes(channel, reply, first, config.idle_timeout, record), reply.status, reply.content_type,
+    chunks = pass_bytes(channel, reply, first, channel.config.idle_timeout, record)
+    return StreamAnswer(key.redaction.stream(chunks) if key.redaction else chunks, reply.status, reply.content_type,
                         {OVERHEAD_HEADER: f"{overhead * 1000:.3f}"})
 
 

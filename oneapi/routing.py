@@ -16,6 +16,7 @@ from .auth import credentials
 from .config import ChannelConfig
 from .incremental import unchanged_ends
 from .providers import Operation, Provider
+from .redaction import Redaction, key_pieces, mask
 from .upstream import Timeouts
 
 
@@ -30,17 +31,15 @@ class ChannelKey:
         return mask(self.secret)
 
     @cached_property
+    def redaction(self) -> Redaction:
+        """What of this key must never reach a client."""
+        return Redaction(key_pieces(self.secret)) if self.secret else Redaction()
+
+    @cached_property
     def json_headers(self) -> tuple[Mapping[str, str], Mapping[str, str]]:
         """The headers of a JSON request with this key: (for a whole answer, for a stream). Shared, never changed."""
         return ({**self.headers, "Content-Type": "application/json", "Accept": "application/json"},
                 {**self.headers, "Content-Type": "application/json", "Accept": "text/event-stream"})
-
-
-def mask(secret: str) -> str:
-    """Enough of a key to tell two apart in /admin output, never enough to use it."""
-    if len(secret) <= 8:
-        return "***"
-    return f"{secret[:3]}...{secret[-4:]}"
 
 
 class Channel:

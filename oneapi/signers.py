@@ -18,6 +18,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -33,7 +34,12 @@ REFRESH_MARGIN = 300.0  # seconds before expiry that a cached token is renewed
 
 
 class SignerError(Exception):
-    """A key in the wrong format, or a token exchange that failed."""
+    """A key in the wrong format, or a token exchange that failed. `public` is what a client may read: a token
+    endpoint's own words (error_description) can quote the client secret, so they go to the log only."""
+
+    def __init__(self, message: str, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = message if public is None else public
 
 
 async def sign(auth: AuthSpec, secret: str, options: Mapping[str, Any], method: str, url: str, headers: Mapping[str, str],
@@ -59,6 +65,20 @@ async def sign(auth: AuthSpec, secret: str, options: Mapping[str, Any], method: 
         headers["Authorization"] = f"Bearer {token}"
         return url, headers
     raise SignerError(f"unknown signer {auth.style!r}")
+
+
+def derived_secrets(auth: AuthSpec, url: str, headers: Mapping[str, str]) -> list[str]:
+    """What a signed request carries that was made from the key and must not reach a client: the signature,
+    the JWT or access token (in the Authorization header or the query)."""
+    derived = []
+    authorization = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+    if auth.style in ("aws_sigv4", "tc3_hmac_sha256"):
+        derived.append(authorization.rpartition("Signature=")[2])
+    elif authorization:
+        derived.append(authorization.removeprefix(auth.prefix).removeprefix("Bearer ").strip())
+    if auth.style == "oauth_client_credentials":
+        derived.extend(v for k, v in parse_qsl(urlsplit(url).query) if k == (auth.param or "access_token"))
+    return [d for d in derived if d]
 
 
 def _split_key(secret: str, parts: int, what: str) -> list[str]:
@@ -198,6 +218,8 @@ class TokenExchanges:
 
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
+            # httpx logs every request's URL at INFO, and a client-credentials exchange carries the secret in its query
+            logging.getLogger("httpx").setLevel(logging.WARNING)
             self._client = httpx.AsyncClient(timeout=30)
         return self._client
 
@@ -260,11 +282,16 @@ class TokenExchanges:
         except ValueError:
             data = {}
         token = data.get("access_token") if isinstance(data, dict) else None
-        if response.status_code >= 400 or not token:
+        if response.status_code >= 400 or not isinstance(token, str) or not token.isprintable():
             reason = (data.get("error_description") or data.get("error")) if isinstance(data, dict) else None
-            raise SignerError(f"token exchange at {urlsplit(url).netloc} answered {response.status_code}: {reason or 'no access_token'}")
-        expires_in = float(data.get("expires_in") or 3600)
-        return _Token(token, time.time() + expires_in)
+            where = f"token exchange at {urlsplit(url).netloc} answered {response.status_code}"
+            raise SignerError(f"{where}: {reason or 'no access_token'}", public=where if reason else f"{where}: no access_token")
+        try:
+            expires_in = float(data.get("expires_in") or 3600)
+        except (TypeError, ValueError):
+            expires_in = 3600.0
+        # the endpoint's word, bounded: a NaN or a year would keep a revoked token forever
+        return _Token(token, time.time() + (min(max(expires_in, 0.0), 86400.0) if expires_in == expires_in else 3600.0))
 
 
 def rs256_assertion(email: str, private_key_pem: str, key_id: str | None, scope: str, audience: str, now: float | None = None) -> str:

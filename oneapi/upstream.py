@@ -16,6 +16,13 @@ import aiohttp
 TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 
+class TooLarge(Exception):
+    """An upstream body or stream event past its cap (a decompression bomb, a stream that never ends an event)."""
+
+    def __init__(self, what: str, limit: int) -> None:
+        super().__init__(f"{what} is larger than {limit} bytes")
+
+
 class Timeouts:
     """Seconds for a whole upstream request and for its connection; a channel keeps its usual one."""
 
@@ -39,11 +46,22 @@ class UpstreamReply:
     def content_type(self) -> str:
         return self.headers.get("Content-Type", "application/json")
 
-    async def read(self) -> bytes:
+    async def read(self, limit: int) -> bytes:
+        """The whole body, decompressed; TooLarge past `limit` bytes (counted after decompression)."""
+        content = self._response.content
+        chunks: list[bytes] = []
+        size = 0
         try:
-            return await self._response.read()
-        finally:
-            self._response.release()
+            while chunk := await content.readany():
+                size += len(chunk)
+                if size > limit:
+                    raise TooLarge("the body", limit)
+                chunks.append(chunk)
+        except BaseException:
+            self._response.close()  # unread bytes left: the connection cannot be reused
+            raise
+        self._response.release()
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def next_chunk(self) -> bytes:
         """Whatever body bytes have arrived, without waiting to fill a buffer; b"" at the end."""

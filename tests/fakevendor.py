@@ -97,6 +97,7 @@ class FakeVendor:
         self.received: list[Received] = []
         self.disconnects = 0  # streams the gateway hung up on before they ended
         self._routes: dict[tuple[str, str], Reply | Callable[[Received], Reply]] = {}
+        self.fallback: Reply | Callable[[Received], Reply] | None = None  # the reply to any request no route names
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -171,7 +172,7 @@ class FakeVendor:
             body_started=started,
         )
         self.received.append(received)
-        reply = self._routes.get((request.method, request.path))
+        reply = self._routes.get((request.method, request.path)) or self.fallback
         if reply is None:
             return web.json_response({"error": {"message": f"fake vendor has no reply for {request.method} {request.path}", "type": "invalid_request_error", "code": None, "param": None}}, status=404)
         if callable(reply):

@@ -119,7 +119,7 @@ def test_a_key_that_fails_auth_is_set_aside_and_the_channel_keeps_serving(vendor
     assert used.count("Bearer sk-revoked-key-000000") == 1  # tried once, then set aside
     assert used.count("Bearer sk-working-key-111111") == 6
     state = httpx.get(gateway.url("/admin/channels"), headers=ADMIN).json()["channels"][0]
-    assert [k["key"] for k in state["keys_set_aside"]] == ["sk-...0000"] and state["keys_set_aside"][0]["reason"] == "auth"
+    assert [k["key"] for k in state["keys_set_aside"]] == ["...0000"] and state["keys_set_aside"][0]["reason"] == "auth"
     assert "sk-revoked-key-000000" not in httpx.get(gateway.url("/admin/channels"), headers=ADMIN).text
 
 
@@ -181,6 +181,88 @@ def test_slow_first_byte_fails_over(vendor, backup, start_gateway) -> None:
 
     assert chunks and time.monotonic() - started < 4
     assert len(backup.received) == 1
+
+
+@pytest.mark.parametrize("provider, path", [("openai", "/v1/chat/completions"), ("anthropic", "/v1/messages")])
+def test_a_vendor_that_takes_a_stream_and_never_answers_fails_over_after_ttft_timeout(vendor, backup, start_gateway, provider: str,
+                                                                                     path: str) -> None:
+    gateway = two_channels(vendor, backup, start_gateway, first={"provider": provider, "ttft_timeout": 1})
+    vendor.reply("POST", path, Reply(body=TEXT, delay=30))  # the status line would come after 30 s: the wait for it counts
+    backup.reply("POST", "/v1/chat/completions", Reply(chunks=EVENTS, content_type="text/event-stream"))
+
+    started = time.monotonic()
+    chunks = list(ask(gateway, stream=True))
+
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)  # the backup's real answer
+    assert time.monotonic() - started < 6  # not the channel's 300 s timeout
+    assert len(vendor.received) == 1 and len(backup.received) == 1
+
+
+NOT_A_STREAM = {
+    "json {}": Reply(body=b"{}"),
+    "{} as event-stream": Reply(body=b"{}", content_type="text/event-stream"),
+    "comments only": Reply(chunks=[b": keep-alive\n\n", b": still here\n\n"], content_type="text/event-stream"),
+    "nothing": Reply(body=b"", content_type="text/event-stream"),
+    "a completion, not a stream": Reply(body=TEXT),
+    "data: {}": Reply(chunks=[b"data: {}\n\n", b"data: [DONE]\n\n"], content_type="text/event-stream"),
+    "[DONE] alone": Reply(chunks=[b": ping\n\n", b"data: [DONE]\n\n"], content_type="text/event-stream"),
+}
+
+
+@pytest.mark.parametrize("reply", NOT_A_STREAM.values(), ids=NOT_A_STREAM.keys())
+def test_a_stream_request_answered_without_events_fails_over(vendor, backup, start_gateway, reply: Reply) -> None:
+    gateway = two_channels(vendor, backup, start_gateway)
+    vendor.reply("POST", "/v1/chat/completions", reply)
+    backup.reply("POST", "/v1/chat/completions", Reply(chunks=EVENTS, content_type="text/event-stream"))
+
+    chunks = list(ask(gateway, stream=True))
+
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(vendor.received) == 1 and len(backup.received) == 1
+
+
+NOT_A_COMPLETION = [b"{}", b'{"id": "chatcmpl-1", "object": "chat.completion"}', b'{"choices": "none"}', b'{"choices": []}',
+                    b'{"choices": [{"index": 0, "message": {"role": "assistant"}}]}', b"[]"]
+
+
+@pytest.mark.parametrize("body", NOT_A_COMPLETION)
+def test_a_200_that_is_not_a_completion_fails_over(vendor, backup, start_gateway, body: bytes) -> None:
+    gateway = two_channels(vendor, backup, start_gateway)
+    vendor.reply("POST", "/v1/chat/completions", Reply(body=body))
+
+    completion = ask(gateway)
+
+    assert completion.choices[0].message.content == fixture_json("openai/chat_completion_text.json")["choices"][0]["message"]["content"]
+    assert len(backup.received) == 1
+
+
+def test_a_200_that_is_not_an_answer_with_nowhere_else_to_go_is_a_502(vendor, start_gateway) -> None:
+    cfg = base_config(vendor)
+    gateway = start_gateway(cfg)
+    vendor.reply("POST", "/v1/chat/completions", Reply(body=b"{}"))
+    vendor.reply("POST", "/v1/embeddings", Reply(body=b"{}"))
+
+    with pytest.raises(openai.APIStatusError) as caught:
+        ask(gateway)
+    assert caught.value.status_code == 502 and caught.value.body["code"] == "upstream_bad_response"
+    with pytest.raises(openai.APIStatusError) as caught:
+        sdk(gateway).embeddings.create(model="text-embedding-3-small", input="hi")
+    assert caught.value.status_code == 502
+
+    vendor.reply("POST", "/v1/embeddings", Reply(body=fixture_bytes("openai/embeddings_float.json")))  # its own valid shape
+    assert sdk(gateway).embeddings.create(model="text-embedding-3-small", input="hi").data
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_translated_vendor_answering_nothing_fails_over(vendor, backup, start_gateway, stream: bool) -> None:
+    gateway = two_channels(vendor, backup, start_gateway, first={"provider": "ollama-native"})
+    vendor.reply("POST", "/api/chat", Reply(body=b"{}\n", content_type="application/x-ndjson"))
+    backup.reply("POST", "/v1/chat/completions", Reply(chunks=EVENTS, content_type="text/event-stream") if stream else Reply(body=TEXT))
+
+    answer = ask(gateway, stream=stream)
+
+    assert "".join(c.choices[0].delta.content or "" for c in answer if c.choices) if stream else answer.choices[0].message.content
+    assert len(vendor.received) == 1 and len(backup.received) == 1
 
 
 def test_non_stream_timeout_fails_over(vendor, backup, start_gateway) -> None:

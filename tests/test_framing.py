@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import struct
+import zlib
 from typing import Any
 
 import orjson
@@ -219,3 +221,53 @@ def test_aws_eventstream_round_trip_and_checksums() -> None:
         parse_all("aws_eventstream", broken)
     with pytest.raises(FramingError, match="inside a frame"):
         parse_all("aws_eventstream", frame[:-3])
+
+
+ENDLESS = {
+    "sse": [b"data: {\"a\": \"" + b"x" * 700],  # an event that never ends
+    "sse_cr": [b"data: a\r", b"data: " + b"x" * 700 + b"\r"],  # lone-CR lines, read one at a time, never a blank one
+    "ndjson": [b"{\"a\": \"" + b"x" * 700],
+    "json_array": [b"[{\"a\": \"" + b"x" * 700],
+    "aws_eventstream": [encode_eventstream({":event-type": "chunk"}, b"x" * 700)],
+    "json": [b"{\"a\": \"" + b"x" * 700 + b"\"}"],  # a whole body is one event
+}
+
+
+@pytest.mark.parametrize("framing", ENDLESS)
+@pytest.mark.parametrize("size", [1, 64, 4096])
+def test_an_event_past_its_cap_is_a_framing_error(framing: str, size: int) -> None:
+    parser = PARSERS[framing.removesuffix("_cr")](max_event=512)
+    raw = b"".join(ENDLESS[framing])
+    with pytest.raises(FramingError, match="larger than 512 bytes"):
+        for i in range(0, len(raw), size):
+            parser.feed(raw[i:i + size])
+    # under the cap, the same framing reads as before
+    small = PARSERS[framing.removesuffix("_cr")](max_event=4096)
+    for i in range(0, len(raw), size):
+        small.feed(raw[i:i + size])
+
+
+def _prelude(total: int, headers: int) -> bytes:
+    head = struct.pack(">II", total, headers)
+    return head + struct.pack(">I", zlib.crc32(head))
+
+
+@pytest.mark.parametrize("frame", [
+    _prelude(8, 0) + b"\0" * 8,  # a total smaller than a frame can be
+    _prelude(20, 1000) + b"\0" * 8,  # headers longer than the frame holding them
+    _prelude(0xFFFFFFF0, 0),  # 4 GiB announced
+])
+def test_aws_eventstream_lengths_are_checked_before_use(frame: bytes) -> None:
+    with pytest.raises(FramingError):
+        PARSERS["aws_eventstream"]().feed(frame)
+
+
+def test_aws_eventstream_malformed_headers_are_a_framing_error() -> None:
+    good = encode_eventstream({":event-type": "chunk"}, b"{}")
+    headers_len = struct.unpack_from(">I", good, 4)[0]
+    for broken in (b"\x05ab", b"\x02ab\x63", b"\x03ab\xff\x07\x00\x01\xff"):  # name past the block, unknown type, bad UTF-8
+        body = broken.ljust(headers_len, b"\0")[:headers_len]
+        frame = good[:12] + body + good[12 + headers_len:-4]
+        frame += struct.pack(">I", zlib.crc32(frame))
+        with pytest.raises(FramingError, match="headers"):
+            PARSERS["aws_eventstream"]().feed(frame)

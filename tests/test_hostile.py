@@ -18,18 +18,29 @@ from hypothesis import strategies as st
 from conftest import CLIENT_KEY, GatewayProcess, base_config, serve_for_module, write_config
 from fakevendor import FakeVendor, Reply, fixture_bytes, sse_events
 from oneapi.nesting import MAX_NESTING
+from test_rerank import JINA_ANSWER
 
 PATHS = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/moderations", "/v1/images/generations",
          "/v1/audio/speech", "/v1/rerank"]
+
+ANSWERS = {
+    "/v1/completions": fixture_bytes("openai/completions.json"),
+    "/v1/embeddings": fixture_bytes("openai/embeddings_float.json"),
+    "/v1/images/generations": fixture_bytes("openai/images_generations_b64.json"),
+    "/v1/rerank": json.dumps(JINA_ANSWER).encode(),
+    # no recording: the shape of the API reference's example (platform.openai.com/docs/api-reference/moderations)
+    "/v1/moderations": b'{"id": "modr-5558", "model": "omni-moderation-latest", "results": [{"flagged": false, "categories": {}, '
+                       b'"category_scores": {}}]}',
+}
 
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, FakeVendor]]:
     with FakeVendor() as vendor:
         stream = Reply(chunks=sse_events(fixture_bytes("openai/chat_stream_text_include_usage.sse")), content_type="text/event-stream")
-        plain = Reply(body=fixture_bytes("openai/chat_completion_text.json"))
-        for path in PATHS:  # a well-behaved vendor: a stream when asked for one
-            vendor.reply("POST", path, lambda r: stream if r.json().get("stream") is True else plain)
+        for path in PATHS:  # a well-behaved vendor: a stream when asked for one, else the answer of the path's own shape
+            plain = Reply(body=ANSWERS.get(path) or fixture_bytes("openai/chat_completion_text.json"))
+            vendor.reply("POST", path, lambda r, plain=plain: stream if r.json().get("stream") is True else plain)
         config_path = tmp_path_factory.mktemp("hostile") / "config.yaml"
         config = base_config(vendor, max_body_bytes=256 * 1024)
         config["channels"][0]["models"].extend(["omni-moderation-latest", "whisper-1"])

@@ -170,3 +170,47 @@ def test_the_app_closes_the_token_exchange_client_at_shutdown(tmp_path) -> None:
         exchange_client = token_exchanges().client()  # what the first signed request would open
         assert not exchange_client.is_closed
     assert exchange_client.is_closed
+
+
+def test_a_token_endpoints_own_words_stay_out_of_what_a_client_reads(httpx_mock: HTTPXMock) -> None:
+    # token endpoints echo what they were sent: the client secret must not travel on to the client
+    httpx_mock.add_response(status_code=400, json={"error": "invalid_client", "error_description": "bad secret client-secret-0123456789"})
+    auth = AuthSpec(style="oauth_client_credentials", param="access_token", params={"token_url": "https://auth.example/token"})
+    with pytest.raises(SignerError) as caught:
+        asyncio.run(sign(auth, "cid|client-secret-0123456789", {}, "POST", "https://api.example/", {}, b""))
+    assert "client-secret-0123456789" in str(caught.value)  # the operator's log gets it (redacted there by the key's pieces)
+    assert caught.value.public == "token exchange at auth.example answered 400"
+
+
+@pytest.mark.parametrize("answer", [{"access_token": 42}, {"access_token": "tok\nen"}, {"access_token": {"a": 1}}])
+def test_an_access_token_that_is_not_a_header_value_is_refused(httpx_mock: HTTPXMock, answer: dict) -> None:
+    httpx_mock.add_response(json=answer)
+    auth = AuthSpec(style="oauth_client_credentials", param="access_token", params={"token_url": "https://auth.example/token"})
+    with pytest.raises(SignerError, match="no access_token"):
+        asyncio.run(sign(auth, "a|b", {}, "POST", "https://api.example/", {}, b""))
+
+
+@pytest.mark.parametrize("expires_in", ["soon", None, float("nan"), 1e30, -5])
+def test_an_odd_expires_in_is_bounded(httpx_mock: HTTPXMock, expires_in: object) -> None:
+    httpx_mock.add_response(content=json.dumps({"access_token": "tok", "expires_in": expires_in}).encode())
+    auth = AuthSpec(style="oauth_client_credentials", param="access_token", params={"token_url": "https://auth.example/token"})
+    before = time.time()
+    url, _ = asyncio.run(sign(auth, "a|b", {}, "POST", "https://api.example/", {}, b""))
+    assert url.endswith("access_token=tok")
+    cached = next(iter(token_exchanges()._cache.values()))
+    assert before <= cached.expires <= time.time() + 86400
+
+
+def test_what_a_signer_derived_is_named_for_redaction(httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(json={"access_token": "derived-token-abcdef", "expires_in": 3600})
+    oauth = AuthSpec(style="oauth_client_credentials", param="access_token", params={"token_url": "https://auth.example/token"})
+    url, headers = asyncio.run(sign(oauth, "a|b", {}, "POST", "https://api.example/?x=1", {}, b""))
+    assert signers.derived_secrets(oauth, url, headers) == ["derived-token-abcdef"]
+
+    jwt = AuthSpec(style="jwt_hs256", prefix="Bearer ", params={})
+    url, headers = asyncio.run(sign(jwt, "id.secret", {}, "POST", "https://h/x", {}, b""))
+    assert signers.derived_secrets(jwt, url, headers) == [headers["Authorization"].removeprefix("Bearer ")]
+
+    aws = AuthSpec(style="aws_sigv4", params={"service": "bedrock"})
+    url, headers = asyncio.run(sign(aws, "AKIDEXAMPLE|secret-key", {"region": "us-east-1"}, "POST", "https://h/x", {}, b""))
+    assert signers.derived_secrets(aws, url, headers) == [headers["Authorization"].rpartition("Signature=")[2]]

@@ -21,7 +21,9 @@ from fakevendor import FakeVendor, InMemoryReply, Reply, fixture_bytes, fixture_
 from oneapi.mapping import Compiler
 from oneapi.providers import load_providers
 from oneapi.streams import StreamTranslator, compile_stream
-from oneapi.translate import _translate_stream
+from oneapi.framing import PARSERS
+from oneapi.redaction import Redaction
+from oneapi.translate import _first_chunks, _translate_stream
 
 AWS_KEY = "AKIDEXAMPLE|wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 
@@ -191,7 +193,10 @@ def translate_reads(stream: Any, reads: list[bytes]) -> list[bytes]:
     translator = StreamTranslator(stream, {"model": "m", "stream_options": {"include_usage": True}}, {})
 
     async def drain() -> list[bytes]:
-        pieces = _translate_stream(channel, translator, InMemoryReply(reads[1:]), reads[0], "", 5.0, lambda ok: None)  # type: ignore[arg-type]
+        reply, parser, nothing = InMemoryReply(reads), PARSERS[stream.framing](), Redaction()
+        opening = await _first_chunks(channel, translator, parser, reply, asyncio.get_running_loop().time() + 5, nothing)  # type: ignore[arg-type]
+        assert isinstance(opening, tuple), opening
+        pieces = _translate_stream(channel, translator, parser, reply, opening, nothing, 5.0, lambda ok: None)  # type: ignore[arg-type]
         return [piece async for piece in pieces]
     return asyncio.run(drain())
 
@@ -201,7 +206,7 @@ def test_each_upstream_read_goes_out_as_one_piece_of_whole_events() -> None:
     raw = fixture_bytes("anthropic/stream_text_raw.sse")
     whole = translate_reads(stream, [raw])
     assert len(whole) == 2 and whole[0].count(b"data: ") == 4 and whole[1] == b"data: [DONE]\n\n"  # the end is a read of its own
-    cut = raw.index(b"event: content_block_delta")
+    cut = raw.index(b"event: message_delta")  # (the reads before the first text are held as one opening piece)
     pieces = translate_reads(stream, [raw[:cut], raw[cut:cut + 5], raw[cut + 5:]])
     assert len(pieces) == 3  # the read that completes no event sends nothing
     assert all(piece.startswith(b"data: ") and piece.endswith(b"\n\n") for piece in pieces)
