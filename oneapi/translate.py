@@ -270,7 +270,7 @@ async def _first_chunks(channel: Channel, translator: StreamTranslator, parser: 
                     return out, OPEN
         if _translate_opening(translator, parser.close(), redaction, out):
             return out, ENDED
-    except (FramingError, MappingError) as exc:
+    except (FramingError, MappingError, orjson.JSONEncodeError, RecursionError) as exc:  # as in _translate_events
         if out:  # the events before the error are the client's, then the error, as later in the stream
             out.append(_unreadable(channel, exc, redaction))
             return out, BROKEN

@@ -295,11 +295,11 @@ FITTING = {
 }
 USAGE_FIELDS = rb'("(?:prompt_tokens|completion_tokens|total_tokens|input_tokens|output_tokens|inputTokens|outputTokens|' \
                rb'promptTokenCount|candidatesTokenCount|totalTokenCount|thoughtsTokenCount|cached_tokens|reasoning_tokens)"\s*:\s*)\d+'
-# what an upstream may claim it used (counts past SQLite's integer range, 1e19 and 2**64, are issue 13 point 4: add them
-# here once the ledger bounds usage)
-USAGE_VALUES = [b"-1", b"0", b"1.5", b"-7.25", b'"12"', b"null", b"true", b"[]", b"{}", b"2147483647", b"1e9"]
-# Retry-After as upstreams send it; values that parse to +infinity are issue 13 point 10 (failures.py's own work)
-RETRY_AFTER = [None, "0", "1", "-1", "nan", "abc", "Wed, 21 Oct 2015 07:28:00 GMT", "99999", ""]
+# what an upstream may claim it used, counts past SQLite's integer range (1e19, 2**64) included
+USAGE_VALUES = [b"-1", b"0", b"1.5", b"-7.25", b'"12"', b"null", b"true", b"[]", b"{}", b"2147483647", b"1e9", b"1e19",
+                b"18446744073709551616"]
+# Retry-After as upstreams send it, nonsense included
+RETRY_AFTER = [None, "0", "1", "-1", "nan", "inf", "1e309", "abc", "Wed, 21 Oct 2015 07:28:00 GMT", "99999", ""]
 CONTENT_TYPES = ["application/json", "application/json; charset=utf-8", "text/event-stream", "application/x-ndjson",
                  "application/vnd.amazon.eventstream", "text/plain", "audio/mpeg", "text/html", "", "x/\u00e9"]
 
@@ -403,6 +403,7 @@ def hostile_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ga
         channels = []
         for name, provider in sorted(PROVIDERS.items()):
             options: dict[str, Any] = {"project": "hostile-proj"} if "project" in provider.options else {}
+            options.update({option: f"hostile-{option}" for option in provider.required_options - options.keys()})  # e.g. cloudflare's account_id
             if provider.auth.style == "oauth_client_credentials":
                 options["token_url"] = vendor.base_url + "/oauth/2.0/token"
             if provider.auth.style == "oauth_jwt_bearer":
@@ -480,7 +481,13 @@ def test_after_the_hostile_answers_every_answered_request_is_in_the_ledger_once(
     assert gateway.stop() == 0  # a clean shutdown: the ledger flushed
     with sqlite3.connect(gateway.config_path.parent / "usage.db") as db:
         counts = dict(db.execute("SELECT request_id, COUNT(*) FROM usage GROUP BY request_id").fetchall())
+        statuses = dict(db.execute("SELECT request_id, status FROM usage").fetchall())
+        failed_costs = db.execute("SELECT COALESCE(SUM(cost_nano), 0) FROM usage WHERE status >= 400").fetchone()[0]
     succeeded = {rid for rid, status in answered if status < 300}
     assert succeeded, "no hostile example was answered with a success: the property did not reach the ledger"
     assert {rid: counts.get(rid, 0) for rid in succeeded} == dict.fromkeys(succeeded, 1)  # none lost, none twice
-    assert not set(counts) - succeeded  # and no record for a request that was not answered
+    # a request that was not answered with a success is in the request log once at most, as the failure it was, free
+    assert all(n == 1 for n in counts.values())
+    assert {rid: statuses[rid] for rid in counts if rid not in succeeded} == {rid: status for rid, status in answered
+                                                                                if rid in counts and rid not in succeeded}
+    assert failed_costs == 0
