@@ -18,6 +18,7 @@ RUN pip install . \
  && ln -s /data /app/data
 
 COPY providers.d ./providers.d
+COPY dialects.d ./dialects.d
 # the default config; mount your own over it: -v $PWD/config.yaml:/app/config.yaml:ro
 COPY config.yaml ./config.yaml
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from .config import load_config
 from .documents import ConfigError
 from .metrics import METRICS_DIR_ENV
+from .dialects.selftest import run_dialect_selftests
 from .selftest import run_selftests
 from .snapshot import RELOAD_SIGNAL_ENV, build_snapshot, signal_reload
 
@@ -74,6 +75,9 @@ def check_command(config_path: Path) -> int:
     for warning in snapshot.warnings:
         print(f"{warning} (warning)", file=sys.stderr)
     cases, failures = run_selftests(snapshot.providers.values())
+    dialect_cases, dialect_failures = run_dialect_selftests(snapshot.dialects.values())
+    cases += dialect_cases
+    failures += dialect_failures
     for problem in failures:
         print(problem, file=sys.stderr)
     if failures:
@@ -81,7 +85,8 @@ def check_command(config_path: Path) -> int:
         return 1
     print(
         f"ok: {config_path} is valid (config {snapshot.version}: {len(snapshot.providers)} providers, "
-        f"{len(snapshot.channels)} routed channels, {len(snapshot.tokens)} tokens; {cases} provider self-tests passed)"
+        f"{len(snapshot.channels)} routed channels, {len(snapshot.tokens)} tokens, {len(snapshot.dialects)} client dialects; "
+        f"{cases} provider and dialect self-tests passed)"
     )
     return 0
 

@@ -103,6 +103,7 @@ class Config:
     host: str
     port: int
     providers_dir: Path
+    dialects_dir: Path  # client dialect files (dialects.d)
     store: str
     admin_key: str | None
     max_body_bytes: int
@@ -206,6 +207,8 @@ def _load_config(path: Path, environ: Mapping[str, str], cache: ConfigCache) -> 
         host=host.strip("[]") or "0.0.0.0",
         port=int(port),
         providers_dir=(path.parent / data.get("providers_dir", "providers.d")).resolve(),
+        dialects_dir=(path.parent / data["dialects_dir"] if "dialects_dir" in data
+                      else path.parent / data.get("providers_dir", "providers.d") / ".." / "dialects.d").resolve(),
         store=data.get("store", "sqlite:///data/oneapi.db"),
         admin_key=admin_key,
         max_body_bytes=int(data.get("max_body_bytes", DEFAULT_MAX_BODY)),

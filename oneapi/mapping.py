@@ -199,6 +199,11 @@ class _Functions(functions.Functions):
         total = sum(n for n in numbers if n is not None)
         return total
 
+    @functions.signature({"types": ["number", "null"]}, {"types": ["number", "null"]})
+    def _func_sub(self, minuend: Any, subtrahend: Any) -> Any:
+        """`minuend` less `subtrahend`, null counting as 0: sub(`10`, `3`) -> 7."""
+        return (minuend or 0) - (subtrahend or 0)
+
     @functions.signature({"types": ["string", "null"]})
     def _func_lower(self, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else None

@@ -13,6 +13,10 @@ from typing import Any, AsyncIterator, Callable
 import orjson
 from .asgi import Answer, Inbound, StreamAnswer
 from .config import TokenConfig
+from .dialects import RouteMatch
+from .dialects.answers import DialectRequest, read_request
+from .dialects.counting import count_tokens
+from .dialects.native import native_attempt, native_operation, record_native_body
 from .errors import GatewayError, bad_request
 from .failures import Failure, bad_body_failure, classify, in_band_error, in_band_status, transport_failure
 from .forms import Upload, form_boundary
@@ -147,22 +151,33 @@ class Services:
     accounting: Accounting
 
 
-async def relay(request: Inbound, snapshot: Snapshot, services: Services, endpoint: Endpoint) -> Answer | StreamAnswer:
+async def relay(request: Inbound, snapshot: Snapshot, services: Services, endpoint: Endpoint,
+                dialect: RouteMatch | None = None) -> Answer | StreamAnswer:
+    """`dialect`: the request is in a client dialect (dialects.d) rather than OpenAI's format."""
     received = time.perf_counter()
     request_id = new_request_id()
     try:
-        return await _relay(request, snapshot, services, endpoint, received, request_id)
+        return await _relay(request, snapshot, services, endpoint, received, request_id, dialect)
     except GatewayError as exc:
         exc.headers.setdefault("x-request-id", request_id)
         raise
 
 
 async def _relay(request: Inbound, snapshot: Snapshot, services: Services, endpoint: Endpoint, received: float,
-                 request_id: str) -> Answer | StreamAnswer:
-    token = snapshot.tokens.authenticate(client_key(request), request.client_host)
+                 request_id: str, dialect: RouteMatch | None = None) -> Answer | StreamAnswer:
+    key = client_key(request) if dialect is None else dialect.dialect.client_key(request.headers, dialect.query)
+    token = snapshot.tokens.authenticate(key, request.client_host)
     if endpoint.form:
         return await _relay_upload(request, snapshot, services, endpoint, token, received, request_id)
     raw, body = await read_json_body(request, snapshot.config.max_body_bytes)
+    spoken = None
+    if dialect is not None:  # read into the canonical form, which everything below works on
+        spoken = read_request(dialect.dialect, dialect.operation, raw, body, dialect.path, dialect.query, request.headers)
+        body = spoken.canonical
+        raw = orjson.dumps(body)
+        if spoken.operation == "count_tokens":
+            _check_route(snapshot, token, spoken.model, endpoint)
+            return await count_tokens(spoken, snapshot.routes.candidates(token.group, spoken.model, endpoint.operation), services.upstream)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise bad_request("'model' is required and must be a string.", param="model")
@@ -174,7 +189,7 @@ async def _relay(request: Inbound, snapshot: Snapshot, services: Services, endpo
         raise bad_request("'stream' is not supported on this endpoint.", param="stream")
     _check_route(snapshot, token, model, endpoint)
     call = Call(endpoint, model, raw, body, stream, received, _meter(services, snapshot, token, endpoint, model, body, stream, request_id),
-                accept=request.headers.get("accept"))
+                accept=request.headers.get("accept"), dialect=spoken)
     return await _metered_failover(call, snapshot, services, token.group)
 
 
@@ -259,6 +274,7 @@ class Call:
     accept: str | None = None  # the client's Accept header, passed on where the answer is not only JSON
     upload: Upload | None = None  # a multipart body, streamed from its spool instead of `raw`
     content_type: str = ""  # the client's Content-Type, for a multipart body (its boundary)
+    dialect: DialectRequest | None = None  # the request as the client sent it, when not in OpenAI's format
 
 
 async def _failover(call: Call, snapshot: Snapshot, services: Services, group: str) -> Answer | StreamAnswer:
@@ -338,7 +354,8 @@ async def _attempt(channel: Channel, state: ChannelHealth, key: ChannelKey, call
         state.record(ok, time.monotonic())
 
     try:
-        outcome = await _send(channel, key, call, services.upstream, time_left, record, slot)
+        send = _send if call.dialect is None else _send_dialect
+        outcome = await send(channel, key, call, services.upstream, time_left, record, slot)
         if isinstance(outcome, Failure):
             if not recorded:
                 record(not outcome.channel_fault)
@@ -360,7 +377,8 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
     # the channel's usual timeouts, unless the retry deadline is nearer
     timeouts = channel.timeouts if time_left >= config.timeout else Timeouts(time_left, config.connect_timeout)
     if operation.translated:  # a vendor that does not speak OpenAI, or needs a signer: translate.py
-        body, hide_usage = translated_body(call.body, call.stream, call.endpoint.operation)
+        extended = {**call.body, **call.dialect.extensions} if call.dialect is not None and call.dialect.extensions else call.body
+        body, hide_usage = translated_body(extended, call.stream, call.endpoint.operation)
         answer = await translated_attempt(channel, key, operation, upstream_model, dict(body), call.stream, upstream, timeouts, record,
                                           hide_usage is not None)
         return _metered(answer, call, channel, upstream_model, hide_usage, slot, None)
@@ -427,6 +445,27 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
     answer = Answer(content, reply.status, reply.content_type, {OVERHEAD_HEADER: f"{overhead * 1000:.3f}"})
     answer.after = partial(call.meter.finish_body, channel.name, upstream_model, content)  # once the client has it
     return answer
+
+
+async def _send_dialect(channel: Channel, key: ChannelKey, call: Call, upstream: Upstream, time_left: float,
+                        record: Callable[[bool], None], slot: str) -> Answer | StreamAnswer | Failure:
+    """A request in a client dialect: relayed as sent where the channel's vendor speaks the dialect, else sent in
+    the canonical form like any chat request and its answer written back in the dialect."""
+    spoken = call.dialect
+    assert spoken is not None
+    native = native_operation(spoken, channel)
+    if native is None:
+        if spoken.refusal is not None:  # another channel may speak the dialect; if none does, this is the answer
+            return Failure(bad_request(spoken.refusal), channel_fault=False)
+        return spoken.translated(await _send(channel, key, call, upstream, time_left, record, slot))
+    config = channel.config
+    upstream_model = config.upstream_model(call.model)
+    timeouts = channel.timeouts if time_left >= config.timeout else Timeouts(time_left, config.connect_timeout)
+    answer = await native_attempt(spoken, *native, channel, key, call.model, upstream_model, upstream, timeouts, record)
+    metered = _metered(answer, call, channel, upstream_model, None, slot, None)
+    if isinstance(metered, Answer) and metered.after is not None:
+        metered.after = partial(record_native_body, call.meter, spoken.dialect, channel.name, upstream_model, metered.body)
+    return metered
 
 
 def _metered(answer: Answer | StreamAnswer | Failure, call: Call, channel: Channel, upstream_model: str, hide_usage: str | None,
