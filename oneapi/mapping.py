@@ -199,6 +199,13 @@ class _Functions(functions.Functions):
         total = sum(n for n in numbers if n is not None)
         return total
 
+    @functions.signature({"types": ["object", "null"]}, {"types": ["string"], "variadic": True})
+    def _func_omit(self, obj: Any, *keys: str) -> Any:
+        """The object without the named keys: omit(input_schema, '$schema') -> the schema some vendors refuse, cleaned."""
+        if obj is None:
+            return None
+        return {k: v for k, v in obj.items() if k not in keys}
+
     @functions.signature({"types": ["number", "null"]}, {"types": ["number", "null"]})
     def _func_sub(self, minuend: Any, subtrahend: Any) -> Any:
         """`minuend` less `subtrahend`, null counting as 0: sub(`10`, `3`) -> 7."""
