@@ -42,7 +42,9 @@ def gateway(vendor: FakeVendor, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "channels": [
             channel("anthropic", "anthropic", ["claude-sonnet-4-5", "claude-haiku-4-5"], model_map={"claude-alias": "claude-sonnet-4-5-20250929"}),
             # Claude Code's model names mapped onto other vendors, as a user would
-            channel("openai", "openai", ["gpt-4o-mini"], model_map={"claude-on-openai": "gpt-4o-mini"}),
+            channel("openai", "openai", ["gpt-4o-mini"], model_map={"claude-on-openai": "gpt-4o-mini", "claude-failover": "gpt-4o-mini"}),
+            # tried first for claude-failover, and down: the request moves on before its first byte
+            channel("flaky", "openai", ["claude-failover"], key="sk-flaky-account-key-0123456789", base_url="http://127.0.0.1:9", priority=1),
             channel("deepseek", "deepseek", ["deepseek-reasoner"], model_map={"claude-on-deepseek": "deepseek-reasoner"}),
             channel("gemini", "gemini", ["gemini-2.0-flash-exp", "gemini-2.5-flash"]),
             channel("bedrock", "bedrock", ["us.amazon.nova-micro-v1:0"], key=AWS_KEY),
@@ -283,7 +285,10 @@ def test_translated_deepseek_reasoning_stream(client: anthropic.Anthropic, vendo
 
 def test_translated_gemini_message_and_stream(client: anthropic.Anthropic, vendor: FakeVendor) -> None:
     vendor.reply_fixture(GEMINI.format(model="gemini-2.5-flash", method="generateContent"), "gemini/generate_content_text_thoughts_tokens.json")
-    message = client.messages.create(model="gemini-2.5-flash", max_tokens=500, messages=HELLO)
+    message = client.messages.create(model="gemini-2.5-flash", max_tokens=500, messages=HELLO, thinking={"type": "enabled", "budget_tokens": 2048},
+                                     extra_body={"top_k": 40})
+    config = vendor.received[-1].json()["generationConfig"]
+    assert config["topK"] == 40 and config["thinkingConfig"] == {"thinkingBudget": 2048, "includeThoughts": True}
     recorded = fixture_json("gemini/generate_content_text_thoughts_tokens.json")
     texts = [p["text"] for p in recorded["candidates"][0]["content"]["parts"] if not p.get("thought")]
     assert message.content[-1].text == "".join(texts)
@@ -324,6 +329,13 @@ def test_server_tool_on_a_translated_channel_is_a_clear_400(client: anthropic.An
                                tools=[{"type": "web_search_20250305", "name": "web_search"}])
     assert "web_search" in caught.value.message
     assert vendor.received == []
+
+
+def test_failover_before_the_first_byte(client: anthropic.Anthropic, vendor: FakeVendor) -> None:
+    vendor.reply_sse("/v1/chat/completions", "openai/chat_stream_text_include_usage.sse")
+    with client.messages.stream(model="claude-failover", max_tokens=100, messages=HELLO) as stream:
+        final = stream.get_final_message()
+    assert final.content[0].text and vendor.received[-1].json()["model"] == "gpt-4o-mini"
 
 
 # --- refusals: Anthropic's shape and statuses ---------------------------------------------------------
