@@ -14,7 +14,7 @@ import orjson
 from .asgi import Answer, Inbound, StreamAnswer
 from .config import TokenConfig
 from .dialects import RouteMatch
-from .dialects.answers import DialectRequest, read_request
+from .dialects.answers import CanonicalBody, DialectRequest, read_request
 from .dialects.counting import count_tokens
 from .dialects.native import native_attempt, native_operation, record_native_body
 from .errors import GatewayError, bad_request
@@ -170,14 +170,8 @@ async def _relay(request: Inbound, snapshot: Snapshot, services: Services, endpo
     if endpoint.form:
         return await _relay_upload(request, snapshot, services, endpoint, token, received, request_id)
     raw, body = await read_json_body(request, snapshot.config.max_body_bytes)
-    spoken = None
-    if dialect is not None:  # read into the canonical form, which everything below works on
-        spoken = read_request(dialect.dialect, dialect.operation, raw, body, dialect.path, dialect.query, request.headers)
-        body = spoken.canonical
-        raw = orjson.dumps(body)
-        if spoken.operation == "count_tokens":
-            _check_route(snapshot, token, spoken.model, endpoint)
-            return await count_tokens(spoken, snapshot.routes.candidates(token.group, spoken.model, endpoint.operation), services.upstream)
+    if dialect is not None:
+        return await _relay_dialect(dialect, request, raw, body, snapshot, services, endpoint, token, received, request_id)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise bad_request("'model' is required and must be a string.", param="model")
@@ -189,6 +183,21 @@ async def _relay(request: Inbound, snapshot: Snapshot, services: Services, endpo
         raise bad_request("'stream' is not supported on this endpoint.", param="stream")
     _check_route(snapshot, token, model, endpoint)
     call = Call(endpoint, model, raw, body, stream, received, _meter(services, snapshot, token, endpoint, model, body, stream, request_id),
+                accept=request.headers.get("accept"))
+    return await _metered_failover(call, snapshot, services, token.group)
+
+
+async def _relay_dialect(dialect: RouteMatch, request: Inbound, raw: bytes, body: dict[str, Any], snapshot: Snapshot, services: Services,
+                         endpoint: Endpoint, token: TokenConfig, received: float, request_id: str) -> Answer | StreamAnswer:
+    """A request in a client dialect (dialects.d): routed and metered like chat; read into the canonical chat form
+    only where an attempt is translated (or the meter needs an estimate)."""
+    spoken = read_request(dialect.dialect, dialect.operation, raw, body, dialect.path, dialect.query, request.headers)
+    _check_route(snapshot, token, spoken.model, endpoint)
+    if spoken.operation == "count_tokens":
+        return await count_tokens(spoken, snapshot.routes.candidates(token.group, spoken.model, endpoint.operation), services.upstream)
+    canonical = CanonicalBody(spoken)
+    call = Call(endpoint, spoken.model, b"", canonical, spoken.stream, received,  # type: ignore[arg-type]
+                _meter(services, snapshot, token, endpoint, spoken.model, canonical, spoken.stream, request_id),
                 accept=request.headers.get("accept"), dialect=spoken)
     return await _metered_failover(call, snapshot, services, token.group)
 
@@ -457,6 +466,9 @@ async def _send_dialect(channel: Channel, key: ChannelKey, call: Call, upstream:
     if native is None:
         if spoken.refusal is not None:  # another channel may speak the dialect; if none does, this is the answer
             return Failure(bad_request(spoken.refusal), channel_fault=False)
+        if not call.raw:  # the first translated attempt: the canonical form, as any chat request has it
+            call.body = spoken.canonical
+            call.raw = orjson.dumps(call.body)
         return spoken.translated(await _send(channel, key, call, upstream, time_left, record, slot))
     config = channel.config
     upstream_model = config.upstream_model(call.model)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import orjson
 
@@ -27,14 +27,40 @@ class DialectRequest:
     operation: str
     raw: bytes
     body: dict[str, Any]
-    canonical: dict[str, Any]
-    extensions: dict[str, Any]  # fields chat has no name for, for provider mappings
     model: str
     stream: bool
     headers: Mapping[str, str]  # the client's, lower-case names
     refusal: str | None = None  # why a translated attempt must refuse it (a checks: entry with only: translated)
+    path: Mapping[str, str] = field(default_factory=dict)  # the route's {holes}
+    query: Mapping[str, str] = field(default_factory=dict)
     message_id: str = field(default_factory=lambda: "msg_" + uuid.uuid4().hex[:24])
     _estimate: int | None = None
+    _canonical: tuple[dict[str, Any], dict[str, Any]] | None = None
+
+    @property
+    def canonical(self) -> dict[str, Any]:
+        """The canonical chat body: read when first needed (a native attempt never needs it); a 400 if it cannot be."""
+        return self._read()[0]
+
+    @property
+    def extensions(self) -> dict[str, Any]:
+        """Fields chat has no name for, handed to provider mappings (docs/dialects.md)."""
+        return self._read()[1]
+
+    def _read(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        if self._canonical is None:
+            dialect = self.dialect
+            doc = {**self.body, "_path": dict(self.path), "_query": dict(self.query), "_operation": self.operation}
+            try:
+                canonical = dialect.request.search(doc)
+                extensions = dialect.extensions.search(doc) if dialect.extensions is not None else {}
+            except MappingError as exc:
+                raise bad_request(f"The request could not be read as {dialect.name}: {exc}") from None
+            if not isinstance(canonical, dict):
+                raise bad_request(f"The request could not be read as {dialect.name}.")
+            canonical["model"] = self.model
+            self._canonical = (canonical, extensions or {})
+        return self._canonical
 
     @property
     def prompt_estimate(self) -> int:
@@ -82,14 +108,25 @@ def read_request(dialect: Dialect, operation: str, raw: bytes, body: dict[str, A
                     raise bad_request(message)
                 refusal = refusal or message
         stream = bool(dialect.stream.search(doc)) if dialect.stream is not None and operation == "chat" else False
-        canonical = dialect.request.search(doc)
-        extensions = dialect.extensions.search(doc) if dialect.extensions is not None else {}
     except MappingError as exc:
         raise bad_request(f"The request could not be read as {dialect.name}: {exc}") from None
-    if not isinstance(canonical, dict):
-        raise bad_request(f"The request could not be read as {dialect.name}.")
-    canonical["model"] = model
-    return DialectRequest(dialect, operation, raw, body, canonical, extensions or {}, model, stream, headers, refusal)
+    return DialectRequest(dialect, operation, raw, body, model, stream, headers, refusal, path, query)
+
+
+class CanonicalBody(Mapping[str, Any]):
+    """A dialect request's canonical body for the meter, read only if the meter looks (an estimate, limits)."""
+
+    def __init__(self, request: DialectRequest):
+        self.request = request
+
+    def __getitem__(self, key: str) -> Any:
+        return self.request.canonical[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.request.canonical)
+
+    def __len__(self) -> int:
+        return len(self.request.canonical)
 
 
 def error_answer(dialect: Dialect, error: GatewayError | Answer) -> Answer:

@@ -13,7 +13,6 @@ from yarl import URL
 from ..asgi import Answer, StreamAnswer
 from ..errors import GatewayError
 from ..failures import Failure, bad_body_failure, classify, in_band_error, in_band_status, transport_failure
-from ..framing import SSEParser
 from ..mapping import MappingError, map_request
 from ..metering import Meter
 from ..passthrough import first_chunk, pass_through
@@ -152,25 +151,40 @@ class UsageTap:
             yield chunk
 
     def usage(self) -> Usage | None:
-        wanted = dict(self.dialect.usage_events)
-        if not wanted:
+        if not self.dialect.usage_events:
             return None
+        tail = b"".join(self.tail)
+        if self.dropped:  # its first event may be cut
+            cut = tail.find(b"\n\n")
+            tail = tail[cut + 2:] if cut >= 0 else b""
         merged: dict[str, Any] = {}
-        for part in (self.head, b"".join(self.tail)):
-            if self.dropped and part is not self.head:
-                part = part[part.find(b"\n\n") + 2:] if b"\n\n" in part else b""
-            parser = SSEParser()
-            for event in [*parser.feed(part), *parser.close()]:
-                expression = wanted.get(event.name or "")
-                if expression is None or not isinstance(event.data, dict):
-                    continue
-                try:
-                    found = expression.search(event.data)
-                except MappingError:
-                    continue
-                if isinstance(found, dict):
-                    merged.update({k: v for k, v in found.items() if v is not None})
+        for _, expression, data in sorted(_named_events(self.head, 0, self.dialect) + _named_events(tail, len(self.head), self.dialect)):
+            try:
+                found = expression.search(orjson.loads(data))
+            except (orjson.JSONDecodeError, MappingError):
+                continue
+            if isinstance(found, dict):
+                merged.update({k: v for k, v in found.items() if v is not None})
         return normalise_usage(merged) if merged else None
+
+
+def _named_events(buffer: bytes, offset: int, dialect: Dialect) -> list[tuple[int, Any, bytes]]:
+    """(position, usage expression, data line) of each usage event in `buffer`: found by bytes search, so only
+    those few events are ever parsed (a native stream is otherwise passed on unread)."""
+    found = []
+    for name, expression in dialect.usage_events:
+        for marker in (b"event: " + name.encode(), b"event:" + name.encode()):
+            start = 0
+            while (at := buffer.find(marker, start)) >= 0:
+                start = at + len(marker)
+                if buffer[start:start + 1] not in (b"\n", b"\r"):
+                    continue
+                data_at = buffer.find(b"data:", start)
+                if data_at < 0:
+                    break
+                line_end = buffer.find(b"\n", data_at)
+                found.append((offset + at, expression, buffer[data_at + 5:line_end if line_end >= 0 else len(buffer)].strip()))
+    return found
 
 
 def record_native_body(meter: Meter, dialect: Dialect, channel: str, upstream_model: str, content: bytes) -> None:

@@ -14,7 +14,7 @@ import orjson
 
 from ..documents import Problem
 from ..errors import GatewayError
-from ..framing import Event, parse_all
+from ..framing import parse_all
 from ..mapping import MappingError
 from ..selftest import _mismatch
 from ..streams import END_EVENT
@@ -73,10 +73,9 @@ def run_case(dialect: Dialect, case: Mapping[str, Any]) -> str | None:
         writer = EventWriter(dialect.stream_spec, {}, CONTEXT)
         events: list[dict[str, Any]] = []
         for event in parse_all("sse", case["stream"].encode()):
-            if event.data != "[DONE]":
-                for canonical in canonical_events(event.data):
-                    events.extend(writer.feed(canonical))
-        events.extend(writer.feed(Event(END_EVENT, {})))
+            for name, fields in canonical_events(event.data):
+                writer.write(name, fields, events)
+        writer.write(END_EVENT, {}, events)
         actual = [[e.get("event"), e.get("data")] for e in events]
         return _mismatch(case.get("expect_events"), actual, "events")
     if "error" in case:
