@@ -386,7 +386,9 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
     # the channel's usual timeouts, unless the retry deadline is nearer
     timeouts = channel.timeouts if time_left >= config.timeout else Timeouts(time_left, config.connect_timeout)
     if operation.translated:  # a vendor that does not speak OpenAI, or needs a signer: translate.py
-        extended = {**call.body, **call.dialect.extensions} if call.dialect is not None and call.dialect.extensions else call.body
+        # gateway extensions reach a provider's own request mapping, never a body sent on as it is
+        mapped = operation.mapping is not None and operation.mapping.request is not None
+        extended = {**call.body, **call.dialect.extensions} if call.dialect is not None and mapped and call.dialect.extensions else call.body
         body, hide_usage = translated_body(extended, call.stream, call.endpoint.operation)
         answer = await translated_attempt(channel, key, operation, upstream_model, dict(body), call.stream, upstream, timeouts, record,
                                           hide_usage is not None)
