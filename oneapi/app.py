@@ -293,12 +293,11 @@ class GatewayApp:
                 await self.gateway.serve_relay(scope, receive, send, endpoint)
                 return
             routes = self.gateway.holder.current.dialect_routes
-            if routes:
+            match = match_route(routes, scope["method"], scope["path"], {}) if routes else None
+            if match is not None:
                 query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-                match = match_route(routes, scope["method"], scope["path"], query)
-                if match is not None:
-                    await self.gateway.serve_dialect(scope, receive, send, match)
-                    return
+                await self.gateway.serve_dialect(scope, receive, send, match._replace(query=query))
+                return
         await self.routes(scope, receive, send)
 
 

@@ -42,7 +42,8 @@ def gateway(vendor: FakeVendor, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "channels": [
             channel("anthropic", "anthropic", ["claude-sonnet-4-5", "claude-haiku-4-5"], model_map={"claude-alias": "claude-sonnet-4-5-20250929"}),
             # Claude Code's model names mapped onto other vendors, as a user would
-            channel("openai", "openai", ["gpt-4o-mini"], model_map={"claude-on-openai": "gpt-4o-mini", "claude-failover": "gpt-4o-mini"}),
+            channel("openai", "openai", ["gpt-4o-mini"], model_map={"claude-on-openai": "gpt-4o-mini", "claude-failover": "gpt-4o-mini",
+                                                                 "claude-ledger": "gpt-4o-mini"}),
             # tried first for claude-failover, and down: the request moves on before its first byte
             channel("flaky", "openai", ["claude-failover"], key="sk-flaky-account-key-0123456789", base_url="http://127.0.0.1:9", priority=1),
             channel("deepseek", "deepseek", ["deepseek-reasoner"], model_map={"claude-on-deepseek": "deepseek-reasoner"}),
@@ -181,6 +182,26 @@ def test_translated_openai_message(client: anthropic.Anthropic, vendor: FakeVend
     assert sent == {"model": "gpt-4o-mini", "max_tokens": 200, "temperature": 0.2, "top_p": 0.9, "stop": ["END"], "user": "u-1",
                     "messages": [{"role": "system", "content": "You are terse.\nAnswer in English."},
                                  {"role": "user", "content": "What is the capital of France?"}]}
+
+
+def test_translated_answers_are_in_the_ledger_with_the_vendors_usage(client: anthropic.Anthropic, gateway: GatewayProcess,
+                                                                     vendor: FakeVendor) -> None:
+    vendor.reply_fixture("/v1/chat/completions", "openai/chat_completion_text.json")
+    client.messages.create(model="claude-ledger", max_tokens=10, messages=HELLO)
+    vendor.reply_sse("/v1/chat/completions", "openai/chat_stream_text_include_usage.sse")
+    with client.messages.stream(model="claude-ledger", max_tokens=10, messages=HELLO) as stream:
+        stream.get_final_message()
+    recorded_body = fixture_json("openai/chat_completion_text.json")["usage"]
+    recorded_stream = [json.loads(line[5:]) for line in fixture_bytes("openai/chat_stream_text_include_usage.sse").decode().splitlines()
+                       if line.startswith("data:") and '"usage":{' in line][-1]["usage"]
+    totals: dict[str, Any] = {}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and totals.get("requests") != 2:
+        totals = httpx.get(gateway.url("/admin/usage?model=claude-ledger"), headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()["totals"]
+        time.sleep(0.1)
+    assert totals["requests"] == 2 and totals["estimated_requests"] == 0
+    assert totals["prompt_tokens"] == recorded_body["prompt_tokens"] + recorded_stream["prompt_tokens"]
+    assert totals["completion_tokens"] == recorded_body["completion_tokens"] + recorded_stream["completion_tokens"]
 
 
 def test_translated_openai_tools_round_trip(client: anthropic.Anthropic, vendor: FakeVendor) -> None:
