@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Mapping
+from typing import Any, Mapping
 
 import orjson
 
 from .asgi import Answer
 from .errors import GatewayError
+from .upstream import TRANSPORT_ERRORS
+
+log = logging.getLogger("oneapi.relay")
 
 # vendor wordings for "this key is bad" and "this account is out of money", in general terms
 _KEY_INVALID = re.compile(rb"invalid[ _-]?(api[ _-]?)?key|incorrect api key|api key not valid|invalid[ _-]?x-api-key|"
@@ -152,3 +156,15 @@ def openai_error_body(content: bytes, status: int) -> bytes:
         return content
     return orjson.dumps({"error": {"message": _error_message(content, status), "type": "invalid_request_error",
                                    "code": f"upstream_{status}", "param": None}})
+
+
+async def error_reply_failure(channel: str, reply: Any, secret: str, masked: str) -> Failure:
+    """An upstream answer with an error status, read (the channel's key masked in it) and classified."""
+    try:
+        content = await reply.read()
+    except TRANSPORT_ERRORS:
+        content = b""
+    if secret:
+        content = content.replace(secret.encode(), masked.encode())
+    log.warning("channel %s: upstream answered %s", channel, reply.status)
+    return classify(channel, reply.status, content, reply.headers)

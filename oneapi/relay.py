@@ -18,7 +18,7 @@ from .dialects.answers import CanonicalBody, DialectRequest, read_request
 from .dialects.counting import count_tokens
 from .dialects.native import native_attempt, native_operation, record_native_body
 from .errors import GatewayError, bad_request
-from .failures import Failure, bad_body_failure, classify, in_band_error, in_band_status, transport_failure
+from .failures import Failure, bad_body_failure, classify, error_reply_failure, in_band_error, in_band_status, transport_failure
 from .forms import Upload, form_boundary
 from .health import ChannelHealth, HealthRegistry
 from .limits import Accounting
@@ -425,14 +425,7 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
     overhead = sent - call.received
 
     if reply.status >= 400:
-        try:
-            content = await reply.read()
-        except TRANSPORT_ERRORS:
-            content = b""
-        if key.secret:
-            content = content.replace(key.secret.encode(), key.masked.encode())
-        log.warning("channel %s: upstream answered %s", channel.name, reply.status)
-        return classify(channel.name, reply.status, content, reply.headers)
+        return await error_reply_failure(channel.name, reply, key.secret, key.masked)
 
     # an answer of any kind (audio, text, events) is told by its content type, not by the request's `stream`
     if _is_event_stream(reply.content_type) if call.endpoint.any_answer else call.stream:

@@ -12,7 +12,7 @@ from yarl import URL
 
 from ..asgi import Answer, StreamAnswer
 from ..errors import GatewayError
-from ..failures import Failure, bad_body_failure, classify, in_band_error, in_band_status, transport_failure
+from ..failures import Failure, bad_body_failure, classify, error_reply_failure, in_band_error, in_band_status, transport_failure
 from ..mapping import MappingError, map_request
 from ..metering import Meter
 from ..passthrough import first_chunk, pass_through
@@ -85,14 +85,7 @@ async def native_attempt(request: DialectRequest, native: NativeDialect, operati
         log.warning("channel %s: upstream request failed: %s", channel.name, type(exc).__name__)
         return transport_failure(channel.name, exc)
     if reply.status >= 400:
-        try:
-            body = await reply.read()
-        except TRANSPORT_ERRORS:
-            body = b""
-        if key.secret:
-            body = body.replace(key.secret.encode(), key.masked.encode())
-        log.warning("channel %s: upstream answered %s", channel.name, reply.status)
-        return classify(channel.name, reply.status, body, reply.headers)
+        return await error_reply_failure(channel.name, reply, key.secret, key.masked)
     if request.stream and reply.content_type.startswith("text/event-stream"):
         first = await first_chunk(channel, reply, timeouts.total)
         if isinstance(first, Failure):

@@ -15,8 +15,7 @@ import orjson
 from ..documents import Problem
 from ..errors import GatewayError
 from ..framing import parse_all
-from ..mapping import MappingError
-from ..selftest import _mismatch
+from ..selftest import _mismatch, run_selftests
 from ..streams import END_EVENT
 from .answers import error_answer, read_request
 from .events import EventWriter, canonical_events
@@ -28,20 +27,7 @@ CONTEXT = {"model": "client-model", "message_id": "msg_test", "prompt_estimate":
 
 def run_dialect_selftests(dialects: Iterable[Dialect]) -> tuple[int, list[Problem]]:
     """(number of cases run, problems), each problem at the line of its failing case."""
-    count = 0
-    problems: list[Problem] = []
-    for dialect in dialects:
-        for i, case in enumerate(dialect.tests):
-            count += 1
-            where = dialect.document.line(("tests", i)) if dialect.document else 1
-            label = case.get("name") or f"tests[{i}]"
-            try:
-                failure = run_case(dialect, case)
-            except (MappingError, ValueError, KeyError, TypeError) as exc:
-                failure = f"{type(exc).__name__}: {exc}"
-            if failure:
-                problems.append(Problem(dialect.file, where, f"self-test {label!r} failed: {failure}"))
-    return count, problems
+    return run_selftests(dialects, run_case)
 
 
 def run_case(dialect: Dialect, case: Mapping[str, Any]) -> str | None:
