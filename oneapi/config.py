@@ -57,6 +57,7 @@ class ChannelConfig:
     idle_timeout: float
     line: int = field(default=0, compare=False, repr=False)
     max_concurrency: int | None = None  # upstream capacity shared by every worker and replica
+    max_output_tokens: int | None = None  # the most output tokens its models take: a translated dialect request is lowered to it
 
     def serves(self) -> tuple[str, ...]:
         """Every model name a client may ask this channel for."""
@@ -298,6 +299,7 @@ def _channel(raw: dict[str, Any], line: int) -> ChannelConfig:
         enabled=bool(raw.get("enabled", True)),
         connect_timeout=float(raw.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)),
         idle_timeout=float(raw.get("idle_timeout", DEFAULT_IDLE_TIMEOUT)),
+        max_output_tokens=int(raw["max_output_tokens"]) if raw.get("max_output_tokens") else None,
         line=line,
         max_concurrency=raw.get("max_concurrency"),
     )

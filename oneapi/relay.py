@@ -461,9 +461,10 @@ async def _send_dialect(channel: Channel, key: ChannelKey, call: Call, upstream:
     if native is None:
         if spoken.refusal is not None:  # another channel may speak the dialect; if none does, this is the answer
             return Failure(bad_request(spoken.refusal), channel_fault=False)
-        if not call.raw:  # the first translated attempt: the canonical form, as any chat request has it
-            call.body = spoken.canonical
-            call.raw = orjson.dumps(call.body)
+        body = spoken.canonical_within(channel.config.max_output_tokens)
+        if call.body is not body:  # the canonical form, as any chat request has it (built once unless a channel lowers it)
+            call.body = body
+            call.raw = orjson.dumps(body)
         return spoken.translated(await _send(channel, key, call, upstream, time_left, record, slot))
     config = channel.config
     upstream_model = config.upstream_model(call.model)

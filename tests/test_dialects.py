@@ -46,7 +46,7 @@ def gateway(vendor: FakeVendor, tmp_path_factory: pytest.TempPathFactory) -> Ite
                                                                  "claude-ledger": "gpt-4o-mini"}),
             # tried first for claude-failover, and down: the request moves on before its first byte
             channel("flaky", "openai", ["claude-failover"], key="sk-flaky-account-key-0123456789", base_url="http://127.0.0.1:9", priority=1),
-            channel("deepseek", "deepseek", ["deepseek-reasoner"], model_map={"claude-on-deepseek": "deepseek-reasoner"}),
+            channel("deepseek", "deepseek", ["deepseek-reasoner"], model_map={"claude-on-deepseek": "deepseek-reasoner"}, max_output_tokens=8192),
             channel("gemini", "gemini", ["gemini-2.0-flash-exp", "gemini-2.5-flash"]),
             channel("bedrock", "bedrock", ["us.amazon.nova-micro-v1:0"], key=AWS_KEY),
             channel("broken", "openai", ["always-failing"], base_url="http://127.0.0.1:9"),
@@ -288,7 +288,13 @@ def test_translated_deepseek_reasoning_becomes_thinking(client: anthropic.Anthro
     assert [b.type for b in message.content] == ["thinking", "text"]
     assert message.content[0].thinking == recorded["reasoning_content"]
     assert message.content[1].text == recorded["content"]
-    assert vendor.received[-1].json()["reasoning_effort"] == "medium"
+    sent = vendor.received[-1].json()
+    assert sent["reasoning_effort"] == "medium"
+    assert sent["max_tokens"] == 2000  # under the channel's max_output_tokens: as asked
+
+    vendor.reply_fixture("/v1/chat/completions", "deepseek/chat_reasoning.json")
+    client.messages.create(model="claude-on-deepseek", max_tokens=32000, messages=HELLO)  # Claude Code's usual ask
+    assert vendor.received[-1].json()["max_tokens"] == 8192
 
 
 def test_translated_deepseek_reasoning_stream(client: anthropic.Anthropic, vendor: FakeVendor) -> None:

@@ -42,6 +42,14 @@ class DialectRequest:
         """The canonical chat body: read when first needed (a native attempt never needs it); a 400 if it cannot be."""
         return self._read()[0]
 
+    def canonical_within(self, max_output_tokens: int | None) -> dict[str, Any]:
+        """The canonical body, its max_tokens lowered to a channel's max_output_tokens (a client sized it for other models)."""
+        body = self.canonical
+        asked = body.get("max_tokens")
+        if max_output_tokens is not None and isinstance(asked, int) and asked > max_output_tokens:
+            return {**body, "max_tokens": max_output_tokens}
+        return body
+
     @property
     def extensions(self) -> dict[str, Any]:
         """Fields chat has no name for, handed to provider mappings (docs/dialects.md)."""
