@@ -289,7 +289,7 @@ def test_translated_deepseek_reasoning_becomes_thinking(client: anthropic.Anthro
     assert message.content[0].thinking == recorded["reasoning_content"]
     assert message.content[1].text == recorded["content"]
     sent = vendor.received[-1].json()
-    assert sent["reasoning_effort"] == "medium"
+    assert "reasoning_effort" not in sent and "thinking" not in sent  # an OpenAI-format body carries no extension
     assert sent["max_tokens"] == 2000  # under the channel's max_output_tokens: as asked
 
     vendor.reply_fixture("/v1/chat/completions", "deepseek/chat_reasoning.json")
