@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,3 +73,31 @@ def test_a_provider_may_only_claim_a_declared_dialect(tmp_path: Path) -> None:
         build_snapshot(tmp_path / "config.yaml")
     assert "dialect 'klingon' is not in dialects.d" in str(caught.value.problems[0])
     assert caught.value.problems[0].line == 5
+
+
+def test_a_changed_dialect_file_is_reloaded_and_a_broken_one_refused(tmp_path: Path, start_gateway: Any, vendor: Any) -> None:
+    import shutil
+
+    import httpx
+
+    from conftest import CLIENT_KEY, base_config
+
+    dialects = tmp_path / "my-dialects"
+    dialects.mkdir()
+    shutil.copy(DIALECTS_DIR / "anthropic-messages.yaml", dialects)
+    gateway = start_gateway(base_config(vendor, dialects_dir=str(dialects)))
+    headers = {"x-api-key": CLIENT_KEY}
+    body = {"model": "no-such-model", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    assert httpx.post(gateway.url("/v1/messages"), json=body, headers=headers).json()["error"]["type"] == "not_found_error"
+
+    version = gateway.health()["config_version"]
+    path = dialects / "anthropic-messages.yaml"
+    path.write_text(path.read_text().replace('"404": not_found_error', '"404": no_such_model_error'))
+    gateway.wait_for(lambda h: h["config_version"] != version)
+    assert httpx.post(gateway.url("/v1/messages"), json=body, headers=headers).json()["error"]["type"] == "no_such_model_error"
+
+    version = gateway.health()["config_version"]
+    path.write_text(path.read_text() + "surprise: 1\n")
+    health = gateway.wait_for(lambda h: h["last_reload_error"] is not None)
+    assert "anthropic-messages.yaml" in str(health["last_reload_error"]) and health["config_version"] == version
+    assert httpx.post(gateway.url("/v1/messages"), json=body, headers=headers).json()["error"]["type"] == "no_such_model_error"
