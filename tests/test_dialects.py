@@ -427,3 +427,23 @@ def test_a_failure_after_the_first_byte_is_an_error_event(client: anthropic.Anth
     with pytest.raises(anthropic.APIStatusError):
         with client.messages.stream(model="claude-on-openai", max_tokens=100, messages=HELLO) as stream:
             stream.get_final_message()
+
+
+@pytest.mark.parametrize("body", [
+    {"model": "claude-on-openai", "max_tokens": 5, "messages": [1, 2, 3]},
+    {"model": "claude-on-openai", "max_tokens": 5, "messages": [{"role": "user", "content": 5}]},
+    {"model": "claude-on-openai", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "text"}]}]},
+    {"model": "claude-on-openai", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "image", "source": None}]}]},
+    {"model": "claude-on-openai", "max_tokens": 5, "messages": "hi"},
+    {"model": "claude-on-openai", "max_tokens": "5", "messages": HELLO},
+    {"model": 5, "max_tokens": 5, "messages": HELLO},
+    {"model": "claude-on-openai", "max_tokens": 5, "messages": HELLO, "system": 5, "tools": "x", "tool_choice": 3, "thinking": []},
+    {"model": "claude-on-openai", "max_tokens": 5, "messages": HELLO, "tools": [{"name": "t"}]},
+])
+def test_odd_bodies_get_a_clear_answer_never_a_crash(body: dict[str, Any], gateway: GatewayProcess, vendor: FakeVendor) -> None:
+    vendor.reply_fixture("/v1/chat/completions", "openai/chat_completion_text.json")
+    answer = httpx.post(gateway.url("/v1/messages"), json=body, headers={"x-api-key": CLIENT_KEY}, timeout=20)
+    assert answer.status_code in (200, 400), answer.text
+    if answer.status_code == 400:
+        assert answer.json()["type"] == "error" and answer.json()["error"]["type"] == "invalid_request_error"
+    assert "Traceback" not in gateway.log()

@@ -62,7 +62,7 @@ class DialectRequest:
             try:
                 canonical = dialect.request.search(doc)
                 extensions = dialect.extensions.search(doc) if dialect.extensions is not None else {}
-            except MappingError as exc:
+            except (MappingError, TypeError, ValueError) as exc:  # JMESPath's ordering of a string and a number raises TypeError
                 raise bad_request(f"The request could not be read as {dialect.name}: {exc}") from None
             if not isinstance(canonical, dict):
                 raise bad_request(f"The request could not be read as {dialect.name}.")
@@ -94,7 +94,7 @@ class DialectRequest:
                 doc["_request"] = self.body
                 doc["_options"] = self.context()
                 outcome.body = orjson.dumps(self.dialect.response.search(doc))
-            except (orjson.JSONDecodeError, MappingError) as exc:
+            except (orjson.JSONDecodeError, MappingError, TypeError, ValueError) as exc:
                 return Failure(GatewayError(502, f"The answer could not be written in the client's format: {exc}", type="upstream_error",
                                             code="dialect_mapping_failed"))
         return outcome
@@ -116,7 +116,7 @@ def read_request(dialect: Dialect, operation: str, raw: bytes, body: dict[str, A
                     raise bad_request(message)
                 refusal = refusal or message
         stream = bool(dialect.stream.search(doc)) if dialect.stream is not None and operation == "chat" else False
-    except MappingError as exc:
+    except (MappingError, TypeError, ValueError) as exc:
         raise bad_request(f"The request could not be read as {dialect.name}: {exc}") from None
     return DialectRequest(dialect, operation, raw, body, model, stream, headers, refusal, path, query)
 

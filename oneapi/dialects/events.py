@@ -99,7 +99,7 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], spec: StreamSpec, request
                 write(name, fields, out)
         write(END_EVENT, {}, out)
         yield write_sse(out)
-    except (FramingError, MappingError) as exc:
+    except (FramingError, MappingError, TypeError, ValueError) as exc:  # odd vendor data: an error event, not a silent end
         out.clear()
         write("error", {"message": f"The gateway could not write this stream in the client's format: {exc}", "type": "api_error", "code": None}, out)
         yield write_sse(out)
