@@ -196,8 +196,10 @@ class _Functions(functions.Functions):
     @functions.signature({"types": ["number", "null"], "variadic": True})
     def _func_add(self, *numbers: Any) -> Any:
         """Sum of the arguments, null ones counting as 0."""
-        total = sum(n for n in numbers if n is not None)
-        return total
+        for n in numbers:  # jmespath checks a variadic signature's first argument only
+            if n is not None and (type(n) is bool or not isinstance(n, (int, float))):
+                raise jmes_errors.JMESPathTypeError("add", n, type(n).__name__, ["number", "null"])
+        return sum(n for n in numbers if n is not None)
 
     @functions.signature({"types": ["object", "null"]}, {"types": ["string"], "variadic": True})
     def _func_omit(self, obj: Any, *keys: str) -> Any:
