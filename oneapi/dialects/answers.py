@@ -33,7 +33,7 @@ class DialectRequest:
     refusal: str | None = None  # why a translated attempt must refuse it (a checks: entry with only: translated)
     path: Mapping[str, str] = field(default_factory=dict)  # the route's {holes}
     query: Mapping[str, str] = field(default_factory=dict)
-    message_id: str = field(default_factory=lambda: "msg_" + uuid.uuid4().hex[:24])
+    answer_id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])  # one per request; the dialect file gives it a prefix
     _estimate: int | None = None
     _canonical: tuple[dict[str, Any], dict[str, Any]] | None = None
 
@@ -78,7 +78,7 @@ class DialectRequest:
 
     def context(self) -> dict[str, Any]:
         """What the dialect's response and stream rules see as `_options`."""
-        return {"model": self.model, "message_id": self.message_id, "prompt_estimate": self.prompt_estimate}
+        return {"model": self.model, "answer_id": self.answer_id, "prompt_estimate": self.prompt_estimate}
 
     def translated(self, outcome: Answer | StreamAnswer | Failure) -> Answer | StreamAnswer | Failure:
         """A canonical answer (a successful one: failures become the dialect's errors where the request ends) in the dialect."""

@@ -22,7 +22,7 @@ from .events import EventWriter, canonical_events
 from .spec import Dialect
 
 # what the response and stream rules see as _options in a self-test
-CONTEXT = {"model": "client-model", "message_id": "msg_test", "prompt_estimate": 10}
+CONTEXT = {"model": "client-model", "answer_id": "test", "prompt_estimate": 10}
 
 
 def run_dialect_selftests(dialects: Iterable[Dialect]) -> tuple[int, list[Problem]]:
