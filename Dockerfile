@@ -10,6 +10,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY oneapi ./oneapi
 COPY schemas ./schemas
+COPY dialects.d ./dialects.d
 RUN pip install . \
  && useradd --system --uid 10001 --no-create-home --home-dir /app oneapi \
  && mkdir -p /data \
@@ -18,7 +19,6 @@ RUN pip install . \
  && ln -s /data /app/data
 
 COPY providers.d ./providers.d
-COPY dialects.d ./dialects.d
 # the default config; mount your own over it: -v $PWD/config.yaml:/app/config.yaml:ro
 COPY config.yaml ./config.yaml
 

@@ -76,17 +76,18 @@ def check_command(config_path: Path) -> int:
         print(f"{warning} (warning)", file=sys.stderr)
     cases, failures = run_selftests(snapshot.providers.values())
     dialect_cases, dialect_failures = run_dialect_selftests(snapshot.dialects.values())
-    cases += dialect_cases
-    failures += dialect_failures
-    for problem in failures:
+    for problem in failures + dialect_failures:
         print(problem, file=sys.stderr)
     if failures:
         print(f"{len(failures)} of {cases} provider self-test(s) failed", file=sys.stderr)
+    if dialect_failures:
+        print(f"{len(dialect_failures)} of {dialect_cases} dialect self-test(s) failed", file=sys.stderr)
+    if failures or dialect_failures:
         return 1
     print(
         f"ok: {config_path} is valid (config {snapshot.version}: {len(snapshot.providers)} providers, "
         f"{len(snapshot.channels)} routed channels, {len(snapshot.tokens)} tokens, {len(snapshot.dialects)} client dialects; "
-        f"{cases} provider and dialect self-tests passed)"
+        f"{cases} provider and {dialect_cases} dialect self-tests passed)"
     )
     return 0
 

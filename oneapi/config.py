@@ -16,6 +16,9 @@ from .documents import ConfigError, Document, Problem
 from .incremental import PieceCache, unchanged_ends
 
 DEFAULT_LISTEN = "0.0.0.0:3000"
+# the dialect files that ship with the engine: inside the installed package, or dialects.d at the top of a checkout
+_PACKAGE = Path(__file__).resolve().parent
+SHIPPED_DIALECTS = _PACKAGE / "dialects_d" if (_PACKAGE / "dialects_d").is_dir() else _PACKAGE.parent / "dialects.d"
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
 DEFAULT_TIMEOUT = 300.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -208,8 +211,7 @@ def _load_config(path: Path, environ: Mapping[str, str], cache: ConfigCache) -> 
         host=host.strip("[]") or "0.0.0.0",
         port=int(port),
         providers_dir=(path.parent / data.get("providers_dir", "providers.d")).resolve(),
-        dialects_dir=(path.parent / data["dialects_dir"] if "dialects_dir" in data
-                      else path.parent / data.get("providers_dir", "providers.d") / ".." / "dialects.d").resolve(),
+        dialects_dir=(path.parent / data["dialects_dir"]).resolve() if data.get("dialects_dir") else SHIPPED_DIALECTS,
         store=data.get("store", "sqlite:///data/oneapi.db"),
         admin_key=admin_key,
         max_body_bytes=int(data.get("max_body_bytes", DEFAULT_MAX_BODY)),
