@@ -156,7 +156,8 @@ class Gateway:
             answer = error_answer(match.dialect, GatewayError(500, "The gateway failed unexpectedly; the error was logged.", type="server_error"))
         if isinstance(answer, Answer) and answer.status_code >= 400:
             answer = error_answer(match.dialect, answer)
-        self.metrics.inc("oneapi_requests_total", (match.operation, str(answer.status_code)))
+        # the endpoint label tells a dialect's traffic from chat's: anthropic-messages/chat, anthropic-messages/count_tokens
+        self.metrics.inc("oneapi_requests_total", (f"{match.dialect.name}/{match.operation}", str(answer.status_code)))
         await answer(scope, receive, send)
 
     async def list_models(self, request: Request) -> Response:

@@ -408,6 +408,19 @@ def test_bad_bodies_are_invalid_request_errors(gateway: GatewayProcess) -> None:
     assert too_big.status_code == 413 and too_big.json()["error"]["type"] == "request_too_large"
 
 
+def test_metrics_tell_messages_traffic_from_chat(client: anthropic.Anthropic, gateway: GatewayProcess, vendor: FakeVendor) -> None:
+    vendor.reply_fixture("/v1/chat/completions", "openai/chat_completion_text.json")
+    client.messages.create(model="claude-on-openai", max_tokens=10, messages=HELLO)
+    client.messages.count_tokens(model="claude-on-openai", messages=HELLO)
+    deadline = time.monotonic() + 10
+    text = ""
+    while time.monotonic() < deadline and 'endpoint="anthropic-messages/count_tokens"' not in text:
+        text = httpx.get(gateway.url("/metrics")).text
+        time.sleep(0.2)
+    assert 'oneapi_requests_total{endpoint="anthropic-messages/chat",status="200"}' in text
+    assert 'oneapi_requests_total{endpoint="anthropic-messages/count_tokens",status="200"}' in text
+
+
 def test_every_channel_failing_is_an_api_error(client: anthropic.Anthropic) -> None:
     with pytest.raises(anthropic.APIStatusError) as caught:
         client.messages.create(model="always-failing", max_tokens=10, messages=HELLO)
