@@ -11,6 +11,7 @@ COPY pyproject.toml README.md ./
 COPY oneapi ./oneapi
 COPY schemas ./schemas
 COPY providers.d ./providers.d
+COPY dialects.d ./dialects.d
 RUN pip install . \
  && useradd --system --uid 10001 --no-create-home --home-dir /app oneapi \
  && mkdir -p /data /app/config \

@@ -5,8 +5,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-NON_STREAM_SCENARIOS = ("relay-c50", "relay-c1")
-STREAM_SCENARIOS = ("stream", "anthropic-stream")
+NON_STREAM_SCENARIOS = ("relay-c50", "relay-c1", "count-tokens")
+STREAM_SCENARIOS = ("stream", "anthropic-stream", "messages-stream", "messages-native-stream")
 SCALE_SCENARIOS = ("big-config", "big-config-reload", "budget-rpm")
 
 

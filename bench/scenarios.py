@@ -12,6 +12,7 @@ GatewayConfig = Literal["small", "anthropic", "big", "budget"]
 ALL_KINDS: tuple[SubjectKind, ...] = ("direct", "floor", "oneapi", "litellm")
 CHAT_PATH = "/v1/chat/completions"
 MESSAGES_PATH = "/v1/messages"
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 
 
 @dataclass(frozen=True)
@@ -27,19 +28,21 @@ class Scenario:
     gateway_config: GatewayConfig = "small"
     reloads: bool = False
     min_duration_s: int = 0  # a reload of the big config takes seconds: give it room to happen several times
+    gateway_path: str = CHAT_PATH  # what the client asks the gateway: chat, or a dialect's route (Anthropic Messages)
 
     def path_for(self, kind: SubjectKind) -> str:
-        return self.direct_path if kind == "direct" else CHAT_PATH
+        return self.direct_path if kind == "direct" else self.gateway_path
 
     def stream_end_for(self, kind: SubjectKind) -> bytes | None:
         """The bytes a complete stream ends with, to tell a finished stream from a cut one."""
         if not self.stream:
             return None
-        return b"message_stop" if kind == "direct" and self.direct_path == MESSAGES_PATH else b"[DONE]"
+        return b"message_stop" if self.path_for(kind) == MESSAGES_PATH else b"[DONE]"
 
     def request_body(self) -> bytes:
         stream = ',"stream":true' if self.stream else ""
-        return f'{{"model":"{self.model}","messages":[{{"role":"user","content":"hi"}}]{stream}}}'.encode()
+        max_tokens = ',"max_tokens":1024' if self.gateway_path == MESSAGES_PATH else ""  # Messages requires it
+        return f'{{"model":"{self.model}","messages":[{{"role":"user","content":"hi"}}]{max_tokens}{stream}}}'.encode()
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -55,6 +58,32 @@ SCENARIOS: tuple[Scenario, ...] = (
         model=ANTHROPIC_MODEL,
         direct_path=MESSAGES_PATH,
         gateway_config="anthropic",
+    ),
+    # issue 11: an Anthropic client (POST /v1/messages) against the `stream` scenario's OpenAI pass-through
+    Scenario(
+        "messages-stream",
+        "Anthropic Messages client, OpenAI-format vendor: the 50-event stream translated to Messages events",
+        ("oneapi",),
+        "sse",
+        stream=True,
+        gateway_path=MESSAGES_PATH,
+    ),
+    Scenario(
+        "messages-native-stream",
+        "Anthropic Messages client, Anthropic channel: the Messages stream relayed as it is",
+        ("oneapi",),
+        "sse",
+        stream=True,
+        model=ANTHROPIC_MODEL,
+        gateway_path=MESSAGES_PATH,
+        gateway_config="anthropic",
+    ),
+    Scenario(
+        "count-tokens",
+        "POST /v1/messages/count_tokens on an OpenAI channel: the gateway's estimate, 50 connections",
+        ("oneapi",),
+        "json",
+        gateway_path=COUNT_TOKENS_PATH,
     ),
     Scenario(
         "big-config",

@@ -12,6 +12,7 @@ import time
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, AsyncIterator
+from urllib.parse import parse_qsl
 
 import orjson
 from starlette.applications import Starlette
@@ -22,6 +23,8 @@ from starlette.routing import Route
 
 from .asgi import Answer, ClientGone, Inbound, Receive, Scope, Send, StreamAnswer
 from .config import Config
+from .dialects import RouteMatch, match_route
+from .dialects.answers import error_answer
 from .documents import ConfigError
 from .errors import GatewayError, bad_request
 from . import accesslog
@@ -156,6 +159,28 @@ class Gateway:
             log.exception("unexpected error on POST %s", scope["path"])
             answer = internal_error()
         self.metrics.inc("oneapi_requests_total", (endpoint.operation, str(answer.status_code)))
+        await answer(scope, receive, send)
+
+    async def serve_dialect(self, scope: Scope, receive: Receive, send: Send, match: RouteMatch) -> None:
+        """A route of a client dialect (dialects.d): relayed like chat, every answer and refusal in the dialect."""
+        answer: Answer | StreamAnswer
+        if scope["method"] != "POST":
+            answer = error_answer(match.dialect, GatewayError(405, f"No route {scope['method']} {scope['path']}.", headers={"Allow": "POST"}))
+            await answer(scope, receive, send)
+            return
+        try:
+            answer = await relay(Inbound(scope, receive), self.holder.current, self.services, ENDPOINTS["chat"], match)
+        except GatewayError as exc:
+            answer = error_answer(match.dialect, exc)
+        except ClientGone:
+            return
+        except Exception:
+            log.exception("unexpected error on POST %s", scope["path"])
+            answer = error_answer(match.dialect, GatewayError(500, "The gateway failed unexpectedly; the error was logged.", type="server_error"))
+        if isinstance(answer, Answer) and answer.status_code >= 400:
+            answer = error_answer(match.dialect, answer)
+        # the endpoint label tells a dialect's traffic from chat's: anthropic-messages/chat, anthropic-messages/count_tokens
+        self.metrics.inc("oneapi_requests_total", (f"{match.dialect.name}/{match.operation}", str(answer.status_code)))
         await answer(scope, receive, send)
 
     async def list_models(self, request: Request) -> Response:
@@ -296,6 +321,12 @@ class GatewayApp:
             endpoint = self.relays.get(scope["path"])
             if endpoint is not None:
                 await self.gateway.serve_relay(scope, receive, send, endpoint)
+                return
+            routes = self.gateway.holder.current.dialect_routes
+            match = match_route(routes, scope["method"], scope["path"], {}) if routes else None
+            if match is not None:
+                query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+                await self.gateway.serve_dialect(scope, receive, send, match._replace(query=query))
                 return
         await self.routes(scope, receive, send)
 

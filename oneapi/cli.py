@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from .config import load_config
 from .documents import SHIPPED_PROVIDERS, ConfigError
 from .metrics import METRICS_DIR_ENV
+from .dialects.selftest import run_dialect_selftests
 from .selftest import run_selftests
 from .snapshot import RELOAD_SIGNAL_ENV, build_snapshot, signal_reload
 
@@ -98,14 +99,19 @@ def check_command(config_path: Path, list_providers: bool = True) -> int:
     for warning in snapshot.warnings:
         print(f"{warning} (warning)", file=sys.stderr)
     cases, failures = run_selftests(snapshot.providers.values())
-    for problem in failures:
+    dialect_cases, dialect_failures = run_dialect_selftests(snapshot.dialects.values())
+    for problem in failures + dialect_failures:
         print(problem, file=sys.stderr)
     if failures:
         print(f"{len(failures)} of {cases} provider self-test(s) failed", file=sys.stderr)
+    if dialect_failures:
+        print(f"{len(dialect_failures)} of {dialect_cases} dialect self-test(s) failed", file=sys.stderr)
+    if failures or dialect_failures:
         return 1
     print(
         f"ok: {config_path} is valid (config {snapshot.version}: {len(snapshot.providers)} providers, "
-        f"{len(snapshot.channels)} routed channels, {len(snapshot.tokens)} tokens; {cases} provider self-tests passed)"
+        f"{len(snapshot.channels)} routed channels, {len(snapshot.tokens)} tokens, {len(snapshot.dialects)} client dialects; "
+        f"{cases} provider and {dialect_cases} dialect self-tests passed)"
     )
     if list_providers:
         print_provider_files(snapshot)

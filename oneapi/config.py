@@ -12,7 +12,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from .documents import SHIPPED_PROVIDERS, ConfigError, Document, Problem
+from .documents import SHIPPED_DIALECTS, SHIPPED_PROVIDERS, ConfigError, Document, Problem
 from .incremental import PieceCache, unchanged_ends
 
 DEFAULT_LISTEN = "0.0.0.0:3000"
@@ -68,6 +68,7 @@ class ChannelConfig:
     max_concurrency: int | None = None  # upstream capacity shared by every worker and replica
     max_response_bytes: int = DEFAULT_MAX_RESPONSE
     max_event_bytes: int = DEFAULT_MAX_EVENT
+    max_output_tokens: int | None = None  # the most output tokens its models take: a translated dialect request is lowered to it
 
     def serves(self) -> tuple[str, ...]:
         """Every model name a client may ask this channel for."""
@@ -114,6 +115,7 @@ class Config:
     host: str
     port: int
     providers_dir: Path
+    dialects_dir: Path  # client dialect files (dialects.d)
     store: str
     admin_key: str | None
     max_body_bytes: int
@@ -223,6 +225,7 @@ def _load_config(path: Path, environ: Mapping[str, str], cache: ConfigCache) -> 
         port=int(port),
         # absent: the shipped vendors only; given: its files are added to them, and replace them by name
         providers_dir=(path.parent / data["providers_dir"]).resolve() if data.get("providers_dir") else SHIPPED_PROVIDERS,
+        dialects_dir=(path.parent / data["dialects_dir"]).resolve() if data.get("dialects_dir") else SHIPPED_DIALECTS,
         store=data.get("store", "sqlite:///data/oneapi.db"),
         admin_key=admin_key,
         max_body_bytes=int(data.get("max_body_bytes", DEFAULT_MAX_BODY)),
@@ -314,6 +317,7 @@ def _channel(raw: dict[str, Any], line: int) -> ChannelConfig:
         enabled=bool(raw.get("enabled", True)),
         connect_timeout=float(raw.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)),
         idle_timeout=float(raw.get("idle_timeout", DEFAULT_IDLE_TIMEOUT)),
+        max_output_tokens=int(raw["max_output_tokens"]) if raw.get("max_output_tokens") else None,
         line=line,
         max_concurrency=raw.get("max_concurrency"),
         max_response_bytes=int(raw.get("max_response_bytes", DEFAULT_MAX_RESPONSE)),

@@ -26,6 +26,8 @@ _HERE = Path(__file__).resolve().parent
 SCHEMA_DIR = _HERE / "schemas" if (_HERE / "schemas").is_dir() else _HERE.parent / "schemas"
 # the vendors that ship with the package, found the same way: oneapi/providers_d/ or providers.d/
 SHIPPED_PROVIDERS = _HERE / "providers_d" if (_HERE / "providers_d").is_dir() else _HERE.parent / "providers.d"
+# and the client dialects: oneapi/dialects_d/ or dialects.d/
+SHIPPED_DIALECTS = _HERE / "dialects_d" if (_HERE / "dialects_d").is_dir() else _HERE.parent / "dialects.d"
 
 Path_ = tuple[Any, ...]
 Environ = Mapping[str, str]

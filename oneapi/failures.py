@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Mapping
+from typing import Any, Mapping
 
 import orjson
 
 from .asgi import Answer
 from .errors import GatewayError
+from .upstream import TRANSPORT_ERRORS, TooLarge
+
+log = logging.getLogger("oneapi.relay")
 
 # vendor wordings for "this key is bad" and "this account is out of money", in general terms
 _KEY_INVALID = re.compile(rb"invalid[ _-]?(api[ _-]?)?key|incorrect api key|api key not valid|invalid[ _-]?x-api-key|"
@@ -160,3 +164,14 @@ def openai_error_body(content: bytes, status: int) -> bytes:
         return content
     return orjson.dumps({"error": {"message": _error_message(content, status), "type": "invalid_request_error",
                                    "code": f"upstream_{status}", "param": None}})
+
+
+async def error_reply_failure(channel: str, reply: Any, limit: int) -> Failure:
+    """An upstream answer with an error status, read (at most `limit` bytes) and classified; the caller redacts
+    what the client would see of it (redaction.py)."""
+    try:
+        content = await reply.read(limit)
+    except (TooLarge, *TRANSPORT_ERRORS):
+        content = b""
+    log.warning("channel %s: upstream answered %s", channel, reply.status)
+    return classify(channel, reply.status, content, reply.headers)

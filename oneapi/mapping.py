@@ -196,11 +196,22 @@ class _Functions(functions.Functions):
     @functions.signature({"types": ["number", "null"], "variadic": True})
     def _func_add(self, *numbers: Any) -> Any:
         """Sum of the arguments, null ones counting as 0."""
-        # jmespath checks only the first argument of a variadic signature: a vendor's "tokens": "12" must fail as a mapping
-        for n in numbers:
-            if n is not None and (isinstance(n, bool) or not isinstance(n, (int, float))):
+        for n in numbers:  # jmespath checks a variadic signature's first argument only
+            if n is not None and (type(n) is bool or not isinstance(n, (int, float))):
                 raise jmes_errors.JMESPathTypeError("add", n, type(n).__name__, ["number", "null"])
         return sum(n for n in numbers if n is not None)
+
+    @functions.signature({"types": ["object", "null"]}, {"types": ["string"], "variadic": True})
+    def _func_omit(self, obj: Any, *keys: str) -> Any:
+        """The object without the named keys: omit(input_schema, '$schema') -> the schema some vendors refuse, cleaned."""
+        if obj is None:
+            return None
+        return {k: v for k, v in obj.items() if k not in keys}
+
+    @functions.signature({"types": ["number", "null"]}, {"types": ["number", "null"]})
+    def _func_sub(self, minuend: Any, subtrahend: Any) -> Any:
+        """`minuend` less `subtrahend`, null counting as 0: sub(`10`, `3`) -> 7."""
+        return (minuend or 0) - (subtrahend or 0)
 
     @functions.signature({"types": ["string", "null"]})
     def _func_lower(self, value: Any) -> Any:

@@ -96,6 +96,15 @@ class AuthSpec:
 
 
 @dataclass(frozen=True)
+class NativeDialect:
+    """A client dialect the vendor speaks itself (`dialects:` in a provider file): where each of its operations
+    goes, and which of the client's headers go along. Requests are relayed as sent, answers byte for byte."""
+
+    operations: Mapping[str, Operation]
+    forward_headers: tuple[str, ...] = ()  # lower-case names
+
+
+@dataclass(frozen=True)
 class Provider:
     name: str
     file: str
@@ -108,6 +117,7 @@ class Provider:
     errors: ErrorSpec | None = None
     tests: tuple[Any, ...] = ()  # this file's own self-test cases (never inherited)
     document: Document | None = None
+    dialects: Mapping[str, NativeDialect] = field(default_factory=dict)  # client dialects relayed natively
 
     @cached_property
     def required_options(self) -> frozenset[str]:
@@ -248,6 +258,19 @@ def _compile(name: str, doc: Document, data: dict[str, Any]) -> Provider:
             operations[op_name] = _compile_operation(op_name, raw, compiler, auth, doc)
         except (ValueError, KeyError) as exc:
             problems.append(doc.problem(("operations", op_name), f"operation {op_name}: {exc}"))
+    dialects: dict[str, NativeDialect] = {}
+    for dialect_name, raw in (data.get("dialects") or {}).items():
+        if raw is None:  # `anthropic-messages: null` removes a dialect inherited through extends
+            continue
+        native_ops: dict[str, Operation] = {}
+        for op_name, op_raw in (raw.get("operations") or {}).items():
+            if op_raw is None:
+                continue
+            try:
+                native_ops[op_name] = _compile_operation(op_name, {**op_raw, "format": "openai"}, compiler, auth, doc)
+            except (ValueError, KeyError) as exc:
+                problems.append(doc.problem(("dialects", dialect_name, "operations", op_name), f"dialect {dialect_name} {op_name}: {exc}"))
+        dialects[dialect_name] = NativeDialect(MappingProxyType(native_ops), tuple(h.lower() for h in raw.get("forward_headers") or ()))
     errors = None
     try:
         errors = compile_errors(data.get("errors"), compiler)
@@ -267,6 +290,7 @@ def _compile(name: str, doc: Document, data: dict[str, Any]) -> Provider:
         errors=errors,
         tests=tuple((doc.data or {}).get("tests") or ()),
         document=doc,
+        dialects=MappingProxyType(dialects),
     )
 
 

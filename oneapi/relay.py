@@ -15,8 +15,12 @@ import orjson
 from .answers import answer_problem, first_event_problem
 from .asgi import Answer, Inbound, StreamAnswer
 from .config import TokenConfig
+from .dialects import RouteMatch
+from .dialects.answers import CanonicalBody, DialectRequest, read_request
+from .dialects.counting import count_tokens
+from .dialects.native import native_attempt, native_operation, record_native_body
 from .errors import GatewayError, bad_request
-from .failures import Failure, bad_body_failure, classify, in_band_error, in_band_status, transport_failure
+from .failures import Failure, bad_body_failure, classify, error_reply_failure, in_band_error, in_band_status, transport_failure
 from .forms import Upload, form_boundary
 from .health import ChannelHealth, HealthRegistry
 from .limits import Accounting
@@ -182,22 +186,27 @@ class Services:
     accounting: Accounting
 
 
-async def relay(request: Inbound, snapshot: Snapshot, services: Services, endpoint: Endpoint) -> Answer | StreamAnswer:
+async def relay(request: Inbound, snapshot: Snapshot, services: Services, endpoint: Endpoint,
+                dialect: RouteMatch | None = None) -> Answer | StreamAnswer:
+    """`dialect`: the request is in a client dialect (dialects.d) rather than OpenAI's format."""
     received = time.perf_counter()
     request_id = new_request_id()
     try:
-        return await _relay(request, snapshot, services, endpoint, received, request_id)
+        return await _relay(request, snapshot, services, endpoint, received, request_id, dialect)
     except GatewayError as exc:
         exc.headers.setdefault("x-request-id", request_id)
         raise
 
 
 async def _relay(request: Inbound, snapshot: Snapshot, services: Services, endpoint: Endpoint, received: float,
-                 request_id: str) -> Answer | StreamAnswer:
-    token = snapshot.tokens.authenticate(client_key(request), request.client_host)
+                 request_id: str, dialect: RouteMatch | None = None) -> Answer | StreamAnswer:
+    key = client_key(request) if dialect is None else dialect.dialect.client_key(request.headers, dialect.query)
+    token = snapshot.tokens.authenticate(key, request.client_host)
     if endpoint.form:
         return await _relay_upload(request, snapshot, services, endpoint, token, received, request_id)
     raw, body = await read_json_body(request, snapshot.config.max_body_bytes)
+    if dialect is not None:
+        return await _relay_dialect(dialect, request, raw, body, snapshot, services, endpoint, token, received, request_id)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise bad_request("'model' is required and must be a string.", param="model")
@@ -210,6 +219,21 @@ async def _relay(request: Inbound, snapshot: Snapshot, services: Services, endpo
     _check_route(snapshot, token, model, endpoint)
     call = Call(endpoint, model, raw, body, stream, received, _meter(services, snapshot, token, endpoint, model, body, stream, request_id),
                 accept=request.headers.get("accept"))
+    return await _metered_failover(call, snapshot, services, token.group)
+
+
+async def _relay_dialect(dialect: RouteMatch, request: Inbound, raw: bytes, body: dict[str, Any], snapshot: Snapshot, services: Services,
+                         endpoint: Endpoint, token: TokenConfig, received: float, request_id: str) -> Answer | StreamAnswer:
+    """A request in a client dialect (dialects.d): routed and metered like chat; read into the canonical chat form
+    only where an attempt is translated (or the meter needs an estimate)."""
+    spoken = read_request(dialect.dialect, dialect.operation, raw, body, dialect.path, dialect.query, request.headers)
+    _check_route(snapshot, token, spoken.model, endpoint)
+    if spoken.operation == "count_tokens":
+        return await count_tokens(spoken, snapshot.routes.candidates(token.group, spoken.model, endpoint.operation), services.upstream)
+    canonical = CanonicalBody(spoken)
+    call = Call(endpoint, spoken.model, b"", canonical, spoken.stream, received,  # type: ignore[arg-type]
+                _meter(services, snapshot, token, endpoint, spoken.model, canonical, spoken.stream, request_id),
+                accept=request.headers.get("accept"), dialect=spoken)
     return await _metered_failover(call, snapshot, services, token.group)
 
 
@@ -299,6 +323,7 @@ class Call:
     upload: Upload | None = None  # a multipart body, streamed from its spool instead of `raw`
     content_type: str = ""  # the client's Content-Type, for a multipart body (its boundary)
     channel: str = ""  # the channel tried last, for the request log
+    dialect: DialectRequest | None = None  # the request as the client sent it, when not in OpenAI's format
 
 
 async def _failover(call: Call, snapshot: Snapshot, services: Services, group: str) -> Answer | StreamAnswer:
@@ -379,7 +404,8 @@ async def _attempt(channel: Channel, state: ChannelHealth, key: ChannelKey, call
         state.record(ok, time.monotonic())
 
     try:
-        outcome = redact_outcome(await _send(channel, key, call, services.upstream, time_left, record, slot), key.redaction)
+        send = _send if call.dialect is None else _send_dialect
+        outcome = redact_outcome(await send(channel, key, call, services.upstream, time_left, record, slot), key.redaction)
         if isinstance(outcome, Failure):
             if not recorded:
                 record(not outcome.channel_fault)
@@ -401,7 +427,10 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
     # the channel's usual timeouts, unless the retry deadline is nearer
     timeouts = channel.timeouts if time_left >= config.timeout else Timeouts(time_left, config.connect_timeout)
     if operation.translated:  # a vendor that does not speak OpenAI, or needs a signer: translate.py
-        body, hide_usage = translated_body(call.body, call.stream, call.endpoint.operation)
+        # gateway extensions reach a provider's own request mapping, never a body sent on as it is
+        mapped = operation.mapping is not None and operation.mapping.request is not None
+        extended = {**call.body, **call.dialect.extensions} if call.dialect is not None and mapped and call.dialect.extensions else call.body
+        body, hide_usage = translated_body(extended, call.stream, call.endpoint.operation)
         answer = await translated_attempt(channel, key, operation, upstream_model, dict(body), call.stream, upstream, timeouts, record,
                                           hide_usage is not None)
         return _metered(answer, call, channel, upstream_model, hide_usage, slot, None)
@@ -442,12 +471,7 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
         first_by = first_byte_deadline(channel, min(config.timeout, time_left))
 
     if reply.status >= 400:
-        try:
-            content = await reply.read(config.max_response_bytes)
-        except (TooLarge, *TRANSPORT_ERRORS):
-            content = b""
-        log.warning("channel %s: upstream answered %s", channel.name, reply.status)
-        return classify(channel.name, reply.status, content, reply.headers)
+        return await error_reply_failure(channel.name, reply, config.max_response_bytes)
 
     # an answer of any kind (audio, text, events) is told by its content type, not by the request's `stream`
     if _is_event_stream(reply.content_type) if call.endpoint.any_answer else call.stream:
@@ -473,6 +497,31 @@ async def _send(channel: Channel, key: ChannelKey, call: Call, upstream: Upstrea
     answer = Answer(content, reply.status, reply.content_type, {OVERHEAD_HEADER: f"{overhead * 1000:.3f}"})
     answer.after = partial(call.meter.finish_body, channel.name, upstream_model, content)  # once the client has it
     return answer
+
+
+async def _send_dialect(channel: Channel, key: ChannelKey, call: Call, upstream: Upstream, time_left: float,
+                        record: Callable[[bool], None], slot: str) -> Answer | StreamAnswer | Failure:
+    """A request in a client dialect: relayed as sent where the channel's vendor speaks the dialect, else sent in
+    the canonical form like any chat request and its answer written back in the dialect."""
+    spoken = call.dialect
+    assert spoken is not None
+    native = native_operation(spoken, channel)
+    if native is None:
+        if spoken.refusal is not None:  # another channel may speak the dialect; if none does, this is the answer
+            return Failure(bad_request(spoken.refusal), channel_fault=False)
+        body = spoken.canonical_within(channel.config.max_output_tokens)
+        if call.body is not body:  # the canonical form, as any chat request has it (built once unless a channel lowers it)
+            call.body = body
+            call.raw = orjson.dumps(body)
+        return spoken.translated(await _send(channel, key, call, upstream, time_left, record, slot))
+    config = channel.config
+    upstream_model = config.upstream_model(call.model)
+    timeouts = channel.timeouts if time_left >= config.timeout else Timeouts(time_left, config.connect_timeout)
+    answer = await native_attempt(spoken, *native, channel, key, call.model, upstream_model, upstream, timeouts, record)
+    metered = _metered(answer, call, channel, upstream_model, None, slot, None)
+    if isinstance(metered, Answer) and metered.after is not None:
+        metered.after = partial(record_native_body, call.meter, spoken.dialect, channel.name, upstream_model, metered.body)
+    return metered
 
 
 def _metered(answer: Answer | StreamAnswer | Failure, call: Call, channel: Channel, upstream_model: str, hide_usage: str | None,

@@ -19,6 +19,7 @@ import orjson
 from .config import ChannelConfig, Config, ConfigCache, load_config
 from .documents import SHIPPED_PROVIDERS, ConfigError, Document, Problem
 from .incremental import value_digest
+from .dialects import Dialect, Route, load_dialects
 from .providers import Provider, ProviderCache, load_providers
 from .routing import Channel, Routes
 from .tokens import TokenIndex
@@ -54,6 +55,8 @@ class Snapshot:
     loaded_at: float
     warnings: tuple[Problem, ...]
     build_ms: float = 0.0  # how long reading, validating and compiling it took (GET /health: reload_ms)
+    dialects: Mapping[str, Dialect] = field(default_factory=dict)  # client dialects (dialects.d), by name
+    dialect_routes: tuple[tuple[Route, Dialect], ...] = ()  # every dialect route, in file order
     cache: ReloadCache = field(default_factory=ReloadCache, repr=False, compare=False)  # for the build that replaces it
 
 
@@ -82,12 +85,15 @@ def _collector_paused() -> Iterator[None]:
 def _build_snapshot(config_path: str | Path, environ: Mapping[str, str] | None, cache: ReloadCache) -> Snapshot:
     config, doc = load_config(config_path, environ, cache.config)
     providers, provider_docs = load_providers(SHIPPED_PROVIDERS, config.providers_dir, cache=cache.providers)
+    dialects, dialect_docs = load_dialects(config.dialects_dir)
+    _check_native_dialects(providers, dialects)
     warnings = list(config.warnings)
     channels = _channels(config, doc, providers, cache, warnings)
 
     digest = hashlib.sha256()
     digest.update(_config_digest(doc))
     digest.update(_provider_digest(provider_docs, cache))
+    digest.update(_provider_digest(dialect_docs, ReloadCache()))
     last_tokens = cache.tokens
     cache.tokens = tokens = last_tokens.replaced(config.tokens) if last_tokens is not None else TokenIndex(config.tokens)
     return Snapshot(
@@ -100,7 +106,18 @@ def _build_snapshot(config_path: str | Path, environ: Mapping[str, str] | None, 
         loaded_at=time.time(),
         warnings=tuple(warnings),
         cache=cache,
+        dialects=dialects,
+        dialect_routes=tuple((route, dialect) for dialect in dialects.values() for route in dialect.routes),
     )
+
+
+def _check_native_dialects(providers: Mapping[str, Provider], dialects: Mapping[str, Dialect]) -> None:
+    """A provider may only claim a dialect that dialects.d declares."""
+    problems = [provider.document.problem(("dialects", name), f"dialect {name!r} is not in dialects.d (known: {', '.join(sorted(dialects)) or 'none'})")
+                for provider in providers.values() if provider.document is not None
+                for name in provider.dialects if name not in dialects]
+    if problems:
+        raise ConfigError(problems)
 
 
 def _channels(config: Config, doc: Document, providers: Mapping[str, Provider], cache: ReloadCache,
@@ -202,6 +219,10 @@ def fingerprint(config_path: Path, snapshot: Snapshot | None) -> tuple[Any, ...]
             except OSError:
                 pass
             paths.append(providers_dir)
+        try:
+            paths.extend(sorted(snapshot.config.dialects_dir.glob("*.yaml")))
+        except OSError:
+            pass
     signal_file = os.environ.get(RELOAD_SIGNAL_ENV)
     if signal_file:
         paths.append(Path(signal_file))

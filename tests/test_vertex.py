@@ -94,3 +94,26 @@ def test_vertex_embeddings_via_predict(sdk: openai.OpenAI, vendor: FakeVendor) -
 
     packed = sdk.embeddings.create(model="text-embedding-005", input="What is life?")  # the SDK asks for base64 by default
     assert packed.data[0].embedding == [0.25, -0.5, 0.125]
+
+
+def test_messages_client_on_vertex_is_relayed_natively_at_raw_predict(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
+    """vertex-anthropic.yaml's `dialects:` entry: a Messages request goes to rawPredict as sent, but for the
+    body changes Vertex needs (anthropic_version in, model out), with the service account's token."""
+    import anthropic
+
+    vendor.reply_json(CLAUDE_PATH, fixture_json("anthropic/message_text.json"))
+    client = anthropic.Anthropic(base_url=str(sdk.base_url).removesuffix("v1/"), api_key=CLIENT_KEY, max_retries=0, timeout=20)
+
+    message = client.messages.create(model="claude-sonnet-4-5", max_tokens=100, messages=[{"role": "user", "content": "hi"}],
+                                     extra_headers={"anthropic-beta": "context-1m-2025-08-07"})
+
+    assert message.content[0].text == fixture_json("anthropic/message_text.json")["content"][0]["text"]
+    sent = vendor.requests_to(CLAUDE_PATH)[-1]
+    assert sent.json() == {"max_tokens": 100, "messages": [{"role": "user", "content": "hi"}], "anthropic_version": "vertex-2023-10-16"}
+    assert sent.headers["authorization"] == "Bearer ya29.fake-token" and "x-api-key" not in sent.headers
+    assert sent.headers["anthropic-beta"] == "context-1m-2025-08-07"
+    assert "anthropic-version" not in sent.headers
+
+    counted = client.messages.count_tokens(model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hi"}])
+    assert counted.input_tokens > 0  # Vertex counts elsewhere: the gateway's estimate, nothing sent
+    assert vendor.requests_to(CLAUDE_PATH)[-1] is sent
