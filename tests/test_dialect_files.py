@@ -98,6 +98,7 @@ def test_a_changed_dialect_file_is_reloaded_and_a_broken_one_refused(tmp_path: P
 
     version = gateway.health()["config_version"]
     path.write_text(path.read_text() + "surprise: 1\n")
-    health = gateway.wait_for(lambda h: h["last_reload_error"] is not None)
-    assert "anthropic-messages.yaml" in str(health["last_reload_error"]) and health["config_version"] == version
+    health = gateway.wait_for(lambda h: h["last_reload_failed"])
+    details = httpx.get(gateway.url("/health"), headers={"Authorization": "Bearer admin-secret-key-for-tests"}).json()["last_reload_error"]
+    assert "anthropic-messages.yaml" in details and health["config_version"] == version
     assert httpx.post(gateway.url("/v1/messages"), json=body, headers=headers).json()["error"]["type"] == "no_such_model_error"
