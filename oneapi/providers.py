@@ -231,8 +231,8 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     for key, value in override.items():
         if key in ("extends", "name"):
             continue
-        if key == "tests":
-            continue  # a file's self-tests test that file; a child brings its own
+        if key in ("tests", "dialects"):
+            continue  # a file's self-tests and native dialects are its own: a compatible vendor does not speak its parent's other APIs
         if key == "auth":
             out[key] = value  # an auth style is replaced whole, never blended with the parent's
         elif isinstance(value, dict) and isinstance(out.get(key), dict):
@@ -260,7 +260,7 @@ def _compile(name: str, doc: Document, data: dict[str, Any]) -> Provider:
             problems.append(doc.problem(("operations", op_name), f"operation {op_name}: {exc}"))
     dialects: dict[str, NativeDialect] = {}
     for dialect_name, raw in (data.get("dialects") or {}).items():
-        if raw is None:  # `anthropic-messages: null` removes a dialect inherited through extends
+        if raw is None:  # `anthropic-messages: null`: declared, and not spoken
             continue
         native_ops: dict[str, Operation] = {}
         for op_name, op_raw in (raw.get("operations") or {}).items():

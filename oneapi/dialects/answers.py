@@ -85,7 +85,7 @@ class DialectRequest:
         if isinstance(outcome, StreamAnswer):
             spec = self.dialect.stream_spec
             if spec is not None:
-                outcome.chunks = rewrite_stream(outcome.chunks, spec, self.body, self.context())
+                outcome.chunks = rewrite_stream(outcome.chunks, spec, self.body, self.context(), self.dialect.stream_sequence)
             return outcome
         if isinstance(outcome, Answer) and outcome.status_code < 400:
             try:

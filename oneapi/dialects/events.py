@@ -9,6 +9,7 @@ the same code, with OpenAI as the input and the dialect as the output.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Mapping
 
 import orjson
@@ -58,8 +59,12 @@ def canonical_events(chunk: Any) -> list[tuple[str, dict[str, Any]]]:
     return events
 
 
+@dataclass
 class EventWriter(StreamTranslator):
     """A dialect's stream rules run over canonical events: each emitted `{event, data}` is one event for the client."""
+
+    sequence: str | None = None  # a data field numbered 0, 1, 2, ... in stream order (`stream.sequence`)
+    numbered: int = 0
 
     def _chunk(self, body: Any) -> dict[str, Any] | None:
         if isinstance(body, dict) and "data" in body:
@@ -69,7 +74,14 @@ class EventWriter(StreamTranslator):
     def write(self, name: str, fields: dict[str, Any], out: list[dict[str, Any]]) -> None:
         """Append the dialect events of one canonical event to `out` (the rules' own runner, without feed's checks)."""
         spec = self.spec
+        start = len(out)
         spec.runners.get(name, spec.run_other)(fields, self, out, name)
+        if self.sequence is not None:
+            for item in out[start:]:
+                data = item.get("data")
+                if type(data) is dict:
+                    data[self.sequence] = self.numbered
+                    self.numbered += 1
 
 
 def write_sse(events: list[dict[str, Any]]) -> bytes:
@@ -79,10 +91,10 @@ def write_sse(events: list[dict[str, Any]]) -> bytes:
 
 
 async def rewrite_stream(chunks: AsyncIterator[bytes], spec: StreamSpec, request: Mapping[str, Any],
-                         context: Mapping[str, Any]) -> AsyncIterator[bytes]:
+                         context: Mapping[str, Any], sequence: str | None = None) -> AsyncIterator[bytes]:
     """The client's stream in its dialect, from the canonical OpenAI SSE `chunks`; whatever one read of them
-    gives goes out as one write. `context` is what the rules see as `_options`."""
-    writer = EventWriter(spec, request, context)
+    gives goes out as one write. `context` is what the rules see as `_options`; `sequence` numbers the events."""
+    writer = EventWriter(spec, request, context, sequence=sequence)
     write = writer.write
     parser = SSEParser()
     out: list[dict[str, Any]] = []

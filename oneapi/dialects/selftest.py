@@ -56,7 +56,7 @@ def run_case(dialect: Dialect, case: Mapping[str, Any]) -> str | None:
     if "stream" in case:
         if dialect.stream_spec is None:
             return "the dialect has no stream section"
-        writer = EventWriter(dialect.stream_spec, {}, CONTEXT)
+        writer = EventWriter(dialect.stream_spec, {}, CONTEXT, sequence=dialect.stream_sequence)
         events: list[dict[str, Any]] = []
         for event in parse_all("sse", case["stream"].encode()):
             for name, fields in canonical_events(event.data):

@@ -66,6 +66,7 @@ class Dialect:
     extensions: Expression | None  # dialect body -> gateway extension fields (read by provider mappings, never sent as they are)
     response: Expression  # canonical chat body (+ _options) -> dialect body
     stream_spec: StreamSpec | None  # canonical stream events -> dialect events
+    stream_sequence: str | None  # a data field numbered in stream order (`stream.sequence`), or None
     error_body: Expression  # {status, type, message, code} -> the dialect's error body
     error_types: Mapping[str, str]  # HTTP status (or 4xx / 5xx) -> the dialect's error type
     usage_body: Expression | None  # a native answer body -> its usage object
@@ -186,6 +187,7 @@ def _compile(name: str, doc: Document) -> Dialect:
         extensions=expr(("extensions",), data.get("extensions"), output=True),
         response=expr(("response",), data["response"], output=True),  # type: ignore[arg-type]
         stream_spec=stream_spec,
+        stream_sequence=(data.get("stream") or {}).get("sequence"),
         error_body=expr(("errors", "body"), errors["body"], output=True),  # type: ignore[arg-type]
         error_types=MappingProxyType({str(k): v for k, v in (errors.get("types") or {}).items()}),
         usage_body=expr(("usage", "body"), usage.get("body")),
