@@ -223,7 +223,9 @@ def _resolve(name: str, docs: dict[str, Document], chain: tuple[str, ...]) -> di
         raise ConfigError([doc.problem(("extends",), f"extends {parent_name!r}, but there is no {parent_name}.yaml")])
     if parent_name in chain or parent_name == name:
         raise ConfigError([doc.problem(("extends",), f"extends forms a cycle: {' -> '.join((*chain, name, parent_name))}")])
-    return _merge(_resolve(parent_name, docs, chain + (name,)), doc.data)
+    parent = dict(_resolve(parent_name, docs, chain + (name,)))
+    parent.pop("dialects", None)  # a file's native dialects are its own: a compatible vendor does not speak its parent's other APIs
+    return _merge(parent, doc.data)
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -231,8 +233,8 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     for key, value in override.items():
         if key in ("extends", "name"):
             continue
-        if key in ("tests", "dialects"):
-            continue  # a file's self-tests and native dialects are its own: a compatible vendor does not speak its parent's other APIs
+        if key == "tests":
+            continue  # a file's self-tests test that file; a child brings its own
         if key == "auth":
             out[key] = value  # an auth style is replaced whole, never blended with the parent's
         elif isinstance(value, dict) and isinstance(out.get(key), dict):

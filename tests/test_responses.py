@@ -1,0 +1,347 @@
+"""OpenAI's Responses API as a way in, end to end: the official openai SDK (responses.create / responses.stream) and
+Codex CLI's recorded requests -> gateway (Granian) -> fake vendors replaying recorded payloads. Native on OpenAI
+channels (relayed byte for byte), translated everywhere else (OpenAI chat, DeepSeek reasoning and Anthropic
+recordings), every refusal in OpenAI's error shape.
+
+One gateway serves the whole file, one channel per vendor.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Iterator
+
+import httpx
+import openai
+import pytest
+
+from conftest import CLIENT_KEY, PROVIDERS_DIR, UPSTREAM_KEY, GatewayProcess, serve_for_module
+from fakevendor import FakeVendor, Reply, fixture_bytes, fixture_json
+
+ADMIN_KEY = "admin-secret-key-for-tests"
+CODEX = "clients/codex/"
+
+
+@pytest.fixture(scope="module")
+def vendor() -> Iterator[FakeVendor]:
+    with FakeVendor() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def gateway(vendor: FakeVendor, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    def channel(name: str, provider: str, models: list[str], **extra: Any) -> dict[str, Any]:
+        return {"name": name, "provider": provider, "base_url": vendor.base_url, "keys": [UPSTREAM_KEY], "models": models, **extra}
+
+    config = {
+        "listen": "127.0.0.1:3000",
+        "providers_dir": str(PROVIDERS_DIR),
+        "admin_key": ADMIN_KEY,
+        "channels": [
+            channel("openai", "openai", ["gpt-4o", "gpt-5", "gpt-5.2", "o3-mini", "gpt-5-codex", "gpt-5.2-proo"],
+                    model_map={"native-alias": "gpt-4o"}),
+            # chat-completions vendors: the Responses request is translated
+            channel("chat", "groq", ["llama-3.3-70b"], model_map={"responses-on-chat": "llama-3.3-70b", "codex-on-chat": "llama-3.3-70b",
+                                                                    "responses-ledger": "llama-3.3-70b"}),
+            channel("deepseek", "deepseek", ["deepseek-reasoner"]),
+            channel("anthropic", "anthropic", ["claude-sonnet-4-5"]),
+        ],
+        "tokens": [{"name": "tester", "key": CLIENT_KEY}],
+    }
+    yield from serve_for_module(tmp_path_factory, "responses", config)
+
+
+@pytest.fixture
+def client(gateway: GatewayProcess, vendor: FakeVendor) -> openai.OpenAI:
+    vendor.received.clear()
+    return openai.OpenAI(base_url=gateway.url("/v1"), api_key=CLIENT_KEY, max_retries=0, timeout=20)
+
+
+def events_of(raw: bytes) -> list[tuple[str | None, dict[str, Any]]]:
+    """(event name, data) of every event of an SSE body."""
+    out = []
+    for block in raw.decode().split("\n\n"):
+        name, data = None, None
+        for line in block.splitlines():
+            if line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:"):
+                data = json.loads(line[5:])
+        if data is not None:
+            out.append((name, data))
+    return out
+
+
+def request_body(fixture: str) -> dict[str, Any]:
+    return fixture_json(fixture)["body"]
+
+
+def chat_sse(fixture: str) -> Reply:
+    """A recorded chat stream (.data.jsonl: one chunk a line) as the vendor sent it."""
+    lines = [line for line in fixture_bytes(fixture).decode().splitlines() if line.strip()]
+    return Reply(chunks=[f"data: {line}\n\n".encode() for line in lines] + [b"data: [DONE]\n\n"], content_type="text/event-stream")
+
+
+def ledger_totals(gateway: GatewayProcess, model: str, requests: int) -> dict[str, Any]:
+    totals: dict[str, Any] = {}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and totals.get("requests") != requests:  # the ledger is written off the hot path
+        totals = httpx.get(gateway.url(f"/admin/usage?model={model}"), headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()["totals"]
+        time.sleep(0.1)
+    return totals
+
+
+# --- native: OpenAI channels relay as sent, answer byte for byte ---------------------------------------
+
+
+def test_native_response_is_relayed_byte_for_byte(client: openai.OpenAI, gateway: GatewayProcess, vendor: FakeVendor) -> None:
+    vendor.reply_fixture("/v1/responses", "openai_responses/response_text.json")
+    raw = json.dumps(request_body("openai_responses/response_text.request.json")).encode()
+    answer = httpx.post(gateway.url("/v1/responses"), content=raw, timeout=20,
+                        headers={"authorization": f"Bearer {CLIENT_KEY}", "content-type": "application/json"})
+
+    assert answer.status_code == 200
+    assert answer.content == fixture_bytes("openai_responses/response_text.json")
+    sent = vendor.received[-1]
+    assert sent.path == "/v1/responses" and sent.body == raw
+    assert sent.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
+
+
+def test_native_sdk_function_call_round_trip(client: openai.OpenAI, vendor: FakeVendor) -> None:
+    first_request = request_body("openai_responses/response_function_call.request.json")
+    vendor.reply_fixture("/v1/responses", "openai_responses/response_function_call.json")
+    first = client.responses.create(model="native-alias", input=first_request["input"], tools=first_request["tools"], tool_choice="auto")
+
+    call = [item for item in first.output if item.type == "function_call"][0]
+    recorded = [item for item in fixture_json("openai_responses/response_function_call.json")["output"] if item["type"] == "function_call"][0]
+    assert (call.name, call.call_id, call.arguments) == (recorded["name"], recorded["call_id"], recorded["arguments"])
+    assert vendor.received[-1].json()["model"] == "gpt-4o"  # model_map applies to native requests too
+
+    vendor.reply_fixture("/v1/responses", "openai_responses/response_after_function_call_output.json")
+    second = client.responses.create(model="gpt-4o", tools=first_request["tools"], input=[
+        *first_request["input"], call.model_dump(exclude_none=True),
+        {"type": "function_call_output", "call_id": call.call_id, "output": "Potatopolis"}])
+    recorded_text = fixture_json("openai_responses/response_after_function_call_output.json")["output"][-1]["content"][0]["text"]
+    assert second.output_text == recorded_text
+    assert vendor.received[-1].json()["input"][-1] == {"type": "function_call_output", "call_id": call.call_id, "output": "Potatopolis"}
+
+
+def test_native_stream_with_reasoning_summary_is_metered(client: openai.OpenAI, gateway: GatewayProcess, vendor: FakeVendor) -> None:
+    vendor.reply_sse("/v1/responses", "openai_responses/stream_reasoning_summary.sse")
+    request = request_body("openai_responses/stream_reasoning_summary.request.json")
+    with client.responses.stream(model="o3-mini", input=request["input"], reasoning=request["reasoning"]) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+
+    assert "response.reasoning_summary_text.delta" in kinds and kinds[-1] == "response.completed"
+    reasoning = [item for item in final.output if item.type == "reasoning"][0]
+    assert reasoning.summary and reasoning.summary[0].text
+    usage = final.usage
+    assert usage is not None
+    totals = ledger_totals(gateway, "o3-mini", 1)
+    assert (totals["prompt_tokens"], totals["completion_tokens"]) == (usage.input_tokens, usage.output_tokens)
+    assert totals["estimated_requests"] == 0
+
+
+def test_native_vendor_error_keeps_its_status_and_message(client: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply_fixture("/v1/responses", "openai_responses/error_400_model_not_found.json", status=400)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="gpt-5.2-proo", input="hi")
+    recorded = fixture_json("openai_responses/error_400_model_not_found.json")["error"]
+    assert caught.value.body["message"] == recorded["message"]  # type: ignore[index]
+    assert caught.value.code == recorded["code"]
+
+
+def test_codex_turn_replayed_native_byte_for_byte(gateway: GatewayProcess, vendor: FakeVendor) -> None:
+    recorded = fixture_json(CODEX + "tool_round_trip.request.json")
+    vendor.received.clear()
+    vendor.reply_sse("/v1/responses", CODEX + "2026-01_gpt5codex_multi_turn.sse")
+    headers = {**recorded["headers"], "authorization": f"Bearer {CLIENT_KEY}"}
+    raw = json.dumps(recorded["body"]).encode()
+    answer = httpx.post(gateway.url("/v1/responses"), content=raw, headers=headers, timeout=20)
+
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/event-stream")
+    assert answer.content == fixture_bytes(CODEX + "2026-01_gpt5codex_multi_turn.sse")
+    assert vendor.received[-1].body == raw  # reasoning items' encrypted_content and the custom tool reach OpenAI untouched
+
+
+# --- translated: every other vendor, through the canonical chat form ------------------------------------
+
+
+def test_translated_chat_create(client: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply_fixture("/openai/v1/chat/completions", "openai/chat_completion_text.json")
+    response = client.responses.create(model="responses-on-chat", instructions="You are terse.", input="What is the capital of France?",
+                                       max_output_tokens=200, temperature=0.2, top_p=0.9, user="u-1", metadata={"trace": "t-1"},
+                                       text={"format": {"type": "json_object"}})
+
+    recorded = fixture_json("openai/chat_completion_text.json")
+    assert response.object == "response" and response.status == "completed"
+    assert response.model == "responses-on-chat"
+    assert response.output_text == recorded["choices"][0]["message"]["content"]
+    assert response.metadata == {"trace": "t-1"}
+    assert response.usage is not None
+    assert (response.usage.input_tokens, response.usage.output_tokens) == (recorded["usage"]["prompt_tokens"], recorded["usage"]["completion_tokens"])
+    assert response.usage.input_tokens_details.cached_tokens == recorded["usage"]["prompt_tokens_details"]["cached_tokens"]
+    sent = vendor.received[-1].json()
+    assert sent == {"model": "llama-3.3-70b", "max_tokens": 200, "temperature": 0.2, "top_p": 0.9, "user": "u-1",
+                    "response_format": {"type": "json_object"},
+                    "messages": [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "What is the capital of France?"}]}
+
+
+def test_translated_function_call_round_trip(client: openai.OpenAI, vendor: FakeVendor) -> None:
+    tools = [{"type": "function", "name": "get_weather", "description": "Weather for a city", "strict": False,
+              "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}}]
+    vendor.reply_fixture("/openai/v1/chat/completions", "openai/chat_completion_tool_calls.json")
+    first = client.responses.create(model="responses-on-chat", input="Weather in Paris?", tools=tools,  # type: ignore[arg-type]
+                                    tool_choice={"type": "function", "name": "get_weather"}, parallel_tool_calls=False)
+
+    recorded = fixture_json("openai/chat_completion_tool_calls.json")["choices"][0]["message"]["tool_calls"][0]
+    call = [item for item in first.output if item.type == "function_call"][0]
+    assert (call.call_id, call.name, call.arguments) == (recorded["id"], recorded["function"]["name"], recorded["function"]["arguments"])
+    sent = vendor.received[-1].json()
+    assert sent["tools"] == [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city", "parameters": tools[0]["parameters"]}}]
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assert sent["parallel_tool_calls"] is False
+
+    vendor.reply_fixture("/openai/v1/chat/completions", "openai/chat_completion_text.json")
+    second = client.responses.create(model="responses-on-chat", tools=tools, input=[  # type: ignore[arg-type]
+        {"role": "user", "content": "Weather in Paris?"}, call.model_dump(exclude_none=True),
+        {"type": "function_call_output", "call_id": call.call_id, "output": "Sunny, 21C"}])
+    assert second.output_text
+    assert vendor.received[-1].json()["messages"] == [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "tool_calls": [{"id": call.call_id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}]},
+        {"role": "tool", "tool_call_id": call.call_id, "content": "Sunny, 21C"}]
+
+
+def test_translated_chat_stream_is_the_responses_event_sequence(client: openai.OpenAI, gateway: GatewayProcess, vendor: FakeVendor) -> None:
+    vendor.reply_sse("/openai/v1/chat/completions", "openai/chat_stream_text_include_usage.sse")
+    with client.responses.stream(model="responses-ledger", input="Hello") as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+
+    recorded = [json.loads(line[5:]) for line in fixture_bytes("openai/chat_stream_text_include_usage.sse").decode().splitlines()
+                if line.startswith("data:") and line[5:].strip() != "[DONE]"]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in recorded if c["choices"])
+    usage = [c["usage"] for c in recorded if c.get("usage")][-1]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    kinds = [e.type for e in events]
+    assert kinds[:4] == ["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added"]
+    assert kinds[-4:] == ["response.output_text.done", "response.content_part.done", "response.output_item.done", "response.completed"]
+    assert final.output_text == text
+    assert final.usage is not None and (final.usage.input_tokens, final.usage.output_tokens) == (usage["prompt_tokens"], usage["completion_tokens"])
+    totals = ledger_totals(gateway, "responses-ledger", 1)
+    assert (totals["prompt_tokens"], totals["completion_tokens"], totals["estimated_requests"]) == (usage["prompt_tokens"], usage["completion_tokens"], 0)
+
+
+def test_translated_chat_stream_function_call(client: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply_sse("/openai/v1/chat/completions", "openai/chat_stream_tool_call_include_usage.sse")
+    with client.responses.stream(model="responses-on-chat", input="Weather?",
+                                 tools=[{"type": "function", "name": "get_weather", "parameters": {"type": "object"}, "strict": False}]) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+
+    recorded = [json.loads(line[5:]) for line in fixture_bytes("openai/chat_stream_tool_call_include_usage.sse").decode().splitlines()
+                if line.startswith("data:") and line[5:].strip() != "[DONE]"]
+    arguments = "".join(c["choices"][0]["delta"]["tool_calls"][0]["function"].get("arguments") or ""
+                        for c in recorded if c["choices"] and c["choices"][0]["delta"].get("tool_calls"))
+    call = [item for item in final.output if item.type == "function_call"][0]
+    assert call.arguments == arguments and json.loads(call.arguments)
+    assert "response.function_call_arguments.delta" in kinds and "response.function_call_arguments.done" in kinds
+
+
+def test_translated_deepseek_reasoning_is_a_summary(client: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply_fixture("/v1/chat/completions", "deepseek/chat_reasoning.json")
+    response = client.responses.create(model="deepseek-reasoner", input="How many r in strawberry?", reasoning={"effort": "high", "summary": "auto"})
+
+    recorded = fixture_json("deepseek/chat_reasoning.json")["choices"][0]["message"]
+    reasoning = [item for item in response.output if item.type == "reasoning"][0]
+    assert reasoning.summary[0].text == recorded["reasoning_content"]
+    assert response.output_text == recorded["content"]
+    assert "reasoning_effort" not in vendor.received[-1].json()  # an extension: never sent on to an OpenAI-format vendor
+
+
+def test_translated_deepseek_reasoning_stream(client: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply("POST", "/v1/chat/completions", chat_sse("deepseek/chat_stream_tool_call.data.jsonl"))
+    with client.responses.stream(model="deepseek-reasoner", input="Weather in Hangzhou?", reasoning={"summary": "detailed"},
+                                 tools=[{"type": "function", "name": "get_weather", "parameters": {"type": "object"}, "strict": False}]) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+
+    chunks = [json.loads(line) for line in fixture_bytes("deepseek/chat_stream_tool_call.data.jsonl").decode().splitlines() if line.strip()]
+    reasoning = "".join(c["choices"][0]["delta"].get("reasoning_content") or "" for c in chunks if c["choices"])
+    assert "response.reasoning_summary_text.delta" in kinds and "response.reasoning_summary_text.done" in kinds
+    assert final.output[0].type == "reasoning" and final.output[0].summary[0].text == reasoning
+    assert any(item.type == "function_call" for item in final.output)
+
+
+def test_translated_anthropic_create_and_stream(client: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply_fixture("/v1/messages", "anthropic/message_text.json")
+    response = client.responses.create(model="claude-sonnet-4-5", instructions="Be brief.", input="Hello", max_output_tokens=50)
+    recorded = fixture_json("anthropic/message_text.json")
+    assert response.output_text == recorded["content"][0]["text"]
+    sent = vendor.received[-1].json()
+    assert sent["system"] and sent["max_tokens"] == 50
+
+    vendor.reply_sse("/v1/messages", "anthropic/stream_text_raw.sse")
+    with client.responses.stream(model="claude-sonnet-4-5", input="Hello", max_output_tokens=50) as stream:
+        final = stream.get_final_response()
+    assert final.output_text == "2" and final.status == "completed"
+
+
+# --- refusals, in OpenAI's error shape ---------------------------------------------------------------
+
+
+def test_builtin_tool_on_a_translated_channel_is_a_400_naming_it(client: openai.OpenAI, vendor: FakeVendor) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="responses-on-chat", input="news today?", tools=[{"type": "web_search"}])
+    assert "web_search" in caught.value.message and "runs only at OpenAI" in caught.value.message
+    assert vendor.received == []  # never silently dropped, never sent
+
+
+def test_codex_request_on_a_chat_vendor_names_its_custom_tool(gateway: GatewayProcess, vendor: FakeVendor) -> None:
+    recorded = fixture_json(CODEX + "tool_round_trip.request.json")
+    vendor.received.clear()
+    body = {**recorded["body"], "model": "codex-on-chat"}
+    answer = httpx.post(gateway.url("/v1/responses"), json=body, headers={**recorded["headers"], "authorization": f"Bearer {CLIENT_KEY}"}, timeout=20)
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error["type"] == "invalid_request_error" and "tool apply_patch (custom) runs only at OpenAI" in error["message"]
+    assert vendor.received == []
+
+
+def test_codex_multi_turn_translated_without_its_custom_tool(gateway: GatewayProcess, vendor: FakeVendor) -> None:
+    """Codex's recorded history (reasoning items, several user messages, assistant turns) as chat messages."""
+    recorded = fixture_json(CODEX + "2026-01_gpt5codex_multi_turn.request.json")
+    body = {**recorded["body"], "model": "codex-on-chat", "tools": [t for t in recorded["body"]["tools"] if t["type"] == "function"]}
+    vendor.received.clear()
+    vendor.reply_sse("/openai/v1/chat/completions", "openai/chat_stream_text_include_usage.sse")
+    answer = httpx.post(gateway.url("/v1/responses"), json=body, headers={**recorded["headers"], "authorization": f"Bearer {CLIENT_KEY}"}, timeout=20)
+
+    assert answer.status_code == 200
+    events = events_of(answer.content)
+    assert events[0][0] == "response.created" and events[-1][0] == "response.completed"  # Codex retries a stream without it
+    assert [data["sequence_number"] for _, data in events] == list(range(len(events)))
+    assert "[DONE]" not in answer.text
+    sent = vendor.received[-1].json()
+    assert sent["messages"][0] == {"role": "system", "content": body["instructions"]}
+    roles = [m["role"] for m in sent["messages"]]
+    assert roles.count("assistant") == sum(1 for item in body["input"] if item.get("role") == "assistant")
+    assert not any("encrypted_content" in json.dumps(m) for m in sent["messages"])
+    assert sent["stream_options"] == {"include_usage": True} and sent["parallel_tool_calls"] is False
+
+
+def test_previous_response_id_on_a_translated_channel_says_why_not(client: openai.OpenAI, vendor: FakeVendor) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="responses-on-chat", input="and then?", previous_response_id="resp_123")
+    assert "previous_response_id" in caught.value.message and "does not speak the Responses API" in caught.value.message
+    assert vendor.received == []
+
+
+def test_unknown_model_and_bad_key_in_openai_shape(client: openai.OpenAI, gateway: GatewayProcess) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.responses.create(model="no-such-model", input="hi")
+    assert "no-such-model" in caught.value.message
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=gateway.url("/v1"), api_key="sk-wrong", max_retries=0).responses.create(model="gpt-4o", input="hi")
