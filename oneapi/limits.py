@@ -23,7 +23,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from . import rollup
+from . import affinity, rollup
 from .config import TokenConfig
 from .errors import GatewayError
 from .ledger import RATE_WINDOW_SECONDS, Batch, SqliteLedger, UsageQuery, UsageRecord, UsageReport, budget_window, rate_bucket
@@ -212,6 +212,14 @@ class Accounting(ABC):
         key any process sets aside; the callable returned tells the others of one set aside here. None: this store
         does not share them, and each process finds a bad key out for itself."""
         return None
+
+    async def remember(self, name: str, value: str, ttl: float) -> None:
+        """Keep `value` under `name` for `ttl` seconds, for every process (affinity.py)."""
+        raise NotImplementedError
+
+    async def recall(self, name: str) -> str | None:
+        """What `remember` kept under `name`, None once it expired or if it never was."""
+        raise NotImplementedError
 
 
 async def stopped(task: asyncio.Task[Any] | None) -> None:
@@ -515,6 +523,12 @@ class SqliteAccounting(Accounting):
         if dim == "model":
             return await self.ledger.read(rollup.token_models, token, since)
         return await super().ranking(dim, token, since)
+
+    async def remember(self, name: str, value: str, ttl: float) -> None:
+        await self.ledger.read(affinity.sqlite_remember, name, value, ttl)
+
+    async def recall(self, name: str) -> str | None:
+        return await self.ledger.read(affinity.sqlite_recall, name)
 
 
 def budget_headers(token: TokenConfig, remaining_nano: int, now: float) -> dict[str, str]:

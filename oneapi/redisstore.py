@@ -35,6 +35,7 @@ USAGE_STREAM = PREFIX + "usage"
 WINDOW_TTL = RATE_WINDOW_SECONDS + 5  # a sliding window's hash outlives its last bucket
 APPLIED_TTL = 3600  # seconds a batch's marks of what ran are kept: a retry comes long before
 KEY_ASIDE = PREFIX + "keyaside:"  # + a key's fingerprint: the reason, expiring with the key's cooldown
+AFFINITY = PREFIX + "affinity:"  # + a stored answer's name (affinity.py): the channel and key that hold it
 KEY_ASIDE_NEWS = PREFIX + "keyaside"  # the pub/sub channel that tells every process at once
 
 # KEYS: spend hash, held zset, held amounts hash, rpm window hash, tpm window hash (bucket second -> count)
@@ -180,6 +181,12 @@ class RedisAccounting(Accounting):
             self._follower = asyncio.create_task(self._follow_set_aside(await self._subscribe_set_aside()))
 
     # --- keys set aside, shared -------------------------------------------------------------------
+
+    async def remember(self, name: str, value: str, ttl: float) -> None:
+        await self.redis.set(AFFINITY + name, value, ex=max(1, int(ttl)))
+
+    async def recall(self, name: str) -> str | None:
+        return await self.redis.get(AFFINITY + name)
 
     def share_set_aside_keys(self, learn: Callable[[str, str, float], None]) -> Callable[[str, str, float], None] | None:
         self._learn = learn

@@ -13,12 +13,14 @@ from typing import Any, AsyncIterator, Callable
 
 import orjson
 from .answers import answer_problem, first_event_problem
+from .affinity import Holder
 from .asgi import Answer, Inbound, StreamAnswer
 from .config import TokenConfig
 from .dialects import RouteMatch
 from .dialects.answers import CanonicalBody, DialectRequest, read_request
 from .dialects.counting import count_tokens
 from .dialects.native import native_attempt, native_operation, record_native_body
+from .dialects.stored import continued, holder_of, pinned_key, remember
 from .errors import GatewayError, bad_request
 from .failures import Failure, bad_body_failure, classify, error_reply_failure, in_band_error, in_band_status, transport_failure
 from .forms import Upload, form_boundary
@@ -230,10 +232,13 @@ async def _relay_dialect(dialect: RouteMatch, request: Inbound, raw: bytes, body
     _check_route(snapshot, token, spoken.model, endpoint)
     if spoken.operation == "count_tokens":
         return await count_tokens(spoken, snapshot.routes.candidates(token.group, spoken.model, endpoint.operation), services.upstream)
+    stored = continued(spoken)
+    holder = None if stored is None else await holder_of(spoken, stored, services.accounting,
+                                                         snapshot.routes.candidates(token.group, spoken.model, endpoint.operation))
     canonical = CanonicalBody(spoken)
     call = Call(endpoint, spoken.model, b"", canonical, spoken.stream, received,  # type: ignore[arg-type]
                 _meter(services, snapshot, token, endpoint, spoken.model, canonical, spoken.stream, request_id),
-                accept=request.headers.get("accept"), dialect=spoken)
+                accept=request.headers.get("accept"), dialect=spoken, pinned=holder)
     return await _metered_failover(call, snapshot, services, token.group)
 
 
@@ -324,6 +329,7 @@ class Call:
     content_type: str = ""  # the client's Content-Type, for a multipart body (its boundary)
     channel: str = ""  # the channel tried last, for the request log
     dialect: DialectRequest | None = None  # the request as the client sent it, when not in OpenAI's format
+    pinned: Holder | None = None  # the only channel and key that may answer (they hold the stored answer it continues)
 
 
 async def _failover(call: Call, snapshot: Snapshot, services: Services, group: str) -> Answer | StreamAnswer:
@@ -333,6 +339,9 @@ async def _failover(call: Call, snapshot: Snapshot, services: Services, group: s
     health = services.health
     deadline = time.monotonic() + retry.deadline
     plan = snapshot.routes.candidates(group, call.model, call.endpoint.operation)
+    pinned = call.pinned
+    if pinned is not None:
+        plan = (c for c in plan if c.name == pinned.channel)
     channel = next(plan, None)
     failed_keys: set[str] = set()
     failure: Failure | None = None
@@ -343,8 +352,8 @@ async def _failover(call: Call, snapshot: Snapshot, services: Services, group: s
         if now >= deadline:
             break
         state = health.of(channel)
-        key = health.next_key(channel, state, failed_keys, now)
-        if key is None or not state.breaker.allows(now):
+        key = health.next_key(channel, state, failed_keys, now) if pinned is None else pinned_key(channel, pinned)
+        if key is None or key.secret in failed_keys or not state.breaker.allows(now):
             channel = next(plan, None)
             continue
         slot = await call.meter.acquire(channel.name, channel.config.max_concurrency, channel.config.timeout)
@@ -517,7 +526,10 @@ async def _send_dialect(channel: Channel, key: ChannelKey, call: Call, upstream:
     config = channel.config
     upstream_model = config.upstream_model(call.model)
     timeouts = channel.timeouts if time_left >= config.timeout else Timeouts(time_left, config.connect_timeout)
-    answer = await native_attempt(spoken, *native, channel, key, call.model, upstream_model, upstream, timeouts, record)
+    opening: list[bytes] = []
+    answer = await native_attempt(spoken, *native, channel, key, call.model, upstream_model, upstream, timeouts, record, opening.append)
+    if opening and spoken.dialect.affinity_ttl:  # its name, with this channel and key, before the client can name it
+        await remember(spoken, opening[0], channel, key, call.meter.accounting)
     metered = _metered(answer, call, channel, upstream_model, None, slot, None)
     if isinstance(metered, Answer) and metered.after is not None:
         metered.after = partial(record_native_body, call.meter, spoken.dialect, channel.name, upstream_model, metered.body)

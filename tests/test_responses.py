@@ -8,6 +8,7 @@ One gateway serves the whole file, one channel per vendor.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any, Iterator
@@ -19,8 +20,15 @@ import pytest
 from conftest import CLIENT_KEY, PROVIDERS_DIR, UPSTREAM_KEY, GatewayProcess, serve_for_module
 from fakevendor import FakeVendor, Reply, fixture_bytes, fixture_json
 
+from oneapi.affinity import Holder
+from oneapi.ledger import SqliteLedger
+from oneapi.limits import SqliteAccounting
+from oneapi.redisstore import RedisAccounting
+
 ADMIN_KEY = "admin-secret-key-for-tests"
 CODEX = "clients/codex/"
+SECOND_KEY = "sk-second-openai-account-0123456789"
+THIRD_KEY = "sk-third-openai-account-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +47,10 @@ def gateway(vendor: FakeVendor, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "providers_dir": str(PROVIDERS_DIR),
         "admin_key": ADMIN_KEY,
         "channels": [
-            channel("openai", "openai", ["gpt-4o", "gpt-5", "gpt-5.2", "o3-mini", "gpt-5-codex", "gpt-5.2-proo"],
+            channel("openai", "openai", ["gpt-4o", "gpt-5", "gpt-5.2", "o3-mini", "gpt-5-codex", "gpt-5.2-proo", "gpt-4.1"],
                     model_map={"native-alias": "gpt-4o"}),
+            # a second OpenAI account for gpt-4.1: a stored response must be continued on the account that made it
+            {**channel("openai-two", "openai", ["gpt-4.1"]), "keys": [SECOND_KEY, THIRD_KEY]},
             # chat-completions vendors: the Responses request is translated
             channel("chat", "groq", ["llama-3.3-70b"], model_map={"responses-on-chat": "llama-3.3-70b", "codex-on-chat": "llama-3.3-70b",
                                                                     "responses-ledger": "llama-3.3-70b"}),
@@ -345,3 +355,63 @@ def test_unknown_model_and_bad_key_in_openai_shape(client: openai.OpenAI, gatewa
     assert "no-such-model" in caught.value.message
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=gateway.url("/v1"), api_key="sk-wrong", max_retries=0).responses.create(model="gpt-4o", input="hi")
+
+
+# --- stored responses: previous_response_id goes to the channel and key that made the response -------------
+
+
+def test_previous_response_id_goes_to_the_account_that_made_it(client: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply_fixture("/v1/responses", "openai_responses/response_text.json")
+    first = client.responses.create(model="gpt-4.1", input="Tell me a joke.")
+    made_with = vendor.received[-1].headers["authorization"]
+
+    for _ in range(8):  # three keys over two channels: a follow-up routed by chance would soon land elsewhere
+        client.responses.create(model="gpt-4.1", input="Another.", previous_response_id=first.id)
+        assert vendor.received[-1].headers["authorization"] == made_with
+        assert vendor.received[-1].json()["previous_response_id"] == first.id
+
+
+def test_a_streamed_response_is_remembered_from_its_first_event(client: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply_sse("/v1/responses", "openai_responses/stream_text.sse")
+    with client.responses.stream(model="gpt-4.1", input="Hello") as stream:
+        first = stream.get_final_response()
+    made_with = vendor.received[-1].headers["authorization"]
+    vendor.reply_fixture("/v1/responses", "openai_responses/response_text.json")
+    for _ in range(6):
+        client.responses.create(model="gpt-4.1", input="More.", previous_response_id=first.id)
+        assert vendor.received[-1].headers["authorization"] == made_with
+
+
+def test_an_unknown_previous_response_id_is_a_400_saying_why(client: openai.OpenAI, vendor: FakeVendor) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="gpt-4.1", input="hi", previous_response_id="resp_never_seen_here")
+    assert "resp_never_seen_here" in caught.value.message and "send the whole conversation" in caught.value.message
+    assert vendor.received == []
+
+
+async def _remember_and_recall(store: Any) -> None:
+    await store.start()
+    try:
+        value = Holder("openai", "fingerprint").encode()
+        await store.remember("openai-responses:resp_1", value, 1)
+        assert Holder.decode(await store.recall("openai-responses:resp_1")) == Holder("openai", "fingerprint")
+        assert await store.recall("openai-responses:resp_2") is None
+        await asyncio.sleep(2.1)  # past its ttl
+        assert await store.recall("openai-responses:resp_1") is None
+    finally:
+        await store.close()
+
+
+def test_stored_answers_expire_in_sqlite(tmp_path: Any) -> None:
+    async def run() -> None:
+        ledger = SqliteLedger(tmp_path / "ledger.db")
+        await ledger.open()
+        try:
+            await _remember_and_recall(SqliteAccounting(ledger))
+        finally:
+            await ledger.close()
+    asyncio.run(run())
+
+
+def test_stored_answers_expire_in_redis(redis_url: str) -> None:
+    asyncio.run(_remember_and_recall(RedisAccounting(redis_url)))

@@ -56,9 +56,10 @@ def native_body(request: DialectRequest, operation: Operation, model: str, upstr
 
 async def native_attempt(request: DialectRequest, native: NativeDialect, operation: Operation, channel: Channel, key: ChannelKey,
                          model: str, upstream_model: str, upstream: Upstream, timeouts: Timeouts,
-                         record: Callable[[bool], None]) -> Answer | StreamAnswer | Failure:
+                         record: Callable[[bool], None], opened: Callable[[bytes], None] | None = None) -> Answer | StreamAnswer | Failure:
     """One try: the vendor's answer as it is (a stream once its first bytes are in), or the Failure that decides
-    whether the next channel is tried. A StreamAnswer's `usage` reads the dialect's usage events."""
+    whether the next channel is tried. A StreamAnswer's `usage` reads the dialect's usage events. `opened` hears a
+    successful answer's body, or its stream's first event."""
     try:
         content = native_body(request, operation, model, upstream_model, channel.options)
     except MappingError as exc:
@@ -98,6 +99,8 @@ async def native_attempt(request: DialectRequest, native: NativeDialect, operati
         if error is not None:
             reply.close()
             return classify(channel.name, in_band_status(error), error, {})
+        if opened is not None:
+            opened(first)
         tap = UsageTap(request.dialect)
         chunks = tap.watch(pass_through(channel, reply, first, channel.config.idle_timeout, record, key.redaction))
         answer = StreamAnswer(chunks, reply.status, reply.content_type, STREAM_HEADERS)
@@ -113,7 +116,22 @@ async def native_attempt(request: DialectRequest, native: NativeDialect, operati
     if not body.lstrip().startswith(b"{"):
         return bad_body_failure(channel.name, "answered with a body that is not a JSON object")
     record(True)
+    if opened is not None:
+        opened(body)
     return Answer(body, reply.status, reply.content_type or "application/json")
+
+
+def answer_name(dialect: Dialect, opening: bytes) -> str | None:
+    """The name a native answer gives itself (a Responses id), where the dialect's `affinity` says: in the body,
+    or in a stream's first event."""
+    try:
+        if opening.lstrip().startswith(b"{"):
+            found = dialect.affinity_answer.search(orjson.loads(opening)) if dialect.affinity_answer is not None else None
+        else:
+            found = next((expression.search(orjson.loads(data)) for _, expression, data in sorted(_named_events(opening, 0, dialect.affinity_events))), None)
+    except (orjson.JSONDecodeError, MappingError):
+        return None
+    return found if isinstance(found, str) and found else None
 
 
 def body_usage(dialect: Dialect, content: bytes) -> Usage | None:
@@ -157,7 +175,7 @@ class UsageTap:
             cut = tail.find(b"\n\n")
             tail = tail[cut + 2:] if cut >= 0 else b""
         merged: dict[str, Any] = {}
-        for _, expression, data in sorted(_named_events(self.head, 0, self.dialect) + _named_events(tail, len(self.head), self.dialect)):
+        for _, expression, data in sorted(_named_events(self.head, 0, self.dialect.usage_events) + _named_events(tail, len(self.head), self.dialect.usage_events)):
             try:
                 found = expression.search(orjson.loads(data))
             except (orjson.JSONDecodeError, MappingError):
@@ -167,11 +185,11 @@ class UsageTap:
         return normalise_usage(merged) if merged else None
 
 
-def _named_events(buffer: bytes, offset: int, dialect: Dialect) -> list[tuple[int, Any, bytes]]:
-    """(position, usage expression, data line) of each usage event in `buffer`: found by bytes search, so only
-    those few events are ever parsed (a native stream is otherwise passed on unread)."""
+def _named_events(buffer: bytes, offset: int, events: tuple[tuple[str, Any], ...]) -> list[tuple[int, Any, bytes]]:
+    """(position, expression, data line) of each of `events` (name, expression) in `buffer`: found by bytes search,
+    so only those few events are ever parsed (a native stream is otherwise passed on unread)."""
     found = []
-    for name, expression in dialect.usage_events:
+    for name, expression in events:
         for marker in (b"event: " + name.encode(), b"event:" + name.encode()):
             start = 0
             while (at := buffer.find(marker, start)) >= 0:

@@ -72,6 +72,10 @@ class Dialect:
     usage_body: Expression | None  # a native answer body -> its usage object
     usage_events: tuple[tuple[str, Expression], ...]  # (event name, usage object in it) for native streams, merged in order
     count: Expression | None  # {input_tokens} estimate (+ _request) -> the count_tokens answer
+    affinity_request: Expression | None = None  # the body -> the name of the stored answer it continues (`affinity.request`)
+    affinity_answer: Expression | None = None  # a native answer body -> its name
+    affinity_events: tuple[tuple[str, Expression], ...] = ()  # (event name, its name in it) for a native stream's first event
+    affinity_ttl: float = 0.0
     tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     tests: tuple[Any, ...] = ()
     document: Document | None = None
@@ -175,6 +179,12 @@ def _compile(name: str, doc: Document) -> Dialect:
         compiled = expr(("usage", "events", event_name), source)
         if compiled is not None:
             usage_events.append((event_name, compiled))
+    affinity = data.get("affinity") or {}
+    affinity_events = []
+    for event_name, source in (affinity.get("events") or {}).items():
+        compiled = expr(("affinity", "events", event_name), source)
+        if compiled is not None:
+            affinity_events.append((event_name, compiled))
     dialect = Dialect(
         name=name,
         file=doc.file,
@@ -193,6 +203,10 @@ def _compile(name: str, doc: Document) -> Dialect:
         usage_body=expr(("usage", "body"), usage.get("body")),
         usage_events=tuple(usage_events),
         count=expr(("count_tokens",), data.get("count_tokens"), output=True),
+        affinity_request=expr(("affinity", "request"), affinity.get("request")),
+        affinity_answer=expr(("affinity", "answer"), affinity.get("answer")),
+        affinity_events=tuple(affinity_events),
+        affinity_ttl=float(affinity.get("ttl") or 0),
         tables=MappingProxyType(dict(data.get("tables") or {})),
         tests=tuple(data.get("tests") or ()),
         document=doc,

@@ -1,0 +1,40 @@
+"""Answer affinity: which channel and key produced a stored answer (a Responses id), kept in the store for a
+while, so that a follow-up naming it (previous_response_id) reaches the account that holds it."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import NamedTuple
+
+_TABLE = "CREATE TABLE IF NOT EXISTS affinity (name TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL)"
+
+
+class Holder(NamedTuple):
+    """The channel and key (by fingerprint: the store never holds a secret) that produced an answer."""
+
+    channel: str
+    key: str
+
+    def encode(self) -> str:
+        return f"{self.channel}\n{self.key}"
+
+    @classmethod
+    def decode(cls, value: str | None) -> "Holder | None":
+        if not value or "\n" not in value:
+            return None
+        channel, _, key = value.partition("\n")
+        return cls(channel, key)
+
+
+def sqlite_remember(db: sqlite3.Connection, name: str, value: str, ttl: float) -> None:
+    now = time.time()
+    db.execute(_TABLE)
+    db.execute("DELETE FROM affinity WHERE expires < ?", (now,))  # expired names go as new ones come
+    db.execute("INSERT OR REPLACE INTO affinity (name, value, expires) VALUES (?, ?, ?)", (name, value, now + ttl))
+
+
+def sqlite_recall(db: sqlite3.Connection, name: str) -> str | None:
+    db.execute(_TABLE)
+    row = db.execute("SELECT value FROM affinity WHERE name = ? AND expires >= ?", (name, time.time())).fetchone()
+    return row[0] if row else None
