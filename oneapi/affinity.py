@@ -11,20 +11,20 @@ _TABLE = "CREATE TABLE IF NOT EXISTS affinity (name TEXT PRIMARY KEY, value TEXT
 
 
 class Holder(NamedTuple):
-    """The channel and key (by fingerprint: the store never holds a secret) that produced an answer."""
+    """The channel and key (by fingerprint: the store never holds a secret) that produced an answer, and the
+    gateway token it was made for (only that token may continue it)."""
 
     channel: str
     key: str
+    token: str
 
     def encode(self) -> str:
-        return f"{self.channel}\n{self.key}"
+        return "\n".join(self)
 
     @classmethod
     def decode(cls, value: str | None) -> "Holder | None":
-        if not value or "\n" not in value:
-            return None
-        channel, _, key = value.partition("\n")
-        return cls(channel, key)
+        parts = (value or "").split("\n")
+        return cls(*parts) if len(parts) == 3 else None
 
 
 def sqlite_remember(db: sqlite3.Connection, name: str, value: str, ttl: float) -> None:

@@ -233,7 +233,7 @@ async def _relay_dialect(dialect: RouteMatch, request: Inbound, raw: bytes, body
     if spoken.operation == "count_tokens":
         return await count_tokens(spoken, snapshot.routes.candidates(token.group, spoken.model, endpoint.operation), services.upstream)
     stored = continued(spoken)
-    holder = None if stored is None else await holder_of(spoken, stored, services.accounting,
+    holder = None if stored is None else await holder_of(spoken, stored, token.name, services.accounting,
                                                          snapshot.routes.candidates(token.group, spoken.model, endpoint.operation))
     canonical = CanonicalBody(spoken)
     call = Call(endpoint, spoken.model, b"", canonical, spoken.stream, received,  # type: ignore[arg-type]
@@ -529,7 +529,7 @@ async def _send_dialect(channel: Channel, key: ChannelKey, call: Call, upstream:
     opening: list[bytes] = []
     answer = await native_attempt(spoken, *native, channel, key, call.model, upstream_model, upstream, timeouts, record, opening.append)
     if opening and spoken.dialect.affinity_ttl:  # its name, with this channel and key, before the client can name it
-        await remember(spoken, opening[0], channel, key, call.meter.accounting)
+        await remember(spoken, opening[0], channel, key, call.meter.token.name, call.meter.accounting)
     metered = _metered(answer, call, channel, upstream_model, None, slot, None)
     if isinstance(metered, Answer) and metered.after is not None:
         metered.after = partial(record_native_body, call.meter, spoken.dialect, channel.name, upstream_model, metered.body)

@@ -27,6 +27,7 @@ from oneapi.redisstore import RedisAccounting
 
 ADMIN_KEY = "admin-secret-key-for-tests"
 CODEX = "clients/codex/"
+OTHER_KEY = "sk-another-gateway-user-0123456789"
 SECOND_KEY = "sk-second-openai-account-0123456789"
 THIRD_KEY = "sk-third-openai-account-0123456789"
 
@@ -57,7 +58,7 @@ def gateway(vendor: FakeVendor, tmp_path_factory: pytest.TempPathFactory) -> Ite
             channel("deepseek", "deepseek", ["deepseek-reasoner"]),
             channel("anthropic", "anthropic", ["claude-sonnet-4-5"]),
         ],
-        "tokens": [{"name": "tester", "key": CLIENT_KEY}],
+        "tokens": [{"name": "tester", "key": CLIENT_KEY}, {"name": "other", "key": OTHER_KEY}],
     }
     yield from serve_for_module(tmp_path_factory, "responses", config)
 
@@ -389,12 +390,23 @@ def test_an_unknown_previous_response_id_is_a_400_saying_why(client: openai.Open
     assert vendor.received == []
 
 
+def test_another_tokens_response_cannot_be_continued(client: openai.OpenAI, gateway: GatewayProcess, vendor: FakeVendor) -> None:
+    vendor.reply_fixture("/v1/responses", "openai_responses/response_text.json")
+    made = client.responses.create(model="gpt-4.1", input="A secret.")
+    stranger = openai.OpenAI(base_url=gateway.url("/v1"), api_key=OTHER_KEY, max_retries=0, timeout=20)
+    vendor.received.clear()
+    with pytest.raises(openai.BadRequestError) as caught:
+        stranger.responses.create(model="gpt-4.1", input="What was it?", previous_response_id=made.id)
+    assert made.id in caught.value.message
+    assert vendor.received == []
+
+
 async def _remember_and_recall(store: Any) -> None:
     await store.start()
     try:
-        value = Holder("openai", "fingerprint").encode()
+        value = Holder("openai", "fingerprint", "tester").encode()
         await store.remember("openai-responses:resp_1", value, 1)
-        assert Holder.decode(await store.recall("openai-responses:resp_1")) == Holder("openai", "fingerprint")
+        assert Holder.decode(await store.recall("openai-responses:resp_1")) == Holder("openai", "fingerprint", "tester")
         assert await store.recall("openai-responses:resp_2") is None
         await asyncio.sleep(2.1)  # past its ttl
         assert await store.recall("openai-responses:resp_1") is None

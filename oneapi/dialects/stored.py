@@ -30,8 +30,9 @@ def continued(request: DialectRequest) -> str | None:
     return found if isinstance(found, str) and found else None
 
 
-async def holder_of(request: DialectRequest, name: str, accounting: Accounting, candidates: Iterator[Channel]) -> Holder:
-    """The channel and key holding the stored answer `name`, still serving the request's model; else a 400 saying why."""
+async def holder_of(request: DialectRequest, name: str, token: str, accounting: Accounting, candidates: Iterator[Channel]) -> Holder:
+    """The channel and key holding the stored answer `name`, made for `token` and still serving the request's model;
+    else a 400 saying why."""
     try:
         holder = Holder.decode(await accounting.recall(f"{request.dialect.name}:{name}"))
     except GatewayError:
@@ -40,6 +41,8 @@ async def holder_of(request: DialectRequest, name: str, accounting: Accounting, 
         log.warning("stored answer %s could not be looked up: %s", name, type(exc).__name__)
         raise store_unavailable() from None
     channels = list(candidates)
+    if holder is not None and holder.token != token:
+        holder = None  # another token's answer is none of this one's business: as unknown as any
     if holder is None:
         if request.refusal is not None and not any(native_operation(request, c) for c in channels):
             raise bad_request(request.refusal)  # no channel for this model speaks the dialect: that is the reason
@@ -60,14 +63,14 @@ def pinned_key(channel: Channel, holder: Holder) -> ChannelKey | None:
     return None
 
 
-async def remember(request: DialectRequest, opening: bytes, channel: Channel, key: ChannelKey, accounting: Accounting) -> None:
+async def remember(request: DialectRequest, opening: bytes, channel: Channel, key: ChannelKey, token: str, accounting: Accounting) -> None:
     """Remember which channel and key made a native answer (its body, or its stream's first event); a store
     failure is logged, never the answer's failure."""
     name = answer_name(request.dialect, opening)
     if name is None:
         return
     try:
-        await accounting.remember(f"{request.dialect.name}:{name}", Holder(channel.name, key_fingerprint(key.secret)).encode(),
+        await accounting.remember(f"{request.dialect.name}:{name}", Holder(channel.name, key_fingerprint(key.secret), token).encode(),
                                   request.dialect.affinity_ttl)
     except Exception as exc:
         log.warning("channel %s: the answer %s could not be remembered: %s", channel.name, name, type(exc).__name__)
