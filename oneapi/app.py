@@ -35,7 +35,7 @@ from .ledger import GROUP_FIELDS, SqliteLedger, UsageQuery, parse_time, sqlite_p
 from .limits import Accounting, SqliteAccounting
 from .routing import Channel
 from .metrics import METRICS_DIR_ENV, Metrics
-from .relay import ENDPOINTS, Endpoint, Services, client_key, relay
+from .relay import ENDPOINTS, Endpoint, Services, client_key, relay, relay_stored_answer
 from .signers import token_exchanges
 from .snapshot import SnapshotHolder
 from .upstream import Upstream
@@ -164,6 +164,17 @@ class Gateway:
     async def serve_dialect(self, scope: Scope, receive: Receive, send: Send, match: RouteMatch) -> None:
         """A route of a client dialect (dialects.d): relayed like chat, every answer and refusal in the dialect."""
         answer: Answer | StreamAnswer
+        if match.operation == "stored" and scope["method"] in ("GET", "DELETE"):  # a stored answer, read or deleted
+            try:
+                answer = await relay_stored_answer(Inbound(scope, receive), self.holder.current, self.services, match, scope["method"],
+                                                   scope["path"], scope.get("query_string", b"").decode("latin-1"))
+            except GatewayError as exc:
+                answer = error_answer(match.dialect, exc)
+            if answer.status_code >= 400:
+                answer = error_answer(match.dialect, answer)
+            self.metrics.inc("oneapi_requests_total", (f"{match.dialect.name}/{match.operation}", str(answer.status_code)))
+            await answer(scope, receive, send)
+            return
         if scope["method"] != "POST":
             answer = error_answer(match.dialect, GatewayError(405, f"No route {scope['method']} {scope['path']}.", headers={"Allow": "POST"}))
             await answer(scope, receive, send)

@@ -20,7 +20,7 @@ from .dialects import RouteMatch
 from .dialects.answers import CanonicalBody, DialectRequest, read_request
 from .dialects.counting import count_tokens
 from .dialects.native import native_attempt, native_operation, record_native_body
-from .dialects.stored import continued, holder_of, pinned_key, remember
+from .dialects.stored import continued, holder_of, pinned_key, relay_stored, remember
 from .errors import GatewayError, bad_request
 from .failures import Failure, bad_body_failure, classify, error_reply_failure, in_band_error, in_band_status, transport_failure
 from .forms import Upload, form_boundary
@@ -240,6 +240,15 @@ async def _relay_dialect(dialect: RouteMatch, request: Inbound, raw: bytes, body
                 _meter(services, snapshot, token, endpoint, spoken.model, canonical, spoken.stream, request_id),
                 accept=request.headers.get("accept"), dialect=spoken, pinned=holder)
     return await _metered_failover(call, snapshot, services, token.group)
+
+
+async def relay_stored_answer(request: Inbound, snapshot: Snapshot, services: Services, match: RouteMatch, method: str, path: str,
+                              query: str) -> Answer:
+    """GET / DELETE of a stored answer (a dialect's `stored` route): to the channel and key that made it, for the
+    token it was made for."""
+    token = snapshot.tokens.authenticate(match.dialect.client_key(request.headers, match.query), request.client_host)
+    return await relay_stored(match.dialect, path, method, query, match.path, request.headers, snapshot.routes.channels, token.name,
+                              services.accounting, services.upstream)
 
 
 def _check_route(snapshot: Snapshot, token: TokenConfig, model: str, endpoint: Endpoint) -> None:

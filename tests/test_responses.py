@@ -427,3 +427,36 @@ def test_stored_answers_expire_in_sqlite(tmp_path: Any) -> None:
 
 def test_stored_answers_expire_in_redis(redis_url: str) -> None:
     asyncio.run(_remember_and_recall(RedisAccounting(redis_url)))
+
+
+def test_retrieve_list_items_and_delete_go_to_the_account_that_made_it(client: openai.OpenAI, gateway: GatewayProcess,
+                                                                        vendor: FakeVendor) -> None:
+    vendor.reply_fixture("/v1/responses", "openai_responses/response_text.json")
+    made = client.responses.create(model="gpt-4.1", input="Tell me a joke.")
+    made_with = vendor.received[-1].headers["authorization"]
+    vendor.reply_fixture(f"/v1/responses/{made.id}", "openai_responses/response_text.json", method="GET")
+    items = {"object": "list", "data": [{"id": "msg_1", "type": "message", "role": "user", "status": "completed",
+                                         "content": [{"type": "input_text", "text": "Tell me a joke."}]}],
+             "first_id": "msg_1", "last_id": "msg_1", "has_more": False}
+    vendor.reply_json(f"/v1/responses/{made.id}/input_items", items, method="GET")
+    vendor.reply_json(f"/v1/responses/{made.id}", {"id": made.id, "object": "response", "deleted": True}, method="DELETE")
+
+    for _ in range(4):  # three keys over two channels: only the pinned one is ever asked
+        assert client.responses.retrieve(made.id).id == made.id
+        assert vendor.received[-1].headers["authorization"] == made_with and vendor.received[-1].method == "GET"
+    listed = client.responses.input_items.list(made.id, limit=5)
+    assert listed.data[0].id == "msg_1"
+    assert vendor.received[-1].path == f"/v1/responses/{made.id}/input_items" and vendor.received[-1].query["limit"] == "5"
+    assert vendor.received[-1].headers["authorization"] == made_with
+    client.responses.delete(made.id)
+    assert vendor.received[-1].method == "DELETE" and vendor.received[-1].headers["authorization"] == made_with
+    assert CLIENT_KEY not in json.dumps(dict(vendor.received[-1].headers))
+
+    stranger = openai.OpenAI(base_url=gateway.url("/v1"), api_key=OTHER_KEY, max_retries=0, timeout=20)
+    vendor.received.clear()
+    with pytest.raises(openai.NotFoundError):
+        stranger.responses.retrieve(made.id)
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.responses.retrieve("resp_never_seen_here")
+    assert "resp_never_seen_here" in caught.value.message
+    assert vendor.received == []

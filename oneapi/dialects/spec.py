@@ -25,7 +25,7 @@ class Route:
 
     method: str
     path: str
-    operation: str  # chat | count_tokens
+    operation: str  # chat | count_tokens | stored
     pattern: re.Pattern[str] | None  # None: the path is literal
 
     def match(self, path: str) -> dict[str, str] | None:
