@@ -1,4 +1,5 @@
-"""Issue 11's three ratios, measured in one run: an Anthropic Messages client next to an OpenAI one.
+"""Issue 11's three ratios and issue 12's two Responses ones, measured in one run: Anthropic Messages and OpenAI
+Responses clients next to an OpenAI chat one.
 
     python bench/dialect_ratios.py [--seconds 5] [--concurrency 50] [--rounds 2]
 
@@ -12,6 +13,11 @@ per scenario, scenarios interleaved over `--rounds` (best of the rounds kept), a
 | translated stream | >= 50% | Messages client on the OpenAI channel (POST /v1/messages, stream) / OpenAI pass-through stream |
 | native stream | >= 90% | Messages client on the Anthropic channel (relayed as it is) / OpenAI pass-through stream |
 | count_tokens | >= 80% | POST /v1/messages/count_tokens, estimate path / non-stream chat relay |
+| translated Responses stream | >= 50% | Responses client on a chat-completions channel (DeepSeek) / OpenAI pass-through stream |
+| native Responses stream | >= 90% | Responses client on the OpenAI channel (relayed as it is, its id remembered) / OpenAI pass-through stream |
+
+The Responses stream the upstream sends is tests/fixtures/openai_responses/stream_text.sse with its text deltas
+grown to 50, as long as the chat stream.
 
 `python bench/run.py --scenarios stream,messages-stream,messages-native-stream,relay-c50,count-tokens --subjects
 oneapi` measures the same with wrk and nginx (bench/setup.sh); this script needs neither. Loopback only, bounded in time.
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -44,7 +51,8 @@ UPSTREAM = """
 import sys
 from aiohttp import web
 folder = sys.argv[2]
-completion, chat_stream, messages_stream = (open(f'{folder}/{name}', 'rb').read() for name in ('completion.json', 'chat.sse', 'messages.sse'))
+completion, chat_stream, messages_stream, responses_stream = (open(f'{folder}/{name}', 'rb').read()
+                                                              for name in ('completion.json', 'chat.sse', 'messages.sse', 'responses.sse'))
 async def chat(request):
     body = await request.read()
     if b'"stream":true' in body or b'"stream": true' in body:
@@ -53,7 +61,11 @@ async def chat(request):
 async def messages(request):
     await request.read()
     return web.Response(body=messages_stream, content_type='text/event-stream')
+async def responses(request):
+    await request.read()
+    return web.Response(body=responses_stream, content_type='text/event-stream')
 app = web.Application()
+app.router.add_post('/v1/responses', responses)
 app.router.add_post('/v1/chat/completions', chat)
 app.router.add_post('/v1/messages', messages)
 web.run_app(app, host='127.0.0.1', port=int(sys.argv[1]), access_log=None, print=None)
@@ -61,6 +73,7 @@ web.run_app(app, host='127.0.0.1', port=int(sys.argv[1]), access_log=None, print
 
 CHAT = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]%s}'
 MESSAGES = '{"model":"%s","max_tokens":1024,"messages":[{"role":"user","content":"hi"}]%s}'
+RESPONSES = '{"model":"%s","input":"hi","stream":true}'
 # (name, path, body, the bytes a complete answer ends with)
 SCENARIOS = {
     "openai-stream": ("/v1/chat/completions", CHAT % ',"stream":true', b"[DONE]"),
@@ -68,12 +81,34 @@ SCENARIOS = {
     "messages-native-stream": ("/v1/messages", MESSAGES % ("claude-sonnet-4-5", ',"stream":true'), b"message_stop"),
     "chat-relay": ("/v1/chat/completions", CHAT % "", b"}"),
     "count-tokens": ("/v1/messages/count_tokens", MESSAGES % ("gpt-4o-mini", ""), b"}"),
+    "responses-translated-stream": ("/v1/responses", RESPONSES % "deepseek-chat", b"event: response.completed"),
+    "responses-native-stream": ("/v1/responses", RESPONSES % "gpt-4o-mini", b"event: response.completed"),
 }
 RATIOS = (
     ("translated Messages stream / OpenAI pass-through stream", "messages-translated-stream", "openai-stream", 0.50),
     ("native Messages stream / OpenAI pass-through stream", "messages-native-stream", "openai-stream", 0.90),
     ("count_tokens (estimate) / non-stream chat relay", "count-tokens", "chat-relay", 0.80),
+    ("translated Responses stream / OpenAI pass-through stream", "responses-translated-stream", "openai-stream", 0.50),
+    ("native Responses stream / OpenAI pass-through stream", "responses-native-stream", "openai-stream", 0.90),
 )
+RESPONSES_FIXTURE = ROOT / "tests" / "fixtures" / "openai_responses" / "stream_text.sse"
+RESPONSES_TEXT_DELTAS = 42  # with the other eight events, 50 events: as many as the chat stream
+
+
+def build_responses_stream(delta_count: int = RESPONSES_TEXT_DELTAS) -> bytes:
+    """The recorded Responses stream with its text deltas grown into `delta_count`, numbered in order."""
+    events = [e for e in RESPONSES_FIXTURE.read_text().split("\n\n") if e.strip()]
+    deltas = [i for i, e in enumerate(events) if e.startswith("event: response.output_text.delta")]
+    grown = [events[deltas[i % len(deltas)]] for i in range(delta_count)]
+    stream = [*events[:deltas[0]], *grown, *events[deltas[-1] + 1:]]
+    numbered = []
+    for number, event in enumerate(stream):
+        name, data = event.split("\ndata: ", 1)
+        body = json.loads(data)
+        body["sequence_number"] = number
+        numbered.append(f"{name}\ndata: {json.dumps(body, separators=(',', ':'))}")
+    return ("\n\n".join(numbered) + "\n\n").encode()
+
 
 
 def free_port() -> int:
@@ -96,7 +131,7 @@ async def load(url: str, body: bytes, end: bytes, seconds: float, concurrency: i
         while time.monotonic() < stop_at:
             async with session.post(url, data=body, headers=headers) as response:
                 content = await response.read()
-            if response.status == 200 and end in content[-64:]:
+            if response.status == 200 and end in content[-4096:]:  # a Responses stream ends with the whole Response
                 done += 1
             else:
                 failed += 1
@@ -119,6 +154,7 @@ def main() -> int:
     (folder / "completion.json").write_bytes(OPENAI_COMPLETION_FIXTURE.read_bytes())
     (folder / "chat.sse").write_bytes(build_openai_stream())
     (folder / "messages.sse").write_bytes(build_anthropic_stream())
+    (folder / "responses.sse").write_bytes(build_responses_stream())
     upstream_port, gateway_port = free_port(), free_port()
     upstream_url = f"http://127.0.0.1:{upstream_port}"
     config = {
@@ -127,6 +163,7 @@ def main() -> int:
         "channels": [
             {"name": "openai", "provider": "openai", "base_url": upstream_url, "keys": ["sk-up"], "models": ["gpt-4o-mini"]},
             {"name": "anthropic", "provider": "anthropic", "base_url": upstream_url, "keys": ["sk-ant-up"], "models": ["claude-sonnet-4-5"]},
+            {"name": "deepseek", "provider": "deepseek", "base_url": upstream_url, "keys": ["sk-ds-up"], "models": ["deepseek-chat"]},
         ],
         "tokens": [{"name": "bench", "key": KEY}],
     }
