@@ -19,6 +19,7 @@ import pytest
 
 from conftest import CLIENT_KEY, PROVIDERS_DIR, UPSTREAM_KEY, GatewayProcess, serve_for_module
 from fakevendor import FakeVendor, Reply, fixture_bytes, fixture_json
+from test_dialects import events_of
 
 from oneapi.affinity import Holder
 from oneapi.ledger import SqliteLedger
@@ -67,21 +68,6 @@ def gateway(vendor: FakeVendor, tmp_path_factory: pytest.TempPathFactory) -> Ite
 def client(gateway: GatewayProcess, vendor: FakeVendor) -> openai.OpenAI:
     vendor.received.clear()
     return openai.OpenAI(base_url=gateway.url("/v1"), api_key=CLIENT_KEY, max_retries=0, timeout=20)
-
-
-def events_of(raw: bytes) -> list[tuple[str | None, dict[str, Any]]]:
-    """(event name, data) of every event of an SSE body."""
-    out = []
-    for block in raw.decode().split("\n\n"):
-        name, data = None, None
-        for line in block.splitlines():
-            if line.startswith("event:"):
-                name = line[6:].strip()
-            elif line.startswith("data:"):
-                data = json.loads(line[5:])
-        if data is not None:
-            out.append((name, data))
-    return out
 
 
 def request_body(fixture: str) -> dict[str, Any]:

@@ -173,18 +173,14 @@ def _compile(name: str, doc: Document) -> Dialect:
             stream_spec = compile_stream(data["stream"], compiler, lambda i: doc.line(("stream", "rules", i)))
         except (MappingError, KeyError, ValueError) as exc:
             problems.append(doc.problem(("stream",), f"stream: {exc}"))
+
+    def named_events(section: str) -> tuple[tuple[str, Expression], ...]:
+        """A section's `events:` map (event name -> expression on its data), compiled."""
+        compiled = ((name, expr((section, "events", name), source)) for name, source in ((data.get(section) or {}).get("events") or {}).items())
+        return tuple((name, found) for name, found in compiled if found is not None)
+
     usage = data.get("usage") or {}
-    usage_events = []
-    for event_name, source in (usage.get("events") or {}).items():
-        compiled = expr(("usage", "events", event_name), source)
-        if compiled is not None:
-            usage_events.append((event_name, compiled))
     affinity = data.get("affinity") or {}
-    affinity_events = []
-    for event_name, source in (affinity.get("events") or {}).items():
-        compiled = expr(("affinity", "events", event_name), source)
-        if compiled is not None:
-            affinity_events.append((event_name, compiled))
     dialect = Dialect(
         name=name,
         file=doc.file,
@@ -201,11 +197,11 @@ def _compile(name: str, doc: Document) -> Dialect:
         error_body=expr(("errors", "body"), errors["body"], output=True),  # type: ignore[arg-type]
         error_types=MappingProxyType({str(k): v for k, v in (errors.get("types") or {}).items()}),
         usage_body=expr(("usage", "body"), usage.get("body")),
-        usage_events=tuple(usage_events),
+        usage_events=named_events("usage"),
         count=expr(("count_tokens",), data.get("count_tokens"), output=True),
         affinity_request=expr(("affinity", "request"), affinity.get("request")),
         affinity_answer=expr(("affinity", "answer"), affinity.get("answer")),
-        affinity_events=tuple(affinity_events),
+        affinity_events=named_events("affinity"),
         affinity_ttl=float(affinity.get("ttl") or 0),
         tables=MappingProxyType(dict(data.get("tables") or {})),
         tests=tuple(data.get("tests") or ()),
