@@ -18,7 +18,7 @@ import openai
 import pytest
 
 from conftest import CLIENT_KEY, PROVIDERS_DIR, UPSTREAM_KEY, GatewayProcess, serve_for_module
-from fakevendor import FakeVendor, Reply, fixture_bytes, fixture_json
+from fakevendor import FakeVendor, Reply, fixture_bytes, fixture_json, sse_events
 from test_dialects import events_of
 
 from oneapi.affinity import Holder
@@ -446,3 +446,36 @@ def test_retrieve_list_items_and_delete_go_to_the_account_that_made_it(client: o
         client.responses.retrieve("resp_never_seen_here")
     assert "resp_never_seen_here" in caught.value.message
     assert vendor.received == []
+
+
+def test_a_translated_stream_cut_after_its_first_byte_ends_with_error_and_response_failed(client: openai.OpenAI, gateway: GatewayProcess,
+                                                                                          vendor: FakeVendor) -> None:
+    events = sse_events(fixture_bytes("openai/chat_stream_text_include_usage.sse"))
+    vendor.reply("POST", "/openai/v1/chat/completions", Reply(chunks=events[:3], content_type="text/event-stream", cut=True))
+    raw = httpx.post(gateway.url("/v1/responses"), json={"model": "responses-on-chat", "input": "hi", "stream": True},
+                     headers={"authorization": f"Bearer {CLIENT_KEY}"}, timeout=20)
+    named = events_of(raw.content)
+    names = [name for name, _ in named]
+    assert names[0] == "response.created" and names[-2:] == ["error", "response.failed"] and "response.completed" not in names
+    assert named[-1][1]["response"]["status"] == "failed" and named[-1][1]["response"]["error"]["message"]
+    assert [data["sequence_number"] for _, data in named] == list(range(len(named)))
+
+    vendor.reply("POST", "/openai/v1/chat/completions", Reply(chunks=events[:3], content_type="text/event-stream", cut=True))
+    with pytest.raises(openai.APIError):  # the SDK raises on the error event
+        with client.responses.stream(model="responses-on-chat", input="hi") as stream:
+            stream.get_final_response()
+
+
+@pytest.mark.parametrize("body", [
+    {"model": "responses-on-chat", "input": 5},
+    {"model": "responses-on-chat", "input": [5]},
+    {"model": "responses-on-chat", "input": [{"type": "message", "role": "user", "content": 5}]},
+    {"model": "responses-on-chat", "input": "x", "tools": [5]},
+    {"model": "responses-on-chat"},
+    {"model": 5, "input": "x"},
+])
+def test_bad_bodies_get_a_clear_error_never_a_crash(body: dict[str, Any], gateway: GatewayProcess, vendor: FakeVendor) -> None:
+    vendor.reply_json("/openai/v1/chat/completions", {"error": {"message": "bad request", "type": "invalid_request_error"}}, status=400)
+    answer = httpx.post(gateway.url("/v1/responses"), json=body, headers={"authorization": f"Bearer {CLIENT_KEY}"}, timeout=20)
+    assert answer.status_code == 400
+    assert answer.json()["error"]["type"] == "invalid_request_error" and answer.json()["error"]["message"]
