@@ -57,6 +57,7 @@ def gateway(vendor: FakeVendor, tmp_path_factory: pytest.TempPathFactory) -> Ite
             channel("chat", "groq", ["llama-3.3-70b"], model_map={"responses-on-chat": "llama-3.3-70b", "codex-on-chat": "llama-3.3-70b",
                                                                     "responses-ledger": "llama-3.3-70b"}),
             channel("deepseek", "deepseek", ["deepseek-reasoner"]),
+            channel("azure", "azure", ["my-gpt-deployment"]),
             channel("anthropic", "anthropic", ["claude-sonnet-4-5"]),
         ],
         "tokens": [{"name": "tester", "key": CLIENT_KEY}, {"name": "other", "key": OTHER_KEY}],
@@ -148,6 +149,15 @@ def test_native_vendor_error_keeps_its_status_and_message(client: openai.OpenAI,
     recorded = fixture_json("openai_responses/error_400_model_not_found.json")["error"]
     assert caught.value.body["message"] == recorded["message"]  # type: ignore[index]
     assert caught.value.code == recorded["code"]
+
+
+def test_native_on_azure_goes_to_its_v1_responses_path(client: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply_fixture("/openai/v1/responses", "openai_responses/response_text.json")
+    response = client.responses.create(model="my-gpt-deployment", input="hi")
+    assert response.output_text == fixture_json("openai_responses/response_text.json")["output"][0]["content"][0]["text"]
+    sent = vendor.received[-1]
+    assert sent.headers["api-key"] == UPSTREAM_KEY and "authorization" not in sent.headers
+    assert sent.json() == {"model": "my-gpt-deployment", "input": "hi"}
 
 
 def test_codex_turn_replayed_native_byte_for_byte(gateway: GatewayProcess, vendor: FakeVendor) -> None:
