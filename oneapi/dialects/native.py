@@ -13,7 +13,7 @@ from yarl import URL
 
 from ..asgi import Answer, StreamAnswer
 from ..errors import GatewayError
-from ..failures import Failure, bad_body_failure, classify, error_reply_failure, in_band_error, in_band_status, transport_failure
+from ..failures import Failure, bad_body_failure, error_reply_failure, transport_failure
 from ..mapping import MappingError, map_request
 from ..metering import Meter
 from ..passthrough import first_byte_deadline, first_event, pass_through
@@ -94,10 +94,6 @@ async def native_attempt(request: DialectRequest, native: NativeDialect, operati
         first = await first_event(channel, reply, first_by)
         if isinstance(first, Failure):
             return first
-        error = in_band_error(first)
-        if error is not None:
-            reply.close()
-            return classify(channel.name, in_band_status(error), error, {})
         tap = UsageTap(request.dialect)
         chunks = tap.watch(pass_through(channel, reply, first, channel.config.idle_timeout, record, key.redaction))
         answer = StreamAnswer(chunks, reply.status, reply.content_type, STREAM_HEADERS)
