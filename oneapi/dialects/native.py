@@ -44,7 +44,7 @@ def native_operation(request: DialectRequest, channel: Channel) -> tuple[NativeD
 
 def native_body(request: DialectRequest, operation: Operation, model: str, upstream_model: str, options: Any) -> bytes:
     """The client's bytes, unless the model is renamed or the provider sets body keys (request_set)."""
-    if upstream_model == model and operation.mapping is None:
+    if operation.mapping is None and (upstream_model == model or "model" not in request.body):  # a model in the path only
         return request.raw
     body = dict(request.body)
     if "model" in body:
@@ -172,6 +172,15 @@ def _named_events(buffer: bytes, offset: int, dialect: Dialect) -> list[tuple[in
     those few events are ever parsed (a native stream is otherwise passed on unread)."""
     found = []
     for name, expression in dialect.usage_events:
+        if name == "*":  # every data line, named or not (Gemini's data-only events)
+            start = 0
+            while (at := buffer.find(b"data:", start)) >= 0:
+                start = at + 5
+                if at and buffer[at - 1:at] not in (b"\n", b"\r"):
+                    continue
+                line_end = buffer.find(b"\n", start)
+                found.append((offset + at, expression, buffer[start:line_end if line_end >= 0 else len(buffer)].strip()))
+            continue
         for marker in (b"event: " + name.encode(), b"event:" + name.encode()):
             start = 0
             while (at := buffer.find(marker, start)) >= 0:
