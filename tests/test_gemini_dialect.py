@@ -292,6 +292,16 @@ def test_json_array_stream_without_alt_sse(gateway: GatewayProcess, vendor: Fake
     assert items[-1]["candidates"][0]["finishReason"] == "STOP" and items[-1]["usageMetadata"]["promptTokenCount"] > 0
 
 
+def test_native_json_array_stream_without_alt_sse(gateway: GatewayProcess, vendor: FakeVendor) -> None:
+    vendor.received.clear()
+    vendor.reply_sse(UPSTREAM.format(model="gemini-2.0-flash-exp", method="streamGenerateContent"), "gemini/stream_generate_content_alt_sse_text.sse")
+    raw = httpx.post(gateway.url("/v1beta/models/gemini-2.0-flash-exp:streamGenerateContent"), timeout=20,
+                     json={"contents": [{"parts": [{"text": "hi"}]}]}, headers={"x-goog-api-key": CLIENT_KEY})
+    assert raw.status_code == 200 and raw.headers["content-type"].startswith("application/json")
+    assert raw.json() == data_events(fixture_bytes("gemini/stream_generate_content_alt_sse_text.sse"))  # the same chunks, as one array
+    assert vendor.received[-1].query.get("alt") == "sse"
+
+
 # --- keys, models, refusals -----------------------------------------------------------------------------------
 
 

@@ -98,6 +98,24 @@ class JsonArrayWriter:
         return b"]" if self.opened else b"[]"
 
 
+async def sse_as_json_array(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """A data-only SSE stream's events as one JSON array, written as they come (a native Gemini stream for a client
+    that asked without alt=sse: the vendor is always asked for SSE, whose events end where they are marked)."""
+    array = JsonArrayWriter()
+    parser = SSEParser()
+    try:
+        async for piece in chunks:
+            out = [{"data": event.data} for event in parser.feed(piece) if not isinstance(event.data, str)]
+            if out:
+                yield array(out)
+        out = [{"data": event.data} for event in parser.close() if not isinstance(event.data, str)]
+        yield array(out) + array.close()
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
 async def rewrite_stream(chunks: AsyncIterator[bytes], spec: StreamSpec, request: Mapping[str, Any],
                          context: Mapping[str, Any], json_array: bool = False) -> AsyncIterator[bytes]:
     """The client's stream in its dialect, from the canonical OpenAI SSE `chunks`; whatever one read of them

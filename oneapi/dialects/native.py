@@ -24,6 +24,7 @@ from ..translate import build_url
 from ..upstream import TRANSPORT_ERRORS, Timeouts, TooLarge, Upstream
 from ..usage import Usage, normalise_usage
 from .answers import DialectRequest
+from .events import sse_as_json_array
 from .spec import Dialect
 
 log = logging.getLogger("oneapi.dialects")
@@ -100,7 +101,9 @@ async def native_attempt(request: DialectRequest, native: NativeDialect, operati
             return classify(channel.name, in_band_status(error), error, {})
         tap = UsageTap(request.dialect)
         chunks = tap.watch(pass_through(channel, reply, first, channel.config.idle_timeout, record, key.redaction))
-        answer = StreamAnswer(chunks, reply.status, reply.content_type, STREAM_HEADERS)
+        if request.json_array:
+            chunks = sse_as_json_array(chunks)
+        answer = StreamAnswer(chunks, reply.status, "application/json" if request.json_array else reply.content_type, STREAM_HEADERS)
         answer.usage = tap.usage
         answer.closers.append(reply.close)  # however the client's stream ends, the upstream connection closes
         return answer
