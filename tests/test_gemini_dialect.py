@@ -18,7 +18,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from conftest import CLIENT_KEY, PROVIDERS_DIR, UPSTREAM_KEY, GatewayProcess, serve_for_module
-from fakevendor import FakeVendor, Reply, fixture_bytes, fixture_json
+from fakevendor import FakeVendor, Reply, fixture_bytes, fixture_json, sse_events
 
 ADMIN_KEY = "admin-secret-key-for-tests"
 LIMITED_KEY = "sk-limited-gemini-client-0123456789"
@@ -419,3 +419,38 @@ def test_cli_json_next_speaker_and_count_tokens(gateway: GatewayProcess, vendor:
     counted = httpx.post(gateway.url(path), json=body, headers={"x-goog-api-key": CLIENT_KEY}, timeout=20)
     assert counted.json() == {"totalTokens": 77}
     assert vendor.received[-1].json() == body
+
+
+def test_a_failure_after_the_first_byte_is_an_error_object(client: genai.Client, gateway: GatewayProcess, vendor: FakeVendor) -> None:
+    recorded = sse_events(fixture_bytes("openai/chat_stream_text_include_usage.sse"))
+    vendor.reply("POST", "/v1/chat/completions", Reply(chunks=recorded[:3], content_type="text/event-stream", cut=True))
+    raw = httpx.post(gateway.url("/v1beta/models/gemini-on-openai:streamGenerateContent?alt=sse"), json={"contents": [{"parts": [{"text": "hi"}]}]},
+                     headers={"x-goog-api-key": CLIENT_KEY}, timeout=20)
+    events = data_events(raw.content)
+    assert events[0]["candidates"][0]["content"]["parts"][0]["text"]
+    assert events[-1]["error"]["code"] == 500 and events[-1]["error"]["status"] == "INTERNAL" and events[-1]["error"]["message"]
+    assert not any("finishReason" in json.dumps(e) for e in events)  # nothing follows the error
+
+    vendor.reply("POST", "/v1/chat/completions", Reply(chunks=recorded[:3], content_type="text/event-stream", cut=True))
+    with pytest.raises(genai_errors.APIError):  # the SDK raises on a chunk that is an error object
+        list(client.models.generate_content_stream(model="gemini-on-openai", contents="hi"))
+
+
+@pytest.mark.parametrize("body", [
+    {"contents": "hi"},
+    {"contents": [1, 2]},
+    {"contents": [{"parts": "hi"}]},
+    {"contents": [{"role": "user", "parts": [{"inlineData": None}, {"text": 5}]}]},
+    {"contents": [{"role": "model", "parts": [{"functionCall": {"name": 5, "args": "x"}}]}]},
+    {"contents": [{"parts": [{"functionResponse": {"name": "f", "response": "plain"}}]}]},
+    {"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"thinkingConfig": {"thinkingBudget": "lots"}, "maxOutputTokens": "9"}},
+    {"contents": [{"parts": [{"text": "hi"}]}], "tools": "x", "toolConfig": 3, "systemInstruction": 5},
+    {"contents": [{"parts": [{"text": "hi"}]}], "tools": [{"functionDeclarations": [{"name": "t", "parameters": {"type": 5}}]}]},
+])
+def test_odd_bodies_get_a_clear_answer_never_a_crash(body: dict[str, Any], gateway: GatewayProcess, vendor: FakeVendor) -> None:
+    vendor.reply_fixture("/v1/chat/completions", "openai/chat_completion_text.json")
+    answer = httpx.post(gateway.url("/v1beta/models/gemini-on-openai:generateContent"), json=body, headers={"x-goog-api-key": CLIENT_KEY}, timeout=20)
+    assert answer.status_code in (200, 400), answer.text
+    if answer.status_code == 400:
+        assert answer.json()["error"]["code"] == 400 and answer.json()["error"]["status"] == "INVALID_ARGUMENT"
+    assert "Traceback" not in gateway.log()
