@@ -454,3 +454,17 @@ def test_odd_bodies_get_a_clear_answer_never_a_crash(body: dict[str, Any], gatew
     if answer.status_code == 400:
         assert answer.json()["error"]["code"] == 400 and answer.json()["error"]["status"] == "INVALID_ARGUMENT"
     assert "Traceback" not in gateway.log()
+
+
+def test_metrics_tell_gemini_traffic_from_chat(client: genai.Client, gateway: GatewayProcess, vendor: FakeVendor) -> None:
+    vendor.reply_fixture("/v1/chat/completions", "openai/chat_completion_text.json")
+    client.models.generate_content(model="gemini-on-openai", contents="hi")
+    client.models.count_tokens(model="gemini-on-openai", contents="hi")
+    deadline = time.monotonic() + 10
+    text = ""
+    while time.monotonic() < deadline and 'endpoint="gemini/count_tokens"' not in text:
+        text = httpx.get(gateway.url("/metrics")).text
+        time.sleep(0.2)
+    assert 'oneapi_requests_total{endpoint="gemini/chat",status="200"}' in text
+    assert 'oneapi_requests_total{endpoint="gemini/count_tokens",status="200"}' in text
+    assert CLIENT_KEY not in text and QUERY_KEY not in text
