@@ -203,11 +203,16 @@ class Gateway:
         return {"object": "list", "data": data}
 
     def dialect_models(self, request: Inbound, match: RouteMatch) -> Answer:
-        """A dialect's model list (its `models:` mapping of OpenAI's)."""
+        """A dialect's model list (its `models:` mapping of OpenAI's); with a {model} hole, that model alone."""
         listed = self.model_list(match.dialect.client_key(request.headers, match.query), request.client_host)
+        name = match.path.get("model")
+        if name is not None:
+            listed["data"] = [entry for entry in listed["data"] if entry["id"] == name]
+            if not listed["data"]:
+                raise GatewayError(404, f"The model '{name}' does not exist or you do not have access to it.", code="model_not_found", param="model")
         if match.dialect.models is None:
             return Answer(orjson.dumps(listed))
-        return Answer(orjson.dumps(match.dialect.models.search(listed)))
+        return Answer(orjson.dumps(match.dialect.models.search({**listed, "_path": dict(match.path)})))
 
     async def get_model(self, request: Request) -> Response:
         snapshot = self.holder.current

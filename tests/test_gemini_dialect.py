@@ -335,6 +335,11 @@ def test_models_list(gateway: GatewayProcess) -> None:
     refused = httpx.post(gateway.url("/v1beta/models"), headers={"x-goog-api-key": CLIENT_KEY}, timeout=20)
     assert refused.status_code == 405 and refused.json()["error"]["code"] == 405
 
+    one = client.models.get(model="gemini-on-openai")
+    assert one.name == "models/gemini-on-openai" and "generateContent" in one.supported_actions
+    hidden = httpx.get(gateway.url("/v1beta/models/gemini-2.5-flash"), headers={"x-goog-api-key": LIMITED_KEY}, timeout=20)
+    assert hidden.status_code == 404 and hidden.json()["error"]["status"] == "NOT_FOUND"
+
 
 def test_refusals_in_google_shape(gateway: GatewayProcess, vendor: FakeVendor) -> None:
     def post(model: str, body: Any, key: str = CLIENT_KEY, method: str = "generateContent") -> httpx.Response:
