@@ -276,9 +276,12 @@ def test_translated_deepseek_reasoning_stream(client: genai.Client, vendor: Fake
     assert any(c.function_calls for c in chunks)
 
 
-def test_translated_count_tokens_is_the_estimate(client: genai.Client, vendor: FakeVendor) -> None:
+def test_translated_count_tokens_is_the_estimate(client: genai.Client, gateway: GatewayProcess, vendor: FakeVendor) -> None:
     counted = client.models.count_tokens(model="gemini-on-openai", contents="word " * 400)
     assert 300 <= counted.total_tokens <= 700
+    wrapped = httpx.post(gateway.url("/v1beta/models/gemini-on-openai:countTokens"), timeout=20, headers={"x-goog-api-key": CLIENT_KEY},
+                         json={"generateContentRequest": {"model": "models/gemini-on-openai", "contents": [{"parts": [{"text": "word " * 400}]}]}})
+    assert wrapped.json()["totalTokens"] == counted.total_tokens  # the REST form that wraps the request counts the same
     assert vendor.received == []  # nothing was asked upstream
 
 
