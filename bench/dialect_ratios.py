@@ -1,4 +1,5 @@
-"""Issue 11's three ratios, measured in one run: an Anthropic Messages client next to an OpenAI one.
+"""Issue 11's three ratios, measured in one run: an Anthropic Messages client next to an OpenAI one (and issue 12's
+Gemini client on the same OpenAI channel).
 
     python bench/dialect_ratios.py [--seconds 5] [--concurrency 50] [--rounds 2]
 
@@ -12,6 +13,7 @@ per scenario, scenarios interleaved over `--rounds` (best of the rounds kept), a
 | translated stream | >= 50% | Messages client on the OpenAI channel (POST /v1/messages, stream) / OpenAI pass-through stream |
 | native stream | >= 90% | Messages client on the Anthropic channel (relayed as it is) / OpenAI pass-through stream |
 | count_tokens | >= 80% | POST /v1/messages/count_tokens, estimate path / non-stream chat relay |
+| translated Gemini stream | >= 50% | Gemini client on the OpenAI channel (:streamGenerateContent?alt=sse) / OpenAI pass-through stream |
 
 `python bench/run.py --scenarios stream,messages-stream,messages-native-stream,relay-c50,count-tokens --subjects
 oneapi` measures the same with wrk and nginx (bench/setup.sh); this script needs neither. Loopback only, bounded in time.
@@ -68,11 +70,14 @@ SCENARIOS = {
     "messages-native-stream": ("/v1/messages", MESSAGES % ("claude-sonnet-4-5", ',"stream":true'), b"message_stop"),
     "chat-relay": ("/v1/chat/completions", CHAT % "", b"}"),
     "count-tokens": ("/v1/messages/count_tokens", MESSAGES % ("gpt-4o-mini", ""), b"}"),
+    "gemini-translated-stream": ("/v1beta/models/gpt-4o-mini:streamGenerateContent?alt=sse", '{"contents":[{"parts":[{"text":"hi"}]}]}',
+                                 b"totalTokenCount"),
 }
 RATIOS = (
     ("translated Messages stream / OpenAI pass-through stream", "messages-translated-stream", "openai-stream", 0.50),
     ("native Messages stream / OpenAI pass-through stream", "messages-native-stream", "openai-stream", 0.90),
     ("count_tokens (estimate) / non-stream chat relay", "count-tokens", "chat-relay", 0.80),
+    ("translated Gemini stream / OpenAI pass-through stream", "gemini-translated-stream", "openai-stream", 0.50),
 )
 
 
@@ -96,7 +101,7 @@ async def load(url: str, body: bytes, end: bytes, seconds: float, concurrency: i
         while time.monotonic() < stop_at:
             async with session.post(url, data=body, headers=headers) as response:
                 content = await response.read()
-            if response.status == 200 and end in content[-64:]:
+            if response.status == 200 and end in content[-192:]:  # Gemini's last chunk names its counts before its ids
                 done += 1
             else:
                 failed += 1

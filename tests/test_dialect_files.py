@@ -85,6 +85,7 @@ def test_a_changed_dialect_file_is_reloaded_and_a_broken_one_refused(tmp_path: P
     dialects = tmp_path / "my-dialects"
     dialects.mkdir()
     shutil.copy(DIALECTS_DIR / "anthropic-messages.yaml", dialects)
+    shutil.copy(DIALECTS_DIR / "gemini.yaml", dialects)  # the shipped gemini and vertex providers speak it
     gateway = start_gateway(base_config(vendor, dialects_dir=str(dialects)))
     headers = {"x-api-key": CLIENT_KEY}
     body = {"model": "no-such-model", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}

@@ -24,6 +24,7 @@ from ..translate import build_url
 from ..upstream import TRANSPORT_ERRORS, Timeouts, TooLarge, Upstream
 from ..usage import Usage, normalise_usage
 from .answers import DialectRequest
+from .events import sse_as_json_array
 from .spec import Dialect
 
 log = logging.getLogger("oneapi.dialects")
@@ -44,7 +45,7 @@ def native_operation(request: DialectRequest, channel: Channel) -> tuple[NativeD
 
 def native_body(request: DialectRequest, operation: Operation, model: str, upstream_model: str, options: Any) -> bytes:
     """The client's bytes, unless the model is renamed or the provider sets body keys (request_set)."""
-    if upstream_model == model and operation.mapping is None:
+    if operation.mapping is None and (upstream_model == model or "model" not in request.body):  # a model in the path only
         return request.raw
     body = dict(request.body)
     if "model" in body:
@@ -96,7 +97,9 @@ async def native_attempt(request: DialectRequest, native: NativeDialect, operati
             return first
         tap = UsageTap(request.dialect)
         chunks = tap.watch(pass_through(channel, reply, first, channel.config.idle_timeout, record, key.redaction))
-        answer = StreamAnswer(chunks, reply.status, reply.content_type, STREAM_HEADERS)
+        if request.json_array:
+            chunks = sse_as_json_array(chunks)
+        answer = StreamAnswer(chunks, reply.status, "application/json" if request.json_array else reply.content_type, STREAM_HEADERS)
         answer.usage = tap.usage
         answer.closers.append(reply.close)  # however the client's stream ends, the upstream connection closes
         return answer
@@ -168,6 +171,15 @@ def _named_events(buffer: bytes, offset: int, dialect: Dialect) -> list[tuple[in
     those few events are ever parsed (a native stream is otherwise passed on unread)."""
     found = []
     for name, expression in dialect.usage_events:
+        if name == "*":  # every data line, named or not (Gemini's data-only events)
+            start = 0
+            while (at := buffer.find(b"data:", start)) >= 0:
+                start = at + 5
+                if at and buffer[at - 1:at] not in (b"\n", b"\r"):
+                    continue
+                line_end = buffer.find(b"\n", start)
+                found.append((offset + at, expression, buffer[start:line_end if line_end >= 0 else len(buffer)].strip()))
+            continue
         for marker in (b"event: " + name.encode(), b"event:" + name.encode()):
             start = 0
             while (at := buffer.find(marker, start)) >= 0:

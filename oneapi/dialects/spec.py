@@ -25,7 +25,7 @@ class Route:
 
     method: str
     path: str
-    operation: str  # chat | count_tokens
+    operation: str  # chat | count_tokens | models
     pattern: re.Pattern[str] | None  # None: the path is literal
 
     def match(self, path: str) -> dict[str, str] | None:
@@ -71,6 +71,8 @@ class Dialect:
     usage_body: Expression | None  # a native answer body -> its usage object
     usage_events: tuple[tuple[str, Expression], ...]  # (event name, usage object in it) for native streams, merged in order
     count: Expression | None  # {input_tokens} estimate (+ _request) -> the count_tokens answer
+    json_array: Expression | None = None  # the stream is one JSON array of the events' data rather than SSE (`stream.json_array_when`)
+    models: Expression | None = None  # the token's model list (OpenAI's shape) -> the answer of a `models` route
     tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     tests: tuple[Any, ...] = ()
     document: Document | None = None
@@ -191,6 +193,8 @@ def _compile(name: str, doc: Document) -> Dialect:
         usage_body=expr(("usage", "body"), usage.get("body")),
         usage_events=tuple(usage_events),
         count=expr(("count_tokens",), data.get("count_tokens"), output=True),
+        json_array=expr(("stream", "json_array_when"), (data.get("stream") or {}).get("json_array_when")),
+        models=expr(("models",), data.get("models"), output=True),
         tables=MappingProxyType(dict(data.get("tables") or {})),
         tests=tuple(data.get("tests") or ()),
         document=doc,
