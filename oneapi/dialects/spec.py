@@ -96,14 +96,15 @@ class Dialect:
         return None
 
 
-def load_dialects(directory: Path) -> tuple[dict[str, Dialect], list[Document]]:
-    """Every dialect file in `directory` (none if it does not exist), validated and compiled; raise on any problem."""
-    if not directory.is_dir():
-        return {}, []
+def load_dialects(*directories: Path) -> tuple[dict[str, Dialect], list[Document]]:
+    """Every dialect file in `directories` (a missing one has none; a later one's file replaces an earlier one's of
+    the same name, as providers_dir does the shipped vendors), validated and compiled; raise on any problem."""
+    files = {path.stem: path for directory in dict.fromkeys(directories) if directory.is_dir()
+             for path in sorted(directory.glob("*.yaml"))}
     problems: list[Problem] = []
     dialects: dict[str, Dialect] = {}
     docs: list[Document] = []
-    for path in sorted(directory.glob("*.yaml")):
+    for path in files.values():
         try:
             doc = parse_document(str(path), read_text(str(path)))
         except ConfigError as exc:
