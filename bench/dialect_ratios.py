@@ -1,5 +1,5 @@
-"""Issue 11's three ratios and issue 12's two Responses ones, measured in one run: Anthropic Messages and OpenAI
-Responses clients next to an OpenAI chat one.
+"""Issue 11's three ratios and issue 12's Gemini and Responses ones, measured in one run: Anthropic Messages,
+Gemini and OpenAI Responses clients next to an OpenAI chat one.
 
     python bench/dialect_ratios.py [--seconds 5] [--concurrency 50] [--rounds 2]
 
@@ -13,6 +13,7 @@ per scenario, scenarios interleaved over `--rounds` (best of the rounds kept), a
 | translated stream | >= 50% | Messages client on the OpenAI channel (POST /v1/messages, stream) / OpenAI pass-through stream |
 | native stream | >= 90% | Messages client on the Anthropic channel (relayed as it is) / OpenAI pass-through stream |
 | count_tokens | >= 80% | POST /v1/messages/count_tokens, estimate path / non-stream chat relay |
+| translated Gemini stream | >= 50% | Gemini client on the OpenAI channel (:streamGenerateContent?alt=sse) / OpenAI pass-through stream |
 | translated Responses stream | >= 50% | Responses client on a chat-completions channel (DeepSeek) / OpenAI pass-through stream |
 | native Responses stream | >= 90% | Responses client on the OpenAI channel (relayed as it is, its id remembered) / OpenAI pass-through stream |
 
@@ -81,6 +82,8 @@ SCENARIOS = {
     "messages-native-stream": ("/v1/messages", MESSAGES % ("claude-sonnet-4-5", ',"stream":true'), b"message_stop"),
     "chat-relay": ("/v1/chat/completions", CHAT % "", b"}"),
     "count-tokens": ("/v1/messages/count_tokens", MESSAGES % ("gpt-4o-mini", ""), b"}"),
+    "gemini-translated-stream": ("/v1beta/models/gpt-4o-mini:streamGenerateContent?alt=sse", '{"contents":[{"parts":[{"text":"hi"}]}]}',
+                                 b"totalTokenCount"),
     "responses-translated-stream": ("/v1/responses", RESPONSES % "deepseek-chat", b"event: response.completed"),
     "responses-native-stream": ("/v1/responses", RESPONSES % "gpt-4o-mini", b"event: response.completed"),
 }
@@ -88,6 +91,7 @@ RATIOS = (
     ("translated Messages stream / OpenAI pass-through stream", "messages-translated-stream", "openai-stream", 0.50),
     ("native Messages stream / OpenAI pass-through stream", "messages-native-stream", "openai-stream", 0.90),
     ("count_tokens (estimate) / non-stream chat relay", "count-tokens", "chat-relay", 0.80),
+    ("translated Gemini stream / OpenAI pass-through stream", "gemini-translated-stream", "openai-stream", 0.50),
     ("translated Responses stream / OpenAI pass-through stream", "responses-translated-stream", "openai-stream", 0.50),
     ("native Responses stream / OpenAI pass-through stream", "responses-native-stream", "openai-stream", 0.90),
 )

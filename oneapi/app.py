@@ -175,12 +175,16 @@ class Gateway:
             self.metrics.inc("oneapi_requests_total", (f"{match.dialect.name}/{match.operation}", str(answer.status_code)))
             await answer(scope, receive, send)
             return
-        if scope["method"] != "POST":
-            answer = error_answer(match.dialect, GatewayError(405, f"No route {scope['method']} {scope['path']}.", headers={"Allow": "POST"}))
+        allowed = "GET" if match.operation == "models" else "POST"
+        if scope["method"] != allowed:
+            answer = error_answer(match.dialect, GatewayError(405, f"No route {scope['method']} {scope['path']}.", headers={"Allow": allowed}))
             await answer(scope, receive, send)
             return
         try:
-            answer = await relay(Inbound(scope, receive), self.holder.current, self.services, ENDPOINTS["chat"], match)
+            if match.operation == "models":
+                answer = self.dialect_models(Inbound(scope, receive), match)
+            else:
+                answer = await relay(Inbound(scope, receive), self.holder.current, self.services, ENDPOINTS["chat"], match)
         except GatewayError as exc:
             answer = error_answer(match.dialect, exc)
         except ClientGone:
@@ -195,15 +199,31 @@ class Gateway:
         await answer(scope, receive, send)
 
     async def list_models(self, request: Request) -> Response:
+        return json_response(self.model_list(client_key(request), request.client.host if request.client else None))
+
+    def model_list(self, key: str | None, host: str | None) -> dict[str, Any]:
+        """OpenAI's model list: what the key's group is routed to, within its allowlist."""
         snapshot = self.holder.current
-        token = snapshot.tokens.authenticate(client_key(request), request.client.host if request.client else None)
+        token = snapshot.tokens.authenticate(key, host)
         models = snapshot.routes.models_by_group.get(token.group, {})
         data = [
             {"id": name, "object": "model", "created": 0, "owned_by": channel.provider.name}
             for name, channel in sorted(models.items())
             if token.models is None or name in token.models
         ]
-        return json_response({"object": "list", "data": data})
+        return {"object": "list", "data": data}
+
+    def dialect_models(self, request: Inbound, match: RouteMatch) -> Answer:
+        """A dialect's model list (its `models:` mapping of OpenAI's); with a {model} hole, that model alone."""
+        listed = self.model_list(match.dialect.client_key(request.headers, match.query), request.client_host)
+        name = match.path.get("model")
+        if name is not None:
+            listed["data"] = [entry for entry in listed["data"] if entry["id"] == name]
+            if not listed["data"]:
+                raise GatewayError(404, f"The model '{name}' does not exist or you do not have access to it.", code="model_not_found", param="model")
+        if match.dialect.models is None:
+            return Answer(orjson.dumps(listed))
+        return Answer(orjson.dumps(match.dialect.models.search({**listed, "_path": dict(match.path)})))
 
     async def get_model(self, request: Request) -> Response:
         snapshot = self.holder.current

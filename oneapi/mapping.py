@@ -221,6 +221,17 @@ class _Functions(functions.Functions):
     def _func_upper(self, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else None
 
+    @functions.signature({"types": []})
+    def _func_json_schema(self, value: Any) -> Any:
+        """A tool schema in JSON Schema's spelling: OpenAPI's upper-case type names (OBJECT, STRING) lower-cased at every depth."""
+        if isinstance(value, dict):
+            return {k: (v.lower() if k == "type" and isinstance(v, str) else
+                        [t.lower() if isinstance(t, str) else t for t in v] if k == "type" and isinstance(v, list) else
+                        self._func_json_schema(v)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._func_json_schema(v) for v in value]
+        return value
+
     @functions.signature({"types": ["string", "null"]}, {"types": ["string"]})
     def _func_split(self, value: Any, sep: str) -> Any:
         return value.split(sep) if isinstance(value, str) else None

@@ -47,9 +47,9 @@ async def first_chunk(channel: Channel, reply: UpstreamReply, deadline: float, a
 
 async def first_event(channel: Channel, reply: UpstreamReply, deadline: float) -> bytes | Failure:
     """An event stream's bytes up to its first complete event that carries data, or the Failure that lets the
-    request fail over: a stream that is slow to start (comments alone do not count), ends before any event, or
-    is a JSON body in a stream's clothes (`{}`, an error object) would otherwise reach the client as an empty
-    success."""
+    request fail over: a stream that is slow to start (comments alone do not count), ends before any event, opens
+    with the vendor's error, or is a JSON body in a stream's clothes (`{}`, an error object) would otherwise reach
+    the client as an empty success."""
     config = channel.config
     pending = b""
     ended = False
@@ -67,7 +67,7 @@ async def first_event(channel: Channel, reply: UpstreamReply, deadline: float) -
                     break
                 cut = event_boundary(pending)
                 if cut and _DATA_LINE.search(pending, 0, cut):
-                    return pending
+                    break
                 if len(pending) > config.max_event_bytes:
                     raise TooLarge("a stream event", config.max_event_bytes)
     except TooLarge as exc:
@@ -75,8 +75,13 @@ async def first_event(channel: Channel, reply: UpstreamReply, deadline: float) -
         return bad_body_failure(channel.name, f"answered a stream where {exc}")
     except (TimeoutError, *TRANSPORT_ERRORS) as exc:
         return no_first_event(channel, reply, exc)
-    if ended and _DATA_LINE.search(pending) and not _JSON_START.match(pending):
-        return pending  # one event the upstream did not end with a blank line: pass_through completes it
+    if not ended or _DATA_LINE.search(pending) and not _JSON_START.match(pending):
+        # a first event (or one the upstream did not end with a blank line: pass_through completes it), unless it is an error
+        error = in_band_error(pending)
+        if error is None:
+            return pending
+        reply.close()
+        return classify(channel.name, in_band_status(error), error, {})
     reply.close()
     error = in_band_error(pending)
     if error is not None:

@@ -593,10 +593,6 @@ async def _open_stream(channel: Channel, reply: UpstreamReply, call: Call, key: 
     first = await first_event(channel, reply, first_by)
     if isinstance(first, Failure):
         return first
-    error = in_band_error(first)
-    if error is not None:
-        reply.close()
-        return classify(channel.name, in_band_status(error), error, {})
     problem = first_event_problem(call.endpoint.operation, first)
     if problem is not None:
         reply.close()

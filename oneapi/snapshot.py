@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Mapping
 import orjson
 
 from .config import ChannelConfig, Config, ConfigCache, load_config
-from .documents import SHIPPED_PROVIDERS, ConfigError, Document, Problem
+from .documents import SHIPPED_DIALECTS, SHIPPED_PROVIDERS, ConfigError, Document, Problem
 from .incremental import value_digest
 from .dialects import Dialect, Route, load_dialects
 from .providers import Provider, ProviderCache, load_providers
@@ -85,7 +85,7 @@ def _collector_paused() -> Iterator[None]:
 def _build_snapshot(config_path: str | Path, environ: Mapping[str, str] | None, cache: ReloadCache) -> Snapshot:
     config, doc = load_config(config_path, environ, cache.config)
     providers, provider_docs = load_providers(SHIPPED_PROVIDERS, config.providers_dir, cache=cache.providers)
-    dialects, dialect_docs = load_dialects(config.dialects_dir)
+    dialects, dialect_docs = load_dialects(SHIPPED_DIALECTS, config.dialects_dir)
     _check_native_dialects(providers, dialects)
     warnings = list(config.warnings)
     channels = _channels(config, doc, providers, cache, warnings)
@@ -219,10 +219,11 @@ def fingerprint(config_path: Path, snapshot: Snapshot | None) -> tuple[Any, ...]
             except OSError:
                 pass
             paths.append(providers_dir)
-        try:
-            paths.extend(sorted(snapshot.config.dialects_dir.glob("*.yaml")))
-        except OSError:
-            pass
+        for dialects_dir in dict.fromkeys((SHIPPED_DIALECTS, snapshot.config.dialects_dir)):
+            try:
+                paths.extend(sorted(dialects_dir.glob("*.yaml")))
+            except OSError:
+                pass
     signal_file = os.environ.get(RELOAD_SIGNAL_ENV)
     if signal_file:
         paths.append(Path(signal_file))

@@ -84,12 +84,15 @@ def test_a_changed_dialect_file_is_reloaded_and_a_broken_one_refused(tmp_path: P
 
     dialects = tmp_path / "my-dialects"
     dialects.mkdir()
-    for shipped in DIALECTS_DIR.glob("*.yaml"):  # the shipped providers name every shipped dialect
-        shutil.copy(shipped, dialects)
-    gateway = start_gateway(base_config(vendor, dialects_dir=str(dialects)))
+    shutil.copy(DIALECTS_DIR / "anthropic-messages.yaml", dialects)
+    gateway = start_gateway(base_config(vendor, dialects_dir=str(dialects)))  # replaces the shipped file of its name
     headers = {"x-api-key": CLIENT_KEY}
     body = {"model": "no-such-model", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
     assert httpx.post(gateway.url("/v1/messages"), json=body, headers=headers).json()["error"]["type"] == "not_found_error"
+    # the shipped dialects it does not replace still serve
+    google = httpx.post(gateway.url("/v1beta/models/no-such-model:generateContent"), headers={"x-goog-api-key": CLIENT_KEY},
+                        json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]})
+    assert google.status_code == 404 and google.json()["error"]["status"] == "NOT_FOUND"
 
     version = gateway.health()["config_version"]
     path = dialects / "anthropic-messages.yaml"

@@ -48,12 +48,12 @@ def test_a_key_set_aside_is_set_aside_for_every_gateway_and_worker_sharing_redis
     while not set_aside_in(second) and time.monotonic() < deadline:  # told by redis, not found out
         time.sleep(0.05)
     aside = set_aside_in(second)
-    assert [(k["key"], k["reason"]) for k in aside] == [("sk-...0000", "auth")] and 0 < aside[0]["seconds_left"] <= 600  # breaker.key_cooldown
+    assert [(k["key"], k["reason"]) for k in aside] == [("...0000", "auth")] and 0 < aside[0]["seconds_left"] <= 600  # breaker.key_cooldown
     for gateway in (second, first, second, first, second, first):  # every worker of both
         ask(gateway)
         ask(gateway)
     third = start_gateway(cfg)  # started after: knows before its first request
-    assert [k["key"] for k in set_aside_in(third)] == ["sk-...0000"]
+    assert [k["key"] for k in set_aside_in(third)] == ["...0000"]
     for _ in range(4):
         ask(third)
     assert revoked_tries() == 1  # found out once, for everyone

@@ -47,7 +47,7 @@ def sdk(vendor: FakeVendor, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "providers_dir": str(PROVIDERS_DIR),
         "channels": [
             {"name": "claude", "provider": "vertex-anthropic", "base_url": vendor.base_url, "keys": [key], "models": ["claude-sonnet-4-5"], "options": options},
-            {"name": "gemini", "provider": "vertex", "base_url": vendor.base_url, "keys": [key], "models": ["text-embedding-005"],
+            {"name": "gemini", "provider": "vertex", "base_url": vendor.base_url, "keys": [key], "models": ["text-embedding-005", "gemini-2.5-flash"],
              "options": {**options, "task_type": "RETRIEVAL_DOCUMENT"}},
         ],
         "tokens": [{"name": "tester", "key": CLIENT_KEY}],
@@ -55,7 +55,9 @@ def sdk(vendor: FakeVendor, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     path: Path = tmp_path_factory.mktemp("vertex") / "config.yaml"
     write_config(path, config)
     process = GatewayProcess(path).start()
-    yield openai.OpenAI(base_url=process.url("/v1"), api_key=CLIENT_KEY, max_retries=0, timeout=20)
+    sdk = openai.OpenAI(base_url=process.url("/v1"), api_key=CLIENT_KEY, max_retries=0, timeout=20)
+    sdk.gateway = process  # type: ignore[attr-defined]  # for the tests that speak another dialect to it
+    yield sdk
     process.stop()
 
 
@@ -117,3 +119,27 @@ def test_messages_client_on_vertex_is_relayed_natively_at_raw_predict(sdk: opena
     counted = client.messages.count_tokens(model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hi"}])
     assert counted.input_tokens > 0  # Vertex counts elsewhere: the gateway's estimate, nothing sent
     assert vendor.requests_to(CLAUDE_PATH)[-1] is sent
+
+
+def test_gemini_clients_are_relayed_as_sent_to_vertex(sdk: openai.OpenAI, vendor: FakeVendor) -> None:
+    import httpx
+
+    from fakevendor import fixture_bytes
+
+    path = "/v1/projects/my-proj/locations/us-central1/publishers/google/models/gemini-2.5-flash:generateContent"
+    vendor.reply_json(path, fixture_json("gemini/generate_content_text_thoughts_tokens.json"))
+    raw = json.dumps({"contents": [{"role": "user", "parts": [{"text": "Hello!"}]}], "safetySettings": []}).encode()
+    answer = httpx.post(sdk.gateway.url("/v1beta/models/gemini-2.5-flash:generateContent"), content=raw,  # type: ignore[attr-defined]
+                        headers={"x-goog-api-key": CLIENT_KEY, "content-type": "application/json"}, timeout=20)
+    assert answer.status_code == 200
+    assert answer.json() == fixture_json("gemini/generate_content_text_thoughts_tokens.json")
+    sent = vendor.requests_to(path)[-1]
+    assert sent.body == raw and sent.headers["authorization"] == "Bearer ya29.fake-token"
+    assert "x-goog-api-key" not in sent.headers
+
+    stream_path = path.replace(":generateContent", ":streamGenerateContent")
+    vendor.reply_sse(stream_path, "gemini/stream_generate_content_alt_sse_text.sse")
+    streamed = httpx.post(sdk.gateway.url("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"), content=raw,  # type: ignore[attr-defined]
+                          headers={"x-goog-api-key": CLIENT_KEY, "content-type": "application/json"}, timeout=20)
+    assert streamed.content == fixture_bytes("gemini/stream_generate_content_alt_sse_text.sse")
+    assert vendor.requests_to(stream_path)[-1].query == {"alt": "sse"}

@@ -33,6 +33,7 @@ class DialectRequest:
     refusal: str | None = None  # why a translated attempt must refuse it (a checks: entry with only: translated)
     path: Mapping[str, str] = field(default_factory=dict)  # the route's {holes}
     query: Mapping[str, str] = field(default_factory=dict)
+    json_array: bool = False  # the stream is written as one JSON array (the dialect's stream.json_array_when)
     answer_id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])  # one per request; the dialect file gives it a prefix
     _estimate: int | None = None
     _canonical: tuple[dict[str, Any], dict[str, Any]] | None = None
@@ -85,7 +86,9 @@ class DialectRequest:
         if isinstance(outcome, StreamAnswer):
             spec = self.dialect.stream_spec
             if spec is not None:
-                outcome.chunks = rewrite_stream(outcome.chunks, spec, self.body, self.context(), self.dialect.stream_sequence)
+                outcome.chunks = rewrite_stream(outcome.chunks, spec, self.body, self.context(), self.json_array, self.dialect.stream_sequence)
+                if self.json_array:
+                    outcome.media_type = "application/json"
             return outcome
         if isinstance(outcome, Answer) and outcome.status_code < 400:
             try:
@@ -116,9 +119,10 @@ def read_request(dialect: Dialect, operation: str, raw: bytes, body: dict[str, A
                     raise bad_request(message)
                 refusal = refusal or message
         stream = bool(dialect.stream.search(doc)) if dialect.stream is not None and operation == "chat" else False
+        json_array = stream and dialect.json_array is not None and _truthy(dialect.json_array.search(doc))
     except (MappingError, TypeError, ValueError) as exc:
         raise bad_request(f"The request could not be read as {dialect.name}: {exc}") from None
-    return DialectRequest(dialect, operation, raw, body, model, stream, headers, refusal, path, query)
+    return DialectRequest(dialect, operation, raw, body, model, stream, headers, refusal, path, query, json_array)
 
 
 class CanonicalBody(Mapping[str, Any]):

@@ -90,10 +90,51 @@ def write_sse(events: list[dict[str, Any]]) -> bytes:
                     else b"data: %b\n\n" % dumps(item["data"]) for item in events)
 
 
+class JsonArrayWriter:
+    """The events' data as the items of one JSON array written as they come (Gemini's stream without alt=sse):
+    `[` before the first, `,` between, `]` once the stream ends."""
+
+    def __init__(self) -> None:
+        self.opened = False
+
+    def __call__(self, events: list[dict[str, Any]]) -> bytes:
+        if not events:
+            return b""
+        dumps = orjson.dumps
+        body = b",\r\n".join(dumps(item["data"]) for item in events)
+        lead = b",\r\n" if self.opened else b"["
+        self.opened = True
+        return lead + body
+
+    def close(self) -> bytes:
+        return b"]" if self.opened else b"[]"
+
+
+async def sse_as_json_array(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """A data-only SSE stream's events as one JSON array, written as they come (a native Gemini stream for a client
+    that asked without alt=sse: the vendor is always asked for SSE, whose events end where they are marked)."""
+    array = JsonArrayWriter()
+    parser = SSEParser()
+    try:
+        async for piece in chunks:
+            out = [{"data": event.data} for event in parser.feed(piece) if not isinstance(event.data, str)]
+            if out:
+                yield array(out)
+        out = [{"data": event.data} for event in parser.close() if not isinstance(event.data, str)]
+        yield array(out) + array.close()
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
 async def rewrite_stream(chunks: AsyncIterator[bytes], spec: StreamSpec, request: Mapping[str, Any],
-                         context: Mapping[str, Any], sequence: str | None = None) -> AsyncIterator[bytes]:
+                         context: Mapping[str, Any], json_array: bool = False, sequence: str | None = None) -> AsyncIterator[bytes]:
     """The client's stream in its dialect, from the canonical OpenAI SSE `chunks`; whatever one read of them
-    gives goes out as one write. `context` is what the rules see as `_options`; `sequence` numbers the events."""
+    gives goes out as one write. `context` is what the rules see as `_options`; `json_array`: written as one
+    JSON array rather than as SSE; `sequence` numbers the events."""
+    array = JsonArrayWriter() if json_array else None
+    write_events = array or write_sse
     writer = EventWriter(spec, request, context, sequence=sequence)
     write = writer.write
     parser = SSEParser()
@@ -104,17 +145,17 @@ async def rewrite_stream(chunks: AsyncIterator[bytes], spec: StreamSpec, request
                 for name, fields in canonical_events(event.data):  # [DONE] is text, and has none
                     write(name, fields, out)
             if out:
-                yield write_sse(out)
+                yield write_events(out)
                 out.clear()
         for event in parser.close():
             for name, fields in canonical_events(event.data):
                 write(name, fields, out)
         write(END_EVENT, {}, out)
-        yield write_sse(out)
+        yield write_events(out) + (array.close() if array is not None else b"")
     except (FramingError, MappingError, TypeError, ValueError) as exc:  # odd vendor data: an error event, not a silent end
         out.clear()
         write("error", {"message": f"The gateway could not write this stream in the client's format: {exc}", "type": "api_error", "code": None}, out)
-        yield write_sse(out)
+        yield write_events(out) + (array.close() if array is not None else b"")
     finally:
         aclose = getattr(chunks, "aclose", None)
         if aclose is not None:

@@ -13,7 +13,7 @@ from yarl import URL
 
 from ..asgi import Answer, StreamAnswer
 from ..errors import GatewayError
-from ..failures import Failure, bad_body_failure, classify, error_reply_failure, in_band_error, in_band_status, transport_failure
+from ..failures import Failure, bad_body_failure, error_reply_failure, transport_failure
 from ..mapping import MappingError, map_request
 from ..metering import Meter
 from ..passthrough import first_byte_deadline, first_event, pass_through
@@ -24,6 +24,7 @@ from ..translate import build_url
 from ..upstream import TRANSPORT_ERRORS, Timeouts, TooLarge, Upstream
 from ..usage import Usage, normalise_usage
 from .answers import DialectRequest
+from .events import sse_as_json_array
 from .spec import Dialect
 
 log = logging.getLogger("oneapi.dialects")
@@ -44,7 +45,7 @@ def native_operation(request: DialectRequest, channel: Channel) -> tuple[NativeD
 
 def native_body(request: DialectRequest, operation: Operation, model: str, upstream_model: str, options: Any) -> bytes:
     """The client's bytes, unless the model is renamed or the provider sets body keys (request_set)."""
-    if upstream_model == model and operation.mapping is None:
+    if operation.mapping is None and (upstream_model == model or "model" not in request.body):  # a model in the path only
         return request.raw
     body = dict(request.body)
     if "model" in body:
@@ -95,15 +96,13 @@ async def native_attempt(request: DialectRequest, native: NativeDialect, operati
         first = await first_event(channel, reply, first_by)
         if isinstance(first, Failure):
             return first
-        error = in_band_error(first)
-        if error is not None:
-            reply.close()
-            return classify(channel.name, in_band_status(error), error, {})
         if opened is not None:
             opened(first)
         tap = UsageTap(request.dialect)
         chunks = tap.watch(pass_through(channel, reply, first, channel.config.idle_timeout, record, key.redaction))
-        answer = StreamAnswer(chunks, reply.status, reply.content_type, STREAM_HEADERS)
+        if request.json_array:
+            chunks = sse_as_json_array(chunks)
+        answer = StreamAnswer(chunks, reply.status, "application/json" if request.json_array else reply.content_type, STREAM_HEADERS)
         answer.usage = tap.usage
         answer.closers.append(reply.close)  # however the client's stream ends, the upstream connection closes
         return answer
@@ -190,6 +189,15 @@ def _named_events(buffer: bytes, offset: int, events: tuple[tuple[str, Any], ...
     so only those few events are ever parsed (a native stream is otherwise passed on unread)."""
     found = []
     for name, expression in events:
+        if name == "*":  # every data line, named or not (Gemini's data-only events)
+            start = 0
+            while (at := buffer.find(b"data:", start)) >= 0:
+                start = at + 5
+                if at and buffer[at - 1:at] not in (b"\n", b"\r"):
+                    continue
+                line_end = buffer.find(b"\n", start)
+                found.append((offset + at, expression, buffer[start:line_end if line_end >= 0 else len(buffer)].strip()))
+            continue
         for marker in (b"event: " + name.encode(), b"event:" + name.encode()):
             start = 0
             while (at := buffer.find(marker, start)) >= 0:

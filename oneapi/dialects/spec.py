@@ -25,7 +25,7 @@ class Route:
 
     method: str
     path: str
-    operation: str  # chat | count_tokens | stored
+    operation: str  # chat | count_tokens | models | stored
     pattern: re.Pattern[str] | None  # None: the path is literal
 
     def match(self, path: str) -> dict[str, str] | None:
@@ -76,6 +76,8 @@ class Dialect:
     affinity_answer: Expression | None = None  # a native answer body -> its name
     affinity_events: tuple[tuple[str, Expression], ...] = ()  # (event name, its name in it) for a native stream's first event
     affinity_ttl: float = 0.0
+    json_array: Expression | None = None  # the stream is one JSON array of the events' data rather than SSE (`stream.json_array_when`)
+    models: Expression | None = None  # the token's model list (OpenAI's shape) -> the answer of a `models` route
     tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     tests: tuple[Any, ...] = ()
     document: Document | None = None
@@ -99,14 +101,15 @@ class Dialect:
         return None
 
 
-def load_dialects(directory: Path) -> tuple[dict[str, Dialect], list[Document]]:
-    """Every dialect file in `directory` (none if it does not exist), validated and compiled; raise on any problem."""
-    if not directory.is_dir():
-        return {}, []
+def load_dialects(*directories: Path) -> tuple[dict[str, Dialect], list[Document]]:
+    """Every dialect file in `directories` (a missing one has none; a later one's file replaces an earlier one's of
+    the same name, as providers_dir does the shipped vendors), validated and compiled; raise on any problem."""
+    files = {path.stem: path for directory in dict.fromkeys(directories) if directory.is_dir()
+             for path in sorted(directory.glob("*.yaml"))}
     problems: list[Problem] = []
     dialects: dict[str, Dialect] = {}
     docs: list[Document] = []
-    for path in sorted(directory.glob("*.yaml")):
+    for path in files.values():
         try:
             doc = parse_document(str(path), read_text(str(path)))
         except ConfigError as exc:
@@ -203,6 +206,8 @@ def _compile(name: str, doc: Document) -> Dialect:
         affinity_answer=expr(("affinity", "answer"), affinity.get("answer")),
         affinity_events=named_events("affinity"),
         affinity_ttl=float(affinity.get("ttl") or 0),
+        json_array=expr(("stream", "json_array_when"), (data.get("stream") or {}).get("json_array_when")),
+        models=expr(("models",), data.get("models"), output=True),
         tables=MappingProxyType(dict(data.get("tables") or {})),
         tests=tuple(data.get("tests") or ()),
         document=doc,
