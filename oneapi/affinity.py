@@ -8,6 +8,7 @@ import time
 from typing import NamedTuple
 
 _TABLE = "CREATE TABLE IF NOT EXISTS affinity (name TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL)"
+_INDEX = "CREATE INDEX IF NOT EXISTS affinity_expires ON affinity (expires)"  # expired names are dropped by range, not by scan
 
 
 class Holder(NamedTuple):
@@ -30,11 +31,16 @@ class Holder(NamedTuple):
 def sqlite_remember(db: sqlite3.Connection, name: str, value: str, ttl: float) -> None:
     now = time.time()
     db.execute(_TABLE)
+    db.execute(_INDEX)
     db.execute("DELETE FROM affinity WHERE expires < ?", (now,))  # expired names go as new ones come
     db.execute("INSERT OR REPLACE INTO affinity (name, value, expires) VALUES (?, ?, ?)", (name, value, now + ttl))
 
 
 def sqlite_recall(db: sqlite3.Connection, name: str) -> str | None:
-    db.execute(_TABLE)
-    row = db.execute("SELECT value FROM affinity WHERE name = ? AND expires >= ?", (name, time.time())).fetchone()
+    try:
+        row = db.execute("SELECT value FROM affinity WHERE name = ? AND expires >= ?", (name, time.time())).fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):  # nothing was ever remembered
+            return None
+        raise
     return row[0] if row else None
