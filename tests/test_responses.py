@@ -142,6 +142,19 @@ def test_native_stream_with_reasoning_summary_is_metered(client: openai.OpenAI, 
     assert totals["estimated_requests"] == 0
 
 
+def test_native_stream_function_call(client: openai.OpenAI, vendor: FakeVendor) -> None:
+    vendor.reply_sse("/v1/responses", "openai_responses/stream_function_call.sse")
+    request = request_body("openai_responses/stream_function_call.request.json")
+    with client.responses.stream(model="gpt-5", input=request["input"], tools=request["tools"], tool_choice="required") as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+
+    call = [item for item in final.output if item.type == "function_call"][0]
+    assert call.name == "final_result" and json.loads(call.arguments)["result"]
+    assert "response.function_call_arguments.delta" in kinds and kinds[-1] == "response.completed"
+    assert vendor.received[-1].json()["tools"] == request["tools"]
+
+
 def test_native_vendor_error_keeps_its_status_and_message(client: openai.OpenAI, vendor: FakeVendor) -> None:
     vendor.reply_fixture("/v1/responses", "openai_responses/error_400_model_not_found.json", status=400)
     with pytest.raises(openai.BadRequestError) as caught:
