@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
-from . import rollup
+from . import credits, rollup
 from .usage import MAX_REQUEST_TOKENS, nano_to_usd
 
 T = TypeVar("T")
@@ -353,6 +353,7 @@ def connect(path: Path | None, readonly: bool = False) -> sqlite3.Connection:
         migrate(conn)
         conn.executescript(_SCHEMA)
         conn.executescript(rollup.SCHEMA)
+        conn.executescript(credits.SCHEMA)
     return conn
 
 
@@ -488,7 +489,7 @@ class SqliteLedger:
                 table, key, window = used_from
                 if table == "spend":
                     row = db.execute("SELECT cost_nano FROM spend WHERE token = ? AND window = ?", (key, window)).fetchone()
-                    used = row[0] if row else 0
+                    used = (row[0] if row else 0) - credits.credit_of(db, key, (window,))  # a credit widens the budget
                 else:  # a sliding rate window: `window` is the time of the request
                     first = first_counted_bucket(window)
                     db.execute("DELETE FROM rate_buckets WHERE name = ? AND bucket < ?", (key, first))

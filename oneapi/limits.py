@@ -23,11 +23,12 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from . import rollup
+from . import credits, rollup
 from .config import TokenConfig
+from .credits import Credit
 from .errors import GatewayError
 from .ledger import RATE_WINDOW_SECONDS, Batch, SqliteLedger, UsageQuery, UsageRecord, UsageReport, budget_window, rate_bucket
-from .ledger import spend_of
+from .ledger import spend_of, spend_windows
 from .requestlog import LogPage, LogQuery, query_logs, trim_records
 from .usage import NANO_USD
 
@@ -198,6 +199,26 @@ class Accounting(ABC):
     async def spent(self, token: str, windows: Iterable[str]) -> int:
         """Nano-USD the token spent in these spend windows (ledger.spend_windows names them)."""
         raise NotImplementedError
+
+    async def add_credit(self, credit: Credit, code_sha256: str | None = None) -> float | None:
+        """Write a credit (credits.py); with a code, only if it was never redeemed. None: written; else when the code was."""
+        raise NotImplementedError
+
+    async def credited(self, token: str, windows: Iterable[str]) -> int:
+        """Nano-USD credited to the token in these spend windows."""
+        raise NotImplementedError
+
+    async def credit_history(self, token: str | None, limit: int = 100) -> list[Credit]:
+        """The newest credits, of one token or of all."""
+        raise NotImplementedError
+
+    async def budget_state(self, token: TokenConfig, now: float | None = None) -> dict[str, float]:
+        """The token's budget in its current period: configured, credited, spent, and what is left of it (USD)."""
+        window = budget_window(token.budget_period, self.clock() if now is None else now)
+        credited, spent = await self.credited(token.name, (window,)), await self.spent(token.name, (window,))
+        left = budget_cap(token) + credited - spent
+        return {"budget_usd": token.budget or 0.0, "credits_usd": credited / NANO_USD, "spent_usd": spent / NANO_USD,
+                "remaining_usd": max(0, left) / NANO_USD}
 
     async def series(self, token: str | None, since: float, step: int) -> dict[int, dict[str, int]]:
         """Totals per `step` seconds from `since` on, of everyone or one token (the dashboard's charts)."""
@@ -507,6 +528,19 @@ class SqliteAccounting(Accounting):
     async def series(self, token: str | None, since: float, step: int) -> dict[int, dict[str, int]]:
         await self.flush()
         return await self.ledger.read(rollup.series, token, since, step)
+
+    async def add_credit(self, credit: Credit, code_sha256: str | None = None) -> float | None:
+        try:
+            return await self.ledger.read(credits.add_credit, credit, spend_windows(credit.ts), code_sha256)
+        except sqlite3.Error as exc:
+            log.error("the ledger file refused a credit: %s", type(exc).__name__)
+            raise store_unavailable() from None
+
+    async def credited(self, token: str, windows: Iterable[str]) -> int:
+        return await self.ledger.read(credits.credit_of, token, list(windows))
+
+    async def credit_history(self, token: str | None, limit: int = 100) -> list[Credit]:
+        return await self.ledger.read(credits.credits_of, token, limit)
 
     async def ranking(self, dim: str, token: str | None, since: float) -> list[tuple[str, dict[str, int]]]:
         await self.flush()

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from .config import TokenConfig
+from .credits import Credit
 from .ledger import (
     MAX_RECORD_COST_NANO, RATE_WINDOW_SECONDS, RECORD_FIELDS, UsageQuery, UsageRecord, UsageReport, aggregate, budget_window,
     first_counted_bucket, rate_bucket, spend_windows, storable,
@@ -37,7 +38,7 @@ APPLIED_TTL = 3600  # seconds a batch's marks of what ran are kept: a retry come
 KEY_ASIDE = PREFIX + "keyaside:"  # + a key's fingerprint: the reason, expiring with the key's cooldown
 KEY_ASIDE_NEWS = PREFIX + "keyaside"  # the pub/sub channel that tells every process at once
 
-# KEYS: spend hash, held zset, held amounts hash, rpm window hash, tpm window hash (bucket second -> count)
+# KEYS: spend hash, held zset, held amounts hash, rpm window hash, tpm window hash (bucket second -> count), credit hash
 # ARGV: now, request id, hold deadline, budget cap (-1: none), spend field, cost, rpm cap, tpm cap, tokens,
 #       this bucket, the first bucket still in the window, window seconds, window ttl
 _ADMIT = """
@@ -81,7 +82,7 @@ if budget_cap >= 0 then
   if #expired > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) end
   local held = 0
   for _, v in ipairs(redis.call('HVALS', KEYS[3])) do held = held + tonumber(v) end
-  local spent = tonumber(redis.call('HGET', KEYS[1], ARGV[5]) or '0')
+  local spent = tonumber(redis.call('HGET', KEYS[1], ARGV[5]) or '0') - tonumber(redis.call('HGET', KEYS[6], ARGV[5]) or '0')
   if spent + held + cost > budget_cap then return {3, spent, held} end
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
   redis.call('HSET', KEYS[3], ARGV[2], cost)
@@ -114,6 +115,19 @@ if #ARGV > 10 then redis.call('XADD', KEYS[5], '*', unpack(ARGV, 11)) end
 return 1
 """
 
+# KEYS: credit hash, redeemed codes hash, credits stream. ARGV: code sha256 ('' for none), amount, 3 spend fields, then
+# the movement's field/value pairs. The code is claimed and the credit written in one step: once, whoever asks.
+_CREDIT = """
+if ARGV[1] ~= '' then
+  local claimed = redis.call('HGET', KEYS[2], ARGV[1])
+  if claimed then return claimed end
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[7])
+end
+for i = 3, 5 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[2]) end
+redis.call('XADD', KEYS[3], '*', unpack(ARGV, 6))
+return ''
+"""
+
 # KEYS: the channel's slot zset. ARGV: now, slot id, deadline, limit
 _ACQUIRE_SLOT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -123,9 +137,13 @@ return 1
 """
 
 
+CREDITS_STREAM = PREFIX + "credits"
+REDEEMED = PREFIX + "redeemed"
+
+
 def _keys(token: str) -> list[str]:
     return [f"{PREFIX}spend:{token}", f"{PREFIX}held:{token}", f"{PREFIX}heldamt:{token}",
-            f"{PREFIX}rpm:{token}", f"{PREFIX}tpm:{token}"]
+            f"{PREFIX}rpm:{token}", f"{PREFIX}tpm:{token}", f"{PREFIX}credit:{token}"]
 
 
 def _limit_headers(token: TokenConfig, requests_left: int, tokens_left: int, budget_left: int, now: float) -> dict[str, str]:
@@ -162,6 +180,7 @@ class RedisAccounting(Accounting):
         self._admit = self.redis.register_script(_ADMIT)
         self._settle = self.redis.register_script(_SETTLE)
         self._acquire = self.redis.register_script(_ACQUIRE_SLOT)
+        self._credit = self.redis.register_script(_CREDIT)
         self._pending: list[Settlement] = []
         self._batch_prefix = f"{PREFIX}applied:{os.urandom(8).hex()}:"
         self._batches = 0
@@ -277,17 +296,18 @@ class RedisAccounting(Accounting):
 
     async def _headers_now(self, token: TokenConfig, now: float) -> dict[str, str]:
         """The limit headers of a refused request, read after the verdict (for information: not part of it)."""
-        spend, _, held, rpm, tpm = _keys(token.name)
+        spend, _, held, rpm, tpm, credit = _keys(token.name)
+        window = budget_window(token.budget_period, now)
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hgetall(rpm).hgetall(tpm).hget(spend, budget_window(token.budget_period, now)).hvals(held)
-                rpm_window, tpm_window, spent, holds = await pipe.execute()
+                pipe.hgetall(rpm).hgetall(tpm).hget(spend, window).hvals(held).hget(credit, window)
+                rpm_window, tpm_window, spent, holds, credited = await pipe.execute()
         except RedisError:
             return {}
         first = first_counted_bucket(now)
         rpm_used = sum(int(n) for bucket, n in rpm_window.items() if int(bucket) >= first)
         tpm_used = sum(int(n) for bucket, n in tpm_window.items() if int(bucket) >= first)
-        budget_left = budget_cap(token) - int(spent or 0) - sum(int(v) for v in holds) if token.budget is not None else 0
+        budget_left = budget_cap(token) + int(credited or 0) - int(spent or 0) - sum(int(v) for v in holds) if token.budget is not None else 0
         return _limit_headers(token, (token.rpm or 0) - rpm_used, (token.tpm or 0) - tpm_used, budget_left, now)
 
     def settle(self, admission: Admission | None, record: UsageRecord | None) -> None:
@@ -433,6 +453,33 @@ class RedisAccounting(Accounting):
         await self.flush()
         values = await self.redis.hmget(f"{PREFIX}spend:{token}", list(windows))
         return sum(int(v) for v in values if v)
+
+
+    async def add_credit(self, credit: Credit, code_sha256: str | None = None) -> float | None:
+        fields = ["ts", repr(credit.ts), "token", credit.token, "amount_nano", credit.amount_nano, "source", credit.source, "note", credit.note]
+        try:
+            claimed = await self._credit(keys=[f"{PREFIX}credit:{credit.token}", REDEEMED, CREDITS_STREAM],
+                                         args=[code_sha256 or "", credit.amount_nano, *spend_windows(credit.ts), *fields])
+        except RedisError as exc:
+            log.error("redis refused a credit: %s", type(exc).__name__)
+            raise store_unavailable() from None
+        return float(claimed) if claimed else None
+
+    async def credited(self, token: str, windows: Iterable[str]) -> int:
+        values = await self.redis.hmget(f"{PREFIX}credit:{token}", list(windows))
+        return sum(int(v) for v in values if v)
+
+    async def credit_history(self, token: str | None, limit: int = 100) -> list[Credit]:
+        found: list[Credit] = []
+        start = "+"
+        while len(found) < limit:
+            page: list[tuple[str, dict[str, str]]] = await self.redis.xrevrange(CREDITS_STREAM, start, "-", count=LOG_SCAN)  # type: ignore[assignment]
+            found.extend(Credit(float(f["ts"]), f["token"], int(f["amount_nano"]), f["source"], f["note"])
+                         for _, f in page if token is None or f.get("token") == token)
+            if len(page) < LOG_SCAN:
+                break
+            start = "(" + page[-1][0]
+        return found[:limit]
 
 
 LOG_SCAN = 2000
