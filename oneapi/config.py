@@ -91,6 +91,7 @@ class TokenConfig:
     rpm: int | None
     tpm: int | None
     enabled: bool
+    credits_carry_over: bool = False  # a credit outlives the budget period it was given in, until spent
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,6 +414,7 @@ def _token(doc: Document, i: int, raw: dict[str, Any], problems: list[Problem], 
         rpm=raw.get("rpm"),
         tpm=raw.get("tpm"),
         enabled=bool(raw.get("enabled", True)),
+        credits_carry_over=bool(raw.get("credits_carry_over", False)),
     )
 
 

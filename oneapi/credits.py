@@ -132,6 +132,25 @@ def credit_of(db: sqlite3.Connection, token: str, windows: Iterable[str]) -> int
     return int(row[0])
 
 
+def credit_counted(db: sqlite3.Connection, token: str, window: str, carry_cap: int | None) -> int:
+    """Nano-USD of credit that widens the budget of `window`: what was given in it; or, when credits carry over
+    (`carry_cap` is then the budget), every credit ever given less what earlier periods spent past the budget."""
+    if carry_cap is None or window == "all":
+        return credit_of(db, token, (window,))
+    total = credit_of(db, token, ("all",))
+    if not total:
+        return 0
+    row = db.execute("SELECT COALESCE(SUM(MAX(0, cost_nano - ?)), 0) FROM spend WHERE token = ? AND window >= ? AND window < ?",
+                     (carry_cap, token, window[:2], window)).fetchone()
+    return total - int(row[0])
+
+
+def carried_credit(total: int, spend: dict[str, str], window: str, carry_cap: int) -> int:
+    """credit_counted's carry-over rule, over a store's spend windows read whole (redis)."""
+    prefix = window[:2]
+    return total - sum(max(0, int(v) - carry_cap) for w, v in spend.items() if w.startswith(prefix) and w < window)
+
+
 def credits_of(db: sqlite3.Connection, token: str | None, limit: int = 100) -> list[Credit]:
     """The newest movements, of one token or of all."""
     where, args = ("WHERE token = ?", (token, limit)) if token else ("", (limit,))

@@ -405,7 +405,7 @@ class SqliteLedger:
     async def write(self, batch: Batch, owner: str) -> None:
         await self._run(self._write, batch, owner, time.time())
 
-    async def grant(self, owner: str, name: str, cap: int, need: int, share: int, used_from: tuple[str, str, Any] | None) -> Grant:
+    async def grant(self, owner: str, name: str, cap: int, need: int, share: int, used_from: tuple[Any, ...] | None) -> Grant:
         return await self._run(self._grant, owner, name, cap, need, share, used_from, time.time())
 
     async def query(self, query: UsageQuery) -> UsageReport:
@@ -476,7 +476,7 @@ class SqliteLedger:
                 written.append(record)
         return written
 
-    def _grant(self, owner: str, name: str, cap: int, need: int, share: int, used_from: tuple[str, str, Any] | None, now: float) -> Grant:
+    def _grant(self, owner: str, name: str, cap: int, need: int, share: int, used_from: tuple[Any, ...] | None, now: float) -> Grant:
         """Allot `need` of `cap` to `owner`, or more (1/`share` of what is free) so that the next requests need no
         round trip; nothing when less than `need` is free. Atomic across processes."""
         db = self._db()
@@ -486,10 +486,11 @@ class SqliteLedger:
             used = 0
             buckets: list[tuple[int, int]] | None = None
             if used_from is not None:
-                table, key, window = used_from
+                table, key, window, *carry_cap = used_from
                 if table == "spend":
                     row = db.execute("SELECT cost_nano FROM spend WHERE token = ? AND window = ?", (key, window)).fetchone()
-                    used = (row[0] if row else 0) - credits.credit_of(db, key, (window,))  # a credit widens the budget
+                    # a credit widens the budget
+                    used = (row[0] if row else 0) - credits.credit_counted(db, key, window, carry_cap[0] if carry_cap else None)
                 else:  # a sliding rate window: `window` is the time of the request
                     first = first_counted_bucket(window)
                     db.execute("DELETE FROM rate_buckets WHERE name = ? AND bucket < ?", (key, first))

@@ -102,6 +102,11 @@ def budget_cap(token: TokenConfig) -> int:
     return round((token.budget or 0.0) * NANO_USD)
 
 
+def carry_cap(token: TokenConfig) -> int | None:
+    """The budget that earlier periods' spend is measured against when the token's credits carry over; else None."""
+    return budget_cap(token) if token.credits_carry_over and token.budget_period else None
+
+
 def refusal(limit: str, token: TokenConfig, retry_after: int | None, detail: str = "") -> GatewayError:
     """The 429 for a rate limit or a full channel, OpenAI-shaped, with the limit named in the code; Retry-After
     only when waiting helps (None: it never will, as for a request larger than the limit itself)."""
@@ -208,6 +213,10 @@ class Accounting(ABC):
         """Nano-USD credited to the token in these spend windows."""
         raise NotImplementedError
 
+    async def credit_counted(self, token: TokenConfig, window: str) -> int:
+        """Nano-USD of credit that widens the token's budget in `window` (credits.credit_counted)."""
+        raise NotImplementedError
+
     async def credit_history(self, token: str | None, limit: int = 100) -> list[Credit]:
         """The newest credits, of one token or of all."""
         raise NotImplementedError
@@ -215,7 +224,7 @@ class Accounting(ABC):
     async def budget_state(self, token: TokenConfig, now: float | None = None) -> dict[str, float]:
         """The token's budget in its current period: configured, credited, spent, and what is left of it (USD)."""
         window = budget_window(token.budget_period, self.clock() if now is None else now)
-        credited, spent = await self.credited(token.name, (window,)), await self.spent(token.name, (window,))
+        credited, spent = await self.credit_counted(token, window), await self.spent(token.name, (window,))
         left = budget_cap(token) + credited - spent
         return {"budget_usd": token.budget or 0.0, "credits_usd": credited / NANO_USD, "spent_usd": spent / NANO_USD,
                 "remaining_usd": max(0, left) / NANO_USD}
@@ -328,7 +337,7 @@ class SqliteAccounting(Accounting):
             pool.free_elsewhere = min(pool.free_elsewhere, cap)
         return pool
 
-    async def _draw(self, pool: Pool, need: int, share: int, used_from: tuple[str, str, Any] | None, now: float) -> tuple[bool, bool]:
+    async def _draw(self, pool: Pool, need: int, share: int, used_from: tuple[Any, ...] | None, now: float) -> tuple[bool, bool]:
         """Reserve `need` from the pool, topping it up from the store; (admitted, refused only because it is held in flight)."""
         if pool.take(need, now):
             return True, False
@@ -348,7 +357,7 @@ class SqliteAccounting(Accounting):
                     return True, False
             return False, used + need <= pool.cap
 
-    async def _top_up(self, pool: Pool, need: int, share: int, used_from: tuple[str, str, Any] | None) -> int:
+    async def _top_up(self, pool: Pool, need: int, share: int, used_from: tuple[Any, ...] | None) -> int:
         short = need - max(0, pool.held - pool.reserved)
         try:
             grant = await self.ledger.grant(self.owner, pool.name, pool.cap, short, share, used_from)
@@ -382,7 +391,7 @@ class SqliteAccounting(Accounting):
                 taken.append((pool, demand.tokens))
             if token.budget is not None:
                 pool = self._pool(f"budget:{token.name}", budget_cap(token))
-                used_from = ("spend", token.name, budget_window(token.budget_period, now))
+                used_from = ("spend", token.name, budget_window(token.budget_period, now), carry_cap(token))
                 ok, _ = await self._draw(pool, demand.cost_nano, GRANT_SHARE, used_from, now)
                 if not ok:
                     remaining = pool.remaining()
@@ -538,6 +547,10 @@ class SqliteAccounting(Accounting):
 
     async def credited(self, token: str, windows: Iterable[str]) -> int:
         return await self.ledger.read(credits.credit_of, token, list(windows))
+
+    async def credit_counted(self, token: TokenConfig, window: str) -> int:
+        await self.flush()
+        return await self.ledger.read(credits.credit_counted, token.name, window, carry_cap(token))
 
     async def credit_history(self, token: str | None, limit: int = 100) -> list[Credit]:
         return await self.ledger.read(credits.credits_of, token, limit)

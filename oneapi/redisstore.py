@@ -18,14 +18,14 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from .config import TokenConfig
-from .credits import Credit
+from .credits import Credit, carried_credit
 from .ledger import (
     MAX_RECORD_COST_NANO, RATE_WINDOW_SECONDS, RECORD_FIELDS, UsageQuery, UsageRecord, UsageReport, aggregate, budget_window,
     first_counted_bucket, rate_bucket, spend_windows, storable,
 )
 from .requestlog import LogPage, LogQuery, log_entry
 from .limits import (
-    FLUSH_BATCH, FLUSH_INTERVAL, HOLD_SECONDS, Accounting, Admission, Demand, budget_cap, budget_headers, budget_refusal,
+    FLUSH_BATCH, FLUSH_INTERVAL, HOLD_SECONDS, Accounting, Admission, Demand, budget_cap, budget_headers, budget_refusal, carry_cap,
     rate_retry_after, refusal, reset_text, stopped, store_unavailable,
 )
 
@@ -40,7 +40,7 @@ KEY_ASIDE_NEWS = PREFIX + "keyaside"  # the pub/sub channel that tells every pro
 
 # KEYS: spend hash, held zset, held amounts hash, rpm window hash, tpm window hash (bucket second -> count), credit hash
 # ARGV: now, request id, hold deadline, budget cap (-1: none), spend field, cost, rpm cap, tpm cap, tokens,
-#       this bucket, the first bucket still in the window, window seconds, window ttl
+#       this bucket, the first bucket still in the window, window seconds, window ttl, credits carry over ('1'/'0')
 _ADMIT = """
 local now = tonumber(ARGV[1])
 local budget_cap, cost = tonumber(ARGV[4]), tonumber(ARGV[6])
@@ -82,7 +82,23 @@ if budget_cap >= 0 then
   if #expired > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) end
   local held = 0
   for _, v in ipairs(redis.call('HVALS', KEYS[3])) do held = held + tonumber(v) end
-  local spent = tonumber(redis.call('HGET', KEYS[1], ARGV[5]) or '0') - tonumber(redis.call('HGET', KEYS[6], ARGV[5]) or '0')
+  local credit
+  if ARGV[14] == '1' and ARGV[5] ~= 'all' then
+    -- every credit ever given, less what earlier periods spent past the budget (credits.credit_counted)
+    credit = tonumber(redis.call('HGET', KEYS[6], 'all') or '0')
+    if credit ~= 0 then
+      local prefix, flat = string.sub(ARGV[5], 1, 2), redis.call('HGETALL', KEYS[1])
+      for i = 1, #flat, 2 do
+        if string.sub(flat[i], 1, 2) == prefix and flat[i] < ARGV[5] then
+          local over = tonumber(flat[i + 1]) - budget_cap
+          if over > 0 then credit = credit - over end
+        end
+      end
+    end
+  else
+    credit = tonumber(redis.call('HGET', KEYS[6], ARGV[5]) or '0')
+  end
+  local spent = tonumber(redis.call('HGET', KEYS[1], ARGV[5]) or '0') - credit
   if spent + held + cost > budget_cap then return {3, spent, held} end
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
   redis.call('HSET', KEYS[3], ARGV[2], cost)
@@ -269,7 +285,7 @@ class RedisAccounting(Accounting):
         cap = budget_cap(token) if token.budget is not None else -1
         args: list[Any] = [now, request_id, now + HOLD_SECONDS, cap, budget_window(token.budget_period, now), demand.cost_nano,
                 token.rpm if token.rpm is not None else -1, token.tpm if token.tpm is not None else -1, demand.tokens,
-                bucket, first_counted_bucket(now), RATE_WINDOW_SECONDS, WINDOW_TTL]
+                bucket, first_counted_bucket(now), RATE_WINDOW_SECONDS, WINDOW_TTL, "1" if carry_cap(token) is not None else "0"]
         try:
             result = await self._admit(keys=_keys(token.name), args=args)
             if int(result[0]) == 3 and self._pending:  # this process's settlements are not in redis yet: write them, for an exact verdict
@@ -296,12 +312,13 @@ class RedisAccounting(Accounting):
 
     async def _headers_now(self, token: TokenConfig, now: float) -> dict[str, str]:
         """The limit headers of a refused request, read after the verdict (for information: not part of it)."""
-        spend, _, held, rpm, tpm, credit = _keys(token.name)
+        spend, _, held, rpm, tpm, _ = _keys(token.name)
         window = budget_window(token.budget_period, now)
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hgetall(rpm).hgetall(tpm).hget(spend, window).hvals(held).hget(credit, window)
-                rpm_window, tpm_window, spent, holds, credited = await pipe.execute()
+                pipe.hgetall(rpm).hgetall(tpm).hget(spend, window).hvals(held)
+                rpm_window, tpm_window, spent, holds = await pipe.execute()
+            credited = await self.credit_counted(token, window) if token.budget is not None else 0
         except RedisError:
             return {}
         first = first_counted_bucket(now)
@@ -468,6 +485,16 @@ class RedisAccounting(Accounting):
     async def credited(self, token: str, windows: Iterable[str]) -> int:
         values = await self.redis.hmget(f"{PREFIX}credit:{token}", list(windows))
         return sum(int(v) for v in values if v)
+
+    async def credit_counted(self, token: TokenConfig, window: str) -> int:
+        cap = carry_cap(token)
+        if cap is None or window == "all":
+            return await self.credited(token.name, (window,))
+        total = await self.credited(token.name, ("all",))
+        if not total:
+            return 0
+        await self.flush()
+        return carried_credit(total, await self.redis.hgetall(f"{PREFIX}spend:{token.name}"), window, cap)  # type: ignore[misc]
 
     async def credit_history(self, token: str | None, limit: int = 100) -> list[Credit]:
         found: list[Credit] = []

@@ -264,3 +264,61 @@ def test_new_entries_keep_the_text_around_them() -> None:
     assert with_entries("redemptions: []\nb: 2\n", "- {x: 1}\n") == "redemptions:\n  - {x: 1}\nb: 2\n"
     indented = "redemptions:\n  - {x: 0}\n"
     assert yaml.safe_load(with_entries(indented, "- {x: 1}\n")) == {"redemptions": [{"x": 0}, {"x": 1}]}
+
+
+# --- credits and budget periods: counted in the period they were given, or carried over until spent -------------------
+
+DAY = 1_800_000_000.0 - 1_800_000_000.0 % 86400  # a UTC midnight far from now: only the accountings' clock reaches it
+NANO = 10**9
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return request.getfixturevalue("redis_url") if request.param == "redis" else "sqlite"
+
+
+@pytest.mark.parametrize("carry_over", [False, True])
+def test_a_credit_counts_in_its_period_or_carries_over_until_spent(store: str, carry_over: bool, tmp_path: Path) -> None:
+    from oneapi.config import TokenConfig
+    from oneapi.credits import Credit
+    from oneapi.errors import GatewayError
+    from oneapi.ledger import SqliteLedger, UsageRecord
+    from oneapi.limits import Demand, SqliteAccounting
+
+    token = TokenConfig(name="t", key_sha256=None, group="default", models=None, budget=1.0, budget_period="daily", expires=None,
+                        subnets=(), rpm=None, tpm=None, enabled=True, credits_carry_over=carry_over)
+
+    async def admitted(accounting: Any, cost: int) -> bool:
+        try:
+            admission = await accounting.admit(token, Demand(cost, 1), f"r{cost}")
+        except GatewayError as exc:
+            assert exc.status == 429 and exc.code == "budget_exceeded"
+            return False
+        accounting.settle(admission, UsageRecord(accounting.clock(), "r", "t", "c", "m", "m", "chat", False, 1, 0, 0, 0, False, cost, 1))
+        await accounting.flush()
+        return True
+
+    async def run() -> list[Any]:
+        if store == "sqlite":
+            accounting: Any = SqliteAccounting(SqliteLedger(tmp_path / "ledger.db"))
+        else:
+            from oneapi.redisstore import RedisAccounting
+
+            accounting = RedisAccounting(store)
+        clock = [DAY + 3600]
+        accounting.clock = lambda: clock[0]
+        await accounting.start()
+        try:
+            await accounting.add_credit(Credit(clock[0], "t", 2 * NANO, "admin", "day one"))
+            day_one = await admitted(accounting, 5 * NANO // 2)  # $2.50 of the $3.00 the budget and the credit make
+            clock[0] += 86400  # the next day: $1.00 of budget, and $0.50 of the credit if it carries over
+            state = await accounting.budget_state(token)
+            return [day_one, state, await admitted(accounting, 14 * NANO // 10)]
+        finally:
+            await accounting.close()
+
+    day_one, state, next_day = asyncio.run(run())
+    assert day_one
+    assert state["remaining_usd"] == pytest.approx(1.5 if carry_over else 1.0)
+    assert state["credits_usd"] == pytest.approx(0.5 if carry_over else 0.0)
+    assert next_day is carry_over  # $1.40 fits only with what is left of the credit
