@@ -273,8 +273,10 @@ class Gateway:
 
     async def admin_usage(self, request: Request) -> Response:
         self._require_admin(request)
-        report = await self.accounting.query(usage_query(request.query_params))
-        return json_response(report.as_dict())
+        query = usage_query(request.query_params)
+        report = (await self.accounting.query(query)).as_dict()
+        report["credits_usd"] = {name: nano / NANO_USD for name, nano in sorted((await self.accounting.credit_totals(query.token)).items())}
+        return json_response(report)
 
     async def redeem(self, request: Request) -> Response:
         """POST /v1/dashboard/redeem {"code"}: a client credits a redemption code's value to its own token, once."""

@@ -212,6 +212,9 @@ USAGE_COLUMNS = ("requests", "prompt_tokens", "completion_tokens", "cached_token
 def usage_command(args: argparse.Namespace) -> int:
     from .app import usage_query
     from .errors import GatewayError
+    import sqlite3
+
+    from .credits import credit_totals
     from .ledger import connect, query_usage, sqlite_path
 
     try:
@@ -226,7 +229,7 @@ def usage_command(args: argparse.Namespace) -> int:
         print(exc.message, file=sys.stderr)
         return 2
     if config.store.startswith(("redis://", "rediss://")):
-        report = asyncio.run(_redis_usage(config.store, query))
+        report, credited = asyncio.run(_redis_usage(config.store, query))
     else:
         path = sqlite_path(config.store, config.path.parent)
         if path is None or not path.exists():
@@ -235,6 +238,10 @@ def usage_command(args: argparse.Namespace) -> int:
         db = connect(path, readonly=True)
         try:
             report = query_usage(db, query)
+            try:
+                credited = credit_totals(db, query.token)
+            except sqlite3.OperationalError:  # a ledger written before credits existed
+                credited = {}
         finally:
             db.close()
     data = report.as_dict()
@@ -251,6 +258,8 @@ def usage_command(args: argparse.Namespace) -> int:
     numeric = len(data["group_by"])
     for line in [header, ["-" * w for w in widths], *rows[:-1], ["-" * w for w in widths], rows[-1]]:
         print("  ".join(cell.rjust(w) if i >= numeric else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths))).rstrip())
+    for name, nano in sorted(credited.items()):
+        print(f"credits  {name}: ${nano / 1e9:.6f} (redeemed codes and operator credits, all time)")
     return 0
 
 
@@ -307,12 +316,12 @@ async def _add_credit(store: str, base: Path, credit: "Credit") -> None:
         await ledger.close()
 
 
-async def _redis_usage(url: str, query: "UsageQuery") -> "UsageReport":
+async def _redis_usage(url: str, query: "UsageQuery") -> "tuple[UsageReport, dict[str, int]]":
     from .redisstore import RedisAccounting
 
     accounting = RedisAccounting(url)
     try:
-        return await accounting.query(query)
+        return await accounting.query(query), await accounting.credit_totals(query.token)
     finally:
         await accounting.redis.aclose()
 

@@ -221,6 +221,10 @@ class Accounting(ABC):
         """The newest credits, of one token or of all."""
         raise NotImplementedError
 
+    async def credit_totals(self, token: str | None) -> dict[str, int]:
+        """Nano-USD credited per token over all time, of one token or of all."""
+        raise NotImplementedError
+
     async def budget_state(self, token: TokenConfig, now: float | None = None) -> dict[str, float]:
         """The token's budget in its current period: configured, credited, spent, and what is left of it (USD)."""
         window = budget_window(token.budget_period, self.clock() if now is None else now)
@@ -554,6 +558,9 @@ class SqliteAccounting(Accounting):
 
     async def credit_history(self, token: str | None, limit: int = 100) -> list[Credit]:
         return await self.ledger.read(credits.credits_of, token, limit)
+
+    async def credit_totals(self, token: str | None) -> dict[str, int]:
+        return await self.ledger.read(credits.credit_totals, token)
 
     async def ranking(self, dim: str, token: str | None, since: float) -> list[tuple[str, dict[str, int]]]:
         await self.flush()

@@ -496,6 +496,15 @@ class RedisAccounting(Accounting):
         await self.flush()
         return carried_credit(total, await self.redis.hgetall(f"{PREFIX}spend:{token.name}"), window, cap)  # type: ignore[misc]
 
+    async def credit_totals(self, token: str | None) -> dict[str, int]:
+        names = [f"{PREFIX}credit:{token}"] if token else [name async for name in self.redis.scan_iter(match=f"{PREFIX}credit:*", count=500)]
+        totals = {}
+        for name in names:
+            value = await self.redis.hget(name, "all")
+            if value is not None:
+                totals[name[len(PREFIX) + len("credit:"):]] = int(value)
+        return totals
+
     async def credit_history(self, token: str | None, limit: int = 100) -> list[Credit]:
         found: list[Credit] = []
         start = "+"

@@ -322,3 +322,25 @@ def test_a_credit_counts_in_its_period_or_carries_over_until_spent(store: str, c
     assert state["remaining_usd"] == pytest.approx(1.5 if carry_over else 1.0)
     assert state["credits_usd"] == pytest.approx(0.5 if carry_over else 0.0)
     assert next_day is carry_over  # $1.40 fits only with what is left of the credit
+
+
+def test_credits_show_in_usage_billing_and_the_dashboard(vendor: FakeVendor, start_gateway, tmp_path: Path) -> None:
+    gateway = start_gateway(topup_config(vendor))
+    vendor.reply_fixture("/v1/chat/completions", "openai/chat_completion_text.json")
+    assert chat(gateway).status_code == 200
+    given = httpx.post(gateway.url("/admin/credits"), json={"token": "tester", "usd": 0.4, "note": "prepaid"}, headers=ADMIN, timeout=10)
+    assert given.status_code == 200
+
+    usage = httpx.get(gateway.url("/admin/usage"), headers=ADMIN, timeout=10).json()
+    assert usage["credits_usd"] == {"tester": pytest.approx(0.4)}
+    assert httpx.get(gateway.url("/admin/usage?token=other"), headers=ADMIN, timeout=10).json()["credits_usd"] == {}
+    subscription = httpx.get(gateway.url("/v1/dashboard/billing/subscription"), headers=AUTH, timeout=10).json()
+    assert subscription["hard_limit_usd"] == pytest.approx(0.5)  # the budget and the credit
+    mine = httpx.get(gateway.url("/ui/api/tokens"), headers=AUTH, timeout=10).json()["data"]
+    assert [(t["name"], t["credits_usd"]) for t in mine] == [("tester", pytest.approx(0.4))]
+    assert mine[0]["remaining_usd"] == pytest.approx(0.1 + 0.4 - mine[0]["spent_usd"])
+    assert 'id="redeem-form"' in httpx.get(gateway.url("/ui/"), timeout=10).text
+
+    printed = cli("usage", "--config", str(gateway.config_path))
+    assert printed.returncode == 0, printed.stderr
+    assert "credits  tester: $0.400000" in printed.stdout
