@@ -94,6 +94,8 @@ def new_codes_command(args: argparse.Namespace) -> int:
         load_config(config_path)
     except ConfigError as exc:
         target.write_text(before, encoding="utf-8")
+        if args.out:
+            os.unlink(args.out)  # codes that were never declared must not be sold
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         print(f"{target} put back as it was: the config would not load with the new codes", file=sys.stderr)

@@ -219,7 +219,7 @@ def _load_config(path: Path, environ: Mapping[str, str], cache: ConfigCache) -> 
     _check_unique(doc, "channels", list(map(_name, channels)), problems)
     _check_unique(doc, "tokens", list(map(_name, tokens)), problems)
     _check_unique_keys(doc, tokens, problems)
-    redemptions, codes_file = _redemptions(doc, path, data, environ, problems)
+    redemptions, codes_file = _redemptions(doc, path, data, environ, groups, problems)
     if problems:
         raise ConfigError(problems)
     pricing = dict((data.get("pricing") or {}).get("models") or {})
@@ -263,7 +263,7 @@ def _load_config(path: Path, environ: Mapping[str, str], cache: ConfigCache) -> 
 _name = attrgetter("name")
 
 
-def _redemptions(doc: Document, path: Path, data: Mapping[str, Any], environ: Mapping[str, str],
+def _redemptions(doc: Document, path: Path, data: Mapping[str, Any], environ: Mapping[str, str], groups: Mapping[str, float],
                  problems: list[Problem]) -> tuple[dict[str, Redemption], set[str]]:
     """The codes under `redemptions:` and in `redemptions_file:` (a YAML list of the same entries), by sha256;
     and that file, so that a reload follows it."""
@@ -294,6 +294,9 @@ def _redemptions(doc: Document, path: Path, data: Mapping[str, Any], environ: Ma
                     continue
                 expires = expires if expires.tzinfo else expires.replace(tzinfo=timezone.utc)
             digest = str(raw["sha256"]).lower()
+            for j, group in enumerate(raw.get("groups", [])):
+                if group not in groups:
+                    problems.append(source.problem(at + (i, "groups", j), f"a redemption code names group {group!r}, which is not under groups:"))
             if digest in found:
                 problems.append(source.problem(at + (i, "sha256"), "this redemption code is declared twice"))
             found[digest] = Redemption(digest, float(raw.get("value", 0)), expires,

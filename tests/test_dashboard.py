@@ -153,9 +153,10 @@ def test_admin_and_token_holder_see_what_they_may(vendor: FakeVendor, start_gate
     show(driver, "tokens")
     wait(driver, lambda d: len(rows(d, "tokens-table")) == 3)
     tokens = {r[0]: r for r in rows(driver, "tokens-table")}
-    assert tokens["gone"][10].startswith("2020-01-01") and "bad" in driver.find_elements(
-        By.CSS_SELECTOR, "#tokens-table tr")[3].find_elements(By.TAG_NAME, "td")[10].get_attribute("class")  # expired, marked so
-    assert tokens["tester"][3] == "$5.0000" and tokens["tester"][6] == "monthly" and tokens["other"][3] == "unlimited"
+    assert tokens["gone"][11].startswith("2020-01-01") and "bad" in driver.find_elements(
+        By.CSS_SELECTOR, "#tokens-table tr")[3].find_elements(By.TAG_NAME, "td")[11].get_attribute("class")  # expired, marked so
+    assert tokens["tester"][3] == "$5.0000" and tokens["tester"][7] == "monthly" and tokens["other"][3] == "unlimited"
+    assert tokens["tester"][4] == "$0.0000"  # credits: none given
     driver.save_screenshot(str(shots / "2-admin-tokens.png"))
 
     show(driver, "channels")

@@ -252,9 +252,12 @@ def test_codes_go_to_the_redemptions_file_config_yaml_names(tmp_path: Path, vend
     assert done.returncode == 0 and done.stdout == "" and len(out.read_text().split()) == 1
     assert oct(out.stat().st_mode & 0o777) == "0o600"
 
-    (tmp_path / "codes.yaml").write_text("- {sha256: nothex, value: -1}\n")
+    (tmp_path / "codes.yaml").write_text("- {sha256: nothex, value: -1}\n- {sha256: %s, value: 1, groups: [nobody]}\n" % ("ab" * 32))
     checked = cli("check", "--config", str(config))
     assert checked.returncode == 1 and "codes.yaml:1" in checked.stderr
+    assert "codes.yaml:2: a redemption code names group 'nobody'" in checked.stderr
+    refused = cli("codes", "new", "--config", str(config), "--value", "1")
+    assert refused.returncode == 1 and "put back as it was" in refused.stderr and refused.stdout == ""
 
 
 def test_new_entries_keep_the_text_around_them() -> None:
