@@ -229,3 +229,32 @@ def test_admin_and_token_holder_see_what_they_may(vendor: FakeVendor, start_gate
     sign_in(driver, EXPIRED_KEY)  # a token past its expiry is told so, and nothing is kept
     wait(driver, lambda d: "expired" in d.find_element(By.ID, "signin-error").text)
     assert driver.execute_script("return sessionStorage.length") == 0 and not driver.find_element(By.ID, "tabs").is_displayed()
+
+
+def test_a_token_holder_redeems_a_code_in_the_token_view(vendor: FakeVendor, start_gateway, browser: Any, shots: Path) -> None:
+    from oneapi.credits import code_digest
+
+    code = "TESTCODE23456789ABCDEFGH"
+    config = base_config(vendor, redemptions=[{"sha256": code_digest(code), "value": 2.5}])
+    config["tokens"][0]["budget"] = 1.0
+    gateway = start_gateway(config)
+    driver = browser
+    driver.get(gateway.url("/ui/"))
+    sign_in(driver, CLIENT_KEY)
+    show(driver, "tokens")
+    wait(driver, lambda d: len(rows(d, "tokens-table")) == 1 and d.find_element(By.ID, "redeem-form").is_displayed())
+
+    def submit() -> None:
+        driver.find_element(By.ID, "redeem-code").send_keys(code)
+        driver.find_element(By.CSS_SELECTOR, "#redeem-form button").click()
+
+    submit()
+    wait(driver, lambda d: d.find_element(By.ID, "redeem-result").text != "")
+    assert text_of(driver, "#redeem-result") == "$2.5000 credited; $3.5000 remains."
+    wait(driver, lambda d: rows(d, "tokens-table")[0][4] == "$2.5000")
+    assert rows(driver, "tokens-table")[0][5] == "$0.0000" and rows(driver, "tokens-table")[0][6] == "$3.5000"
+    assert code not in driver.page_source and console_errors(driver) == []  # the box is emptied once it is credited
+    driver.save_screenshot(str(shots / "7-token-redeemed.png"))
+    submit()
+    wait(driver, lambda d: d.find_element(By.ID, "error").is_displayed())
+    assert "already redeemed" in text_of(driver, "#error")  # the 409 names why; the code stays in the box to be checked
