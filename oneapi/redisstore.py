@@ -38,7 +38,8 @@ APPLIED_TTL = 3600  # seconds a batch's marks of what ran are kept: a retry come
 KEY_ASIDE = PREFIX + "keyaside:"  # + a key's fingerprint: the reason, expiring with the key's cooldown
 KEY_ASIDE_NEWS = PREFIX + "keyaside"  # the pub/sub channel that tells every process at once
 
-# KEYS: spend hash, held zset, held amounts hash, rpm window hash, tpm window hash (bucket second -> count), credit hash
+# KEYS: spend hash (credits under 'c:' + window), held zset, held amounts hash, rpm window hash, tpm window hash
+# (bucket second -> count)
 # ARGV: now, request id, hold deadline, budget cap (-1: none), spend field, cost, rpm cap, tpm cap, tokens,
 #       this bucket, the first bucket still in the window, window seconds, window ttl, credits carry over ('1'/'0')
 _ADMIT = """
@@ -82,10 +83,11 @@ if budget_cap >= 0 then
   if #expired > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) end
   local held = 0
   for _, v in ipairs(redis.call('HVALS', KEYS[3])) do held = held + tonumber(v) end
-  local credit
+  local spent_text, credit_text = unpack(redis.call('HMGET', KEYS[1], ARGV[5], 'c:' .. ARGV[5]))
+  local credit = tonumber(credit_text or '0')
   if ARGV[14] == '1' and ARGV[5] ~= 'all' then
     -- every credit ever given, less what earlier periods spent past the budget (credits.credit_counted)
-    credit = tonumber(redis.call('HGET', KEYS[6], 'all') or '0')
+    credit = tonumber(redis.call('HGET', KEYS[1], 'c:all') or '0')
     if credit ~= 0 then
       local prefix, flat = string.sub(ARGV[5], 1, 2), redis.call('HGETALL', KEYS[1])
       for i = 1, #flat, 2 do
@@ -95,10 +97,8 @@ if budget_cap >= 0 then
         end
       end
     end
-  else
-    credit = tonumber(redis.call('HGET', KEYS[6], ARGV[5]) or '0')
   end
-  local spent = tonumber(redis.call('HGET', KEYS[1], ARGV[5]) or '0') - credit
+  local spent = tonumber(spent_text or '0') - credit
   if spent + held + cost > budget_cap then return {3, spent, held} end
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
   redis.call('HSET', KEYS[3], ARGV[2], cost)
@@ -131,7 +131,7 @@ if #ARGV > 10 then redis.call('XADD', KEYS[5], '*', unpack(ARGV, 11)) end
 return 1
 """
 
-# KEYS: credit hash, redeemed codes hash, credits stream. ARGV: code sha256 ('' for none), amount, 3 spend fields, then
+# KEYS: spend hash, redeemed codes hash, credits stream. ARGV: code sha256 ('' for none), amount, 3 spend fields, then
 # the movement's field/value pairs. The code is claimed and the credit written in one step: once, whoever asks.
 _CREDIT = """
 if ARGV[1] ~= '' then
@@ -139,7 +139,7 @@ if ARGV[1] ~= '' then
   if claimed then return claimed end
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[7])
 end
-for i = 3, 5 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[2]) end
+for i = 3, 5 do redis.call('HINCRBY', KEYS[1], 'c:' .. ARGV[i], ARGV[2]) end
 redis.call('XADD', KEYS[3], '*', unpack(ARGV, 6))
 return ''
 """
@@ -159,7 +159,7 @@ REDEEMED = PREFIX + "redeemed"
 
 def _keys(token: str) -> list[str]:
     return [f"{PREFIX}spend:{token}", f"{PREFIX}held:{token}", f"{PREFIX}heldamt:{token}",
-            f"{PREFIX}rpm:{token}", f"{PREFIX}tpm:{token}", f"{PREFIX}credit:{token}"]
+            f"{PREFIX}rpm:{token}", f"{PREFIX}tpm:{token}"]
 
 
 def _limit_headers(token: TokenConfig, requests_left: int, tokens_left: int, budget_left: int, now: float) -> dict[str, str]:
@@ -312,7 +312,7 @@ class RedisAccounting(Accounting):
 
     async def _headers_now(self, token: TokenConfig, now: float) -> dict[str, str]:
         """The limit headers of a refused request, read after the verdict (for information: not part of it)."""
-        spend, _, held, rpm, tpm, _ = _keys(token.name)
+        spend, _, held, rpm, tpm = _keys(token.name)
         window = budget_window(token.budget_period, now)
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -475,7 +475,7 @@ class RedisAccounting(Accounting):
     async def add_credit(self, credit: Credit, code_sha256: str | None = None) -> float | None:
         fields = ["ts", repr(credit.ts), "token", credit.token, "amount_nano", credit.amount_nano, "source", credit.source, "note", credit.note]
         try:
-            claimed = await self._credit(keys=[f"{PREFIX}credit:{credit.token}", REDEEMED, CREDITS_STREAM],
+            claimed = await self._credit(keys=[f"{PREFIX}spend:{credit.token}", REDEEMED, CREDITS_STREAM],
                                          args=[code_sha256 or "", credit.amount_nano, *spend_windows(credit.ts), *fields])
         except RedisError as exc:
             log.error("redis refused a credit: %s", type(exc).__name__)
@@ -483,7 +483,7 @@ class RedisAccounting(Accounting):
         return float(claimed) if claimed else None
 
     async def credited(self, token: str, windows: Iterable[str]) -> int:
-        values = await self.redis.hmget(f"{PREFIX}credit:{token}", list(windows))
+        values = await self.redis.hmget(f"{PREFIX}spend:{token}", ["c:" + w for w in windows])
         return sum(int(v) for v in values if v)
 
     async def credit_counted(self, token: TokenConfig, window: str) -> int:
@@ -497,12 +497,12 @@ class RedisAccounting(Accounting):
         return carried_credit(total, await self.redis.hgetall(f"{PREFIX}spend:{token.name}"), window, cap)  # type: ignore[misc]
 
     async def credit_totals(self, token: str | None) -> dict[str, int]:
-        names = [f"{PREFIX}credit:{token}"] if token else [name async for name in self.redis.scan_iter(match=f"{PREFIX}credit:*", count=500)]
+        names = [f"{PREFIX}spend:{token}"] if token else [name async for name in self.redis.scan_iter(match=f"{PREFIX}spend:*", count=500)]
         totals = {}
         for name in names:
-            value = await self.redis.hget(name, "all")
+            value = await self.redis.hget(name, "c:all")
             if value is not None:
-                totals[name[len(PREFIX) + len("credit:"):]] = int(value)
+                totals[name[len(PREFIX) + len("spend:"):]] = int(value)
         return totals
 
     async def credit_history(self, token: str | None, limit: int = 100) -> list[Credit]:
