@@ -278,7 +278,7 @@ def _redemptions(doc: Document, path: Path, data: Mapping[str, Any], environ: Ma
             problems.append(codes.problem((), "a redemptions_file holds a YAML list of {sha256, value, expires, groups} entries"))
         else:
             check = schema_check("config.schema.json", "redemptions")
-            for i, item in enumerate(codes.data):
+            for i, item in enumerate(codes.data or []):
                 problems.extend(check.problems(codes, item, (i,)))
             sources.append((codes, codes.data or [], ()))
     for source, items, at in sources:

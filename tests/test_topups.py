@@ -347,3 +347,13 @@ def test_credits_show_in_usage_billing_and_the_dashboard(vendor: FakeVendor, sta
     printed = cli("usage", "--config", str(gateway.config_path))
     assert printed.returncode == 0, printed.stderr
     assert "credits  tester: $0.400000" in printed.stdout
+
+
+def test_codes_added_to_the_redemptions_file_are_redeemable_after_the_reload(vendor: FakeVendor, start_gateway, tmp_path: Path) -> None:
+    (tmp_path / "codes.yaml").write_text("")  # an empty file: no codes yet
+    gateway = start_gateway({**topup_config(vendor), "redemptions_file": "codes.yaml"})
+    code, = new_codes(gateway.config_path, "--value", "0.1")
+    deadline = time.monotonic() + 15
+    while (answer := redeem(gateway, code)).status_code == 404 and time.monotonic() < deadline:
+        time.sleep(0.2)  # the watcher follows the file config.yaml names
+    assert answer.status_code == 200, answer.text
