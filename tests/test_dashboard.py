@@ -206,7 +206,7 @@ def test_admin_and_token_holder_see_what_they_may(vendor: FakeVendor, start_gate
     wait(driver, lambda d: len(rows(d, "token-recent")) == 4)
     assert [r[0] for r in rows(driver, "tokens-table")] == ["tester"]
     mine = rows(driver, "tokens-table")[0]
-    assert mine[3] == "$5.0000" and mine[8] == "60" and mine[7] != "—"  # budget, rpm, and when the month resets
+    assert mine[3] == "$5.0000" and mine[9] == "60" and mine[8] != "—"  # budget, rpm, and when the month resets
     driver.save_screenshot(str(shots / "7-token-detail.png"))
     show(driver, "log")
     wait(driver, lambda d: len(rows(d, "log-table")) == 4)
@@ -254,7 +254,7 @@ def test_a_token_holder_redeems_a_code_in_the_token_view(vendor: FakeVendor, sta
     wait(driver, lambda d: rows(d, "tokens-table")[0][4] == "$2.5000")
     assert rows(driver, "tokens-table")[0][5] == "$0.0000" and rows(driver, "tokens-table")[0][6] == "$3.5000"
     assert code not in driver.page_source and console_errors(driver) == []  # the box is emptied once it is credited
-    driver.save_screenshot(str(shots / "7-token-redeemed.png"))
+    driver.save_screenshot(str(shots / "8-token-redeemed.png"))
     submit()
     wait(driver, lambda d: d.find_element(By.ID, "error").is_displayed())
     assert "already redeemed" in text_of(driver, "#error")  # the 409 names why; the code stays in the box to be checked
