@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -108,6 +109,4 @@ def new_codes_command(args: argparse.Namespace) -> int:
 
 
 def _iso(ts: float) -> str:
-    import time
-
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
