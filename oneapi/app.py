@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from .asgi import Answer, ClientGone, Inbound, Receive, Scope, Send, StreamAnswer
 from .config import Config
+from .credits import Credit, already_redeemed, check_redemption, code_digest, credit_nano
 from .dialects import RouteMatch, match_route
 from .dialects.answers import error_answer
 from .documents import ConfigError
@@ -33,6 +34,7 @@ from .dashboard import Window
 from .health import HealthRegistry, describe_health
 from .ledger import GROUP_FIELDS, SqliteLedger, UsageQuery, parse_time, sqlite_path
 from .limits import Accounting, SqliteAccounting
+from .usage import NANO_USD
 from .routing import Channel
 from .metrics import METRICS_DIR_ENV, Metrics
 from .relay import ENDPOINTS, Endpoint, Services, client_key, relay, relay_stored_answer
@@ -58,6 +60,25 @@ def open_accounting(config: Config) -> Accounting:
 
         return RedisAccounting(config.store)
     return SqliteAccounting(SqliteLedger(sqlite_path(config.store, config.path.parent)))
+
+
+MAX_SMALL_BODY = 16 * 1024  # the admin and redeem endpoints take a few fields
+
+
+async def small_json(request: Request) -> dict[str, Any]:
+    """The JSON object body of an admin or redeem call, or a 400/413 saying what is wrong with it."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_SMALL_BODY:
+            raise GatewayError(413, f"The body is larger than {MAX_SMALL_BODY} bytes.", code="request_too_large")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise bad_request("The body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise bad_request("The body must be a JSON object.")
+    return data
 
 
 def usage_query(params: Any) -> UsageQuery:
@@ -283,8 +304,53 @@ class Gateway:
 
     async def admin_usage(self, request: Request) -> Response:
         self._require_admin(request)
-        report = await self.accounting.query(usage_query(request.query_params))
-        return json_response(report.as_dict())
+        query = usage_query(request.query_params)
+        report = (await self.accounting.query(query)).as_dict()
+        report["credits_usd"] = {name: nano / NANO_USD for name, nano in sorted((await self.accounting.credit_totals(query.token)).items())}
+        return json_response(report)
+
+    async def redeem(self, request: Request) -> Response:
+        """POST /v1/dashboard/redeem {"code"}: a client credits a redemption code's value to its own token, once."""
+        snapshot = self.holder.current
+        token = snapshot.tokens.authenticate(client_key(request), request.client.host if request.client else None)
+        code = (await small_json(request)).get("code")
+        if not isinstance(code, str) or not code.strip():
+            raise bad_request("Send the redemption code as {\"code\": \"...\"}.", param="code")
+        if token.budget is None:
+            raise GatewayError(400, f"Token {token.name!r} has no budget: it is unlimited and has nothing to top up.",
+                               code="token_unlimited", param="code")
+        digest, now = code_digest(code), time.time()
+        redemption = snapshot.config.redemptions.get(digest)
+        check_redemption(redemption, token.group, now)
+        assert redemption is not None
+        credit = Credit(now, token.name, round(redemption.value * NANO_USD), f"code:{digest}", "redemption code")
+        claimed = await self.accounting.add_credit(credit, digest)
+        if claimed is not None:
+            raise already_redeemed(claimed)
+        log.info("token %r redeemed a code worth $%.2f", token.name, redemption.value)
+        return json_response({"token": token.name, "credited_usd": redemption.value, **await self.accounting.budget_state(token)})
+
+    async def admin_credit(self, request: Request) -> Response:
+        """POST /admin/credits {"token", "usd", "note"}: the operator credits (or, negative, debits) a token by hand."""
+        self._require_admin(request)
+        body = await small_json(request)
+        name, note = body.get("token"), body.get("note")
+        token = next((t for t in self.holder.current.config.tokens if t.name == name), None)
+        if token is None:
+            raise GatewayError(404, "No token of that name in config.yaml.", code="token_not_found", param="token")
+        if not isinstance(note, str) or not note.strip() or len(note) > 1000:
+            raise bad_request("A credit needs a 'note' saying why (1 to 1000 characters).", param="note")
+        credit = Credit(time.time(), token.name, credit_nano(body.get("usd")), "admin", note.strip())
+        await self.accounting.add_credit(credit)
+        log.info("admin credited $%.6f to token %r", credit.amount_nano / NANO_USD, token.name)
+        state = await self.accounting.budget_state(token) if token.budget is not None else {}
+        return json_response({"credit": credit.as_dict(), **state})
+
+    async def admin_credits(self, request: Request) -> Response:
+        """GET /admin/credits?token=: the newest credits, as the ledger keeps them."""
+        self._require_admin(request)
+        credits = await self.accounting.credit_history(request.query_params.get("token") or None)
+        return json_response({"credits": [c.as_dict() for c in credits]})
 
     async def admin_channels(self, request: Request) -> Response:
         self._require_admin(request)
@@ -409,6 +475,9 @@ def create_app(config_path: str | Path | None = None) -> GatewayApp:
         Route("/admin/reload", gateway.admin_reload, methods=["POST"]),
         Route("/admin/channels", gateway.admin_channels, methods=["GET"]),
         Route("/admin/usage", gateway.admin_usage, methods=["GET"]),
+        Route("/admin/credits", gateway.admin_credit, methods=["POST"]),
+        Route("/admin/credits", gateway.admin_credits, methods=["GET"]),
+        Route("/v1/dashboard/redeem", gateway.redeem, methods=["POST"]),
         *gateway.window.routes(),
     ]
     app = Starlette(

@@ -28,8 +28,12 @@ PREFLIGHT_HEADERS = {
 }
 
 
-def subscription(token: TokenConfig) -> dict[str, Any]:
-    limit = float(token.budget) if token.budget is not None else NO_BUDGET_USD
+async def subscription(accounting: Accounting, token: TokenConfig) -> dict[str, Any]:
+    """The budget of the current period, credits included, as the hard limit."""
+    limit = NO_BUDGET_USD
+    if token.budget is not None:
+        window = budget_window(token.budget_period, time.time())
+        limit = float(token.budget) + await accounting.credit_counted(token, window) / NANO_USD
     return {
         "object": "billing_subscription",
         "has_payment_method": True,

@@ -1,4 +1,4 @@
-"""The `oneapi` command: serve, check, key, usage, diff, import."""
+"""The `oneapi` command: serve, check, key, usage, codes, credit, diff, import."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from .selftest import run_selftests
 from .snapshot import RELOAD_SIGNAL_ENV, build_snapshot, signal_reload
 
 if TYPE_CHECKING:
+    from .credits import Credit
     from .ledger import UsageQuery, UsageReport
     from .snapshot import Snapshot
 
@@ -60,6 +61,23 @@ def main(argv: list[str] | None = None) -> int:
     usage.add_argument("--group-by", default="token,channel,model", help="comma list of token, channel, model, day")
     usage.add_argument("--csv", action="store_true", help="CSV of the breakdown instead of a table")
 
+    codes = commands.add_parser("codes", help="redemption codes: `codes new` prints new codes once and declares their sha256")
+    codes_commands = codes.add_subparsers(dest="codes_command", required=True)
+    codes_new = codes_commands.add_parser("new", help="print new codes once; write their sha256 and value under redemptions:")
+    codes_new.add_argument("--config", default=DEFAULT_CONFIG, help="path to config.yaml (default: ./config.yaml)")
+    codes_new.add_argument("--value", type=float, required=True, help="USD each code credits")
+    codes_new.add_argument("--count", type=int, default=1, help="how many codes (default: 1)")
+    codes_new.add_argument("--expires", help="ISO 8601 date or date-time after which the codes are refused (UTC unless an offset is given)")
+    codes_new.add_argument("--group", action="append", help="only tokens of this group may redeem them (repeatable)")
+    codes_new.add_argument("--prefix", default="", help="text every code starts with")
+    codes_new.add_argument("--out", help="write the codes to this file (mode 0600) instead of stdout")
+
+    credit = commands.add_parser("credit", help="credit (or, negative, debit) a token's budget, straight in the store")
+    credit.add_argument("token", help="the token's name")
+    credit.add_argument("usd", type=float, help="US dollars; negative for a refund or a correction")
+    credit.add_argument("--note", required=True, help="why: kept with the credit in the ledger")
+    credit.add_argument("--config", default=DEFAULT_CONFIG, help="path to config.yaml (default: ./config.yaml)")
+
     diff = commands.add_parser("diff", help="what a config change does: tokens, channels, routing per group and model, prices")
     diff.add_argument("files", nargs="*", metavar="FILE", help="OLD NEW; with --git, the file to compare (default: config.yaml)")
     diff.add_argument("--git", metavar="REF", help="compare FILE as commit REF has it against the working tree's")
@@ -81,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         return probe_command(args) if args.probe else check_command(Path(args.config))
     if args.command == "usage":
         return usage_command(args)
+    if args.command == "codes":
+        from .codes import new_codes_command
+
+        return new_codes_command(args)
+    if args.command == "credit":
+        return credit_command(args)
     if args.command == "diff":
         from .configdiff import diff_command
 
@@ -188,6 +212,9 @@ USAGE_COLUMNS = ("requests", "prompt_tokens", "completion_tokens", "cached_token
 def usage_command(args: argparse.Namespace) -> int:
     from .app import usage_query
     from .errors import GatewayError
+    import sqlite3
+
+    from .credits import credit_totals
     from .ledger import connect, query_usage, sqlite_path
 
     try:
@@ -202,7 +229,7 @@ def usage_command(args: argparse.Namespace) -> int:
         print(exc.message, file=sys.stderr)
         return 2
     if config.store.startswith(("redis://", "rediss://")):
-        report = asyncio.run(_redis_usage(config.store, query))
+        report, credited = asyncio.run(_redis_usage(config.store, query))
     else:
         path = sqlite_path(config.store, config.path.parent)
         if path is None or not path.exists():
@@ -211,6 +238,10 @@ def usage_command(args: argparse.Namespace) -> int:
         db = connect(path, readonly=True)
         try:
             report = query_usage(db, query)
+            try:
+                credited = credit_totals(db, query.token)
+            except sqlite3.OperationalError:  # a ledger written before credits existed
+                credited = {}
         finally:
             db.close()
     data = report.as_dict()
@@ -227,15 +258,70 @@ def usage_command(args: argparse.Namespace) -> int:
     numeric = len(data["group_by"])
     for line in [header, ["-" * w for w in widths], *rows[:-1], ["-" * w for w in widths], rows[-1]]:
         print("  ".join(cell.rjust(w) if i >= numeric else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths))).rstrip())
+    for name, nano in sorted(credited.items()):
+        print(f"credits  {name}: ${nano / 1e9:.6f} (redeemed codes and operator credits, all time)")
     return 0
 
 
-async def _redis_usage(url: str, query: "UsageQuery") -> "UsageReport":
+def credit_command(args: argparse.Namespace) -> int:
+    """`oneapi credit`: written to the store directly, so it works while the gateway is down."""
+    import time
+
+    from .credits import Credit, credit_nano
+    from .errors import GatewayError
+
+    try:
+        config, _ = load_config(Path(args.config))
+        amount = credit_nano(args.usd)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except GatewayError as exc:
+        print(exc.message.replace("'usd'", "USD"), file=sys.stderr)
+        return 2
+    token = next((t for t in config.tokens if t.name == args.token), None)
+    if token is None:
+        print(f"no token named {args.token!r} in {args.config}", file=sys.stderr)
+        return 2
+    if not args.note.strip():
+        print("--note must say why", file=sys.stderr)
+        return 2
+    credit = Credit(time.time(), token.name, amount, "admin", args.note.strip())
+    asyncio.run(_add_credit(config.store, config.path.parent, credit))
+    budget = f" (budget ${token.budget:.2f}{' ' + token.budget_period if token.budget_period else ''})" if token.budget is not None else \
+        " (the token has no budget: the credit counts once it has one)"
+    print(f"credited ${amount / 1e9:.6f} to {token.name}{budget}")
+    return 0
+
+
+async def _add_credit(store: str, base: Path, credit: "Credit") -> None:
+    from .ledger import SqliteLedger, sqlite_path
+    from .limits import SqliteAccounting
+
+    if store.startswith(("redis://", "rediss://")):
+        from .redisstore import RedisAccounting
+
+        redis = RedisAccounting(store)
+        try:
+            await redis.add_credit(credit)
+        finally:
+            await redis.redis.aclose()
+        return
+    ledger = SqliteLedger(sqlite_path(store, base))
+    await ledger.open()
+    try:
+        await SqliteAccounting(ledger).add_credit(credit)
+    finally:
+        await ledger.close()
+
+
+async def _redis_usage(url: str, query: "UsageQuery") -> "tuple[UsageReport, dict[str, int]]":
     from .redisstore import RedisAccounting
 
     accounting = RedisAccounting(url)
     try:
-        return await accounting.query(query)
+        return await accounting.query(query), await accounting.credit_totals(query.token)
     finally:
         await accounting.redis.aclose()
 

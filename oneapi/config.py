@@ -12,7 +12,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from .documents import SHIPPED_DIALECTS, SHIPPED_PROVIDERS, ConfigError, Document, Problem
+from .documents import SHIPPED_DIALECTS, SHIPPED_PROVIDERS, ConfigError, Document, Problem, load_document, schema_check
 from .incremental import PieceCache, unchanged_ends
 
 DEFAULT_LISTEN = "0.0.0.0:3000"
@@ -91,6 +91,17 @@ class TokenConfig:
     rpm: int | None
     tpm: int | None
     enabled: bool
+    credits_carry_over: bool = False  # a credit outlives the budget period it was given in, until spent
+
+
+@dataclass(frozen=True, slots=True)
+class Redemption:
+    """One code declared under `redemptions:`: only its digest is known."""
+
+    sha256: str
+    value: float  # USD
+    expires: datetime | None
+    groups: frozenset[str] | None  # None: any token's group may redeem it
 
 
 @dataclass(frozen=True)
@@ -132,6 +143,7 @@ class Config:
     warnings: tuple[Problem, ...] = field(default=())
     retention_days: float | None = None  # ledger.retention_days: request records older than this are trimmed
     log_format: str = "text"  # "json": one access-log line per request
+    redemptions: Mapping[str, Redemption] = field(default_factory=dict)  # by the code's sha256
 
 
 def sha256_hex(key: str) -> str:
@@ -207,6 +219,7 @@ def _load_config(path: Path, environ: Mapping[str, str], cache: ConfigCache) -> 
     _check_unique(doc, "channels", list(map(_name, channels)), problems)
     _check_unique(doc, "tokens", list(map(_name, tokens)), problems)
     _check_unique_keys(doc, tokens, problems)
+    redemptions, codes_file = _redemptions(doc, path, data, environ, groups, problems)
     if problems:
         raise ConfigError(problems)
     pricing = dict((data.get("pricing") or {}).get("models") or {})
@@ -235,18 +248,60 @@ def _load_config(path: Path, environ: Mapping[str, str], cache: ConfigCache) -> 
         prices=MappingProxyType(prices),
         channels=tuple(channels),
         tokens=tuple(tokens),
-        referenced_files=frozenset(doc.referenced_files),
+        referenced_files=frozenset(doc.referenced_files | codes_file),
         retry=RetrySettings(**(data.get("retry") or {})),
         breaker=BreakerSettings(**(data.get("breaker") or {})),
         drain_timeout=float(data.get("drain_timeout", DEFAULT_DRAIN)),
         warnings=tuple(warnings),
         retention_days=(data.get("ledger") or {}).get("retention_days"),
         log_format=data.get("log_format", "text"),
+        redemptions=MappingProxyType(redemptions),
     )
     return config, doc
 
 
 _name = attrgetter("name")
+
+
+def _redemptions(doc: Document, path: Path, data: Mapping[str, Any], environ: Mapping[str, str], groups: Mapping[str, float],
+                 problems: list[Problem]) -> tuple[dict[str, Redemption], set[str]]:
+    """The codes under `redemptions:` and in `redemptions_file:` (a YAML list of the same entries), by sha256;
+    and that file, so that a reload follows it."""
+    found: dict[str, Redemption] = {}
+    sources: list[tuple[Document, Any, tuple[Any, ...]]] = [(doc, data.get("redemptions") or [], ("redemptions",))]
+    files: set[str] = set()
+    if data.get("redemptions_file"):
+        file = str((path.parent / data["redemptions_file"]).resolve())
+        files.add(file)
+        codes = load_document(file, environ)
+        if not isinstance(codes.data, list) and codes.data is not None:
+            problems.append(codes.problem((), "a redemptions_file holds a YAML list of {sha256, value, expires, groups} entries"))
+        else:
+            check = schema_check("config.schema.json", "redemptions")
+            for i, item in enumerate(codes.data or []):
+                problems.extend(check.problems(codes, item, (i,)))
+            sources.append((codes, codes.data or [], ()))
+    for source, items, at in sources:
+        for i, raw in enumerate(items):
+            if not isinstance(raw, dict) or "sha256" not in raw:
+                continue  # reported by the schema
+            expires = None
+            if "expires" in raw:
+                try:
+                    expires = datetime.fromisoformat(str(raw["expires"]).replace("Z", "+00:00").replace("z", "+00:00"))
+                except ValueError:
+                    problems.append(source.problem(at + (i, "expires"), f"expires: {raw['expires']!r} is not an ISO 8601 date-time"))
+                    continue
+                expires = expires if expires.tzinfo else expires.replace(tzinfo=timezone.utc)
+            digest = str(raw["sha256"]).lower()
+            for j, group in enumerate(raw.get("groups", [])):
+                if group not in groups:
+                    problems.append(source.problem(at + (i, "groups", j), f"a redemption code names group {group!r}, which is not under groups:"))
+            if digest in found:
+                problems.append(source.problem(at + (i, "sha256"), "this redemption code is declared twice"))
+            found[digest] = Redemption(digest, float(raw.get("value", 0)), expires,
+                                       frozenset(raw["groups"]) if "groups" in raw else None)
+    return found, files
 
 
 def _channels(doc: Document, items: list[dict[str, Any]], groups: Mapping[str, float], memo: BuiltItems,
@@ -362,6 +417,7 @@ def _token(doc: Document, i: int, raw: dict[str, Any], problems: list[Problem], 
         rpm=raw.get("rpm"),
         tpm=raw.get("tpm"),
         enabled=bool(raw.get("enabled", True)),
+        credits_carry_over=bool(raw.get("credits_carry_over", False)),
     )
 
 

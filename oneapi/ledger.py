@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
-from . import rollup
+from . import credits, rollup
 from .usage import MAX_REQUEST_TOKENS, nano_to_usd
 
 T = TypeVar("T")
@@ -353,6 +353,7 @@ def connect(path: Path | None, readonly: bool = False) -> sqlite3.Connection:
         migrate(conn)
         conn.executescript(_SCHEMA)
         conn.executescript(rollup.SCHEMA)
+        conn.executescript(credits.SCHEMA)
     return conn
 
 
@@ -404,7 +405,7 @@ class SqliteLedger:
     async def write(self, batch: Batch, owner: str) -> None:
         await self._run(self._write, batch, owner, time.time())
 
-    async def grant(self, owner: str, name: str, cap: int, need: int, share: int, used_from: tuple[str, str, Any] | None) -> Grant:
+    async def grant(self, owner: str, name: str, cap: int, need: int, share: int, used_from: tuple[Any, ...] | None) -> Grant:
         return await self._run(self._grant, owner, name, cap, need, share, used_from, time.time())
 
     async def query(self, query: UsageQuery) -> UsageReport:
@@ -475,7 +476,7 @@ class SqliteLedger:
                 written.append(record)
         return written
 
-    def _grant(self, owner: str, name: str, cap: int, need: int, share: int, used_from: tuple[str, str, Any] | None, now: float) -> Grant:
+    def _grant(self, owner: str, name: str, cap: int, need: int, share: int, used_from: tuple[Any, ...] | None, now: float) -> Grant:
         """Allot `need` of `cap` to `owner`, or more (1/`share` of what is free) so that the next requests need no
         round trip; nothing when less than `need` is free. Atomic across processes."""
         db = self._db()
@@ -485,10 +486,11 @@ class SqliteLedger:
             used = 0
             buckets: list[tuple[int, int]] | None = None
             if used_from is not None:
-                table, key, window = used_from
+                table, key, window, *carry_cap = used_from
                 if table == "spend":
                     row = db.execute("SELECT cost_nano FROM spend WHERE token = ? AND window = ?", (key, window)).fetchone()
-                    used = row[0] if row else 0
+                    # a credit widens the budget
+                    used = (row[0] if row else 0) - credits.credit_counted(db, key, window, carry_cap[0] if carry_cap else None)
                 else:  # a sliding rate window: `window` is the time of the request
                     first = first_counted_bucket(window)
                     db.execute("DELETE FROM rate_buckets WHERE name = ? AND bucket < ?", (key, first))

@@ -23,11 +23,12 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from . import affinity, rollup
+from . import affinity, credits, rollup
 from .config import TokenConfig
+from .credits import Credit
 from .errors import GatewayError
 from .ledger import RATE_WINDOW_SECONDS, Batch, SqliteLedger, UsageQuery, UsageRecord, UsageReport, budget_window, rate_bucket
-from .ledger import spend_of
+from .ledger import spend_of, spend_windows
 from .requestlog import LogPage, LogQuery, query_logs, trim_records
 from .usage import NANO_USD
 
@@ -99,6 +100,11 @@ def reset_text(seconds: float) -> str:
 
 def budget_cap(token: TokenConfig) -> int:
     return round((token.budget or 0.0) * NANO_USD)
+
+
+def carry_cap(token: TokenConfig) -> int | None:
+    """The budget that earlier periods' spend is measured against when the token's credits carry over; else None."""
+    return budget_cap(token) if token.credits_carry_over and token.budget_period else None
 
 
 def refusal(limit: str, token: TokenConfig, retry_after: int | None, detail: str = "") -> GatewayError:
@@ -198,6 +204,34 @@ class Accounting(ABC):
     async def spent(self, token: str, windows: Iterable[str]) -> int:
         """Nano-USD the token spent in these spend windows (ledger.spend_windows names them)."""
         raise NotImplementedError
+
+    async def add_credit(self, credit: Credit, code_sha256: str | None = None) -> float | None:
+        """Write a credit (credits.py); with a code, only if it was never redeemed. None: written; else when the code was."""
+        raise NotImplementedError
+
+    async def credited(self, token: str, windows: Iterable[str]) -> int:
+        """Nano-USD credited to the token in these spend windows."""
+        raise NotImplementedError
+
+    async def credit_counted(self, token: TokenConfig, window: str) -> int:
+        """Nano-USD of credit that widens the token's budget in `window` (credits.credit_counted)."""
+        raise NotImplementedError
+
+    async def credit_history(self, token: str | None, limit: int = 100) -> list[Credit]:
+        """The newest credits, of one token or of all."""
+        raise NotImplementedError
+
+    async def credit_totals(self, token: str | None) -> dict[str, int]:
+        """Nano-USD credited per token over all time, of one token or of all."""
+        raise NotImplementedError
+
+    async def budget_state(self, token: TokenConfig, now: float | None = None) -> dict[str, float]:
+        """The token's budget in its current period: configured, credited, spent, and what is left of it (USD)."""
+        window = budget_window(token.budget_period, self.clock() if now is None else now)
+        credited, spent = await self.credit_counted(token, window), await self.spent(token.name, (window,))
+        left = budget_cap(token) + credited - spent
+        return {"budget_usd": token.budget or 0.0, "credits_usd": credited / NANO_USD, "spent_usd": spent / NANO_USD,
+                "remaining_usd": max(0, left) / NANO_USD}
 
     async def series(self, token: str | None, since: float, step: int) -> dict[int, dict[str, int]]:
         """Totals per `step` seconds from `since` on, of everyone or one token (the dashboard's charts)."""
@@ -315,7 +349,7 @@ class SqliteAccounting(Accounting):
             pool.free_elsewhere = min(pool.free_elsewhere, cap)
         return pool
 
-    async def _draw(self, pool: Pool, need: int, share: int, used_from: tuple[str, str, Any] | None, now: float) -> tuple[bool, bool]:
+    async def _draw(self, pool: Pool, need: int, share: int, used_from: tuple[Any, ...] | None, now: float) -> tuple[bool, bool]:
         """Reserve `need` from the pool, topping it up from the store; (admitted, refused only because it is held in flight)."""
         if pool.take(need, now):
             return True, False
@@ -335,7 +369,7 @@ class SqliteAccounting(Accounting):
                     return True, False
             return False, used + need <= pool.cap
 
-    async def _top_up(self, pool: Pool, need: int, share: int, used_from: tuple[str, str, Any] | None) -> int:
+    async def _top_up(self, pool: Pool, need: int, share: int, used_from: tuple[Any, ...] | None) -> int:
         short = need - max(0, pool.held - pool.reserved)
         try:
             grant = await self.ledger.grant(self.owner, pool.name, pool.cap, short, share, used_from)
@@ -369,7 +403,7 @@ class SqliteAccounting(Accounting):
                 taken.append((pool, demand.tokens))
             if token.budget is not None:
                 pool = self._pool(f"budget:{token.name}", budget_cap(token))
-                used_from = ("spend", token.name, budget_window(token.budget_period, now))
+                used_from = ("spend", token.name, budget_window(token.budget_period, now), carry_cap(token))
                 ok, _ = await self._draw(pool, demand.cost_nano, GRANT_SHARE, used_from, now)
                 if not ok:
                     remaining = pool.remaining()
@@ -515,6 +549,26 @@ class SqliteAccounting(Accounting):
     async def series(self, token: str | None, since: float, step: int) -> dict[int, dict[str, int]]:
         await self.flush()
         return await self.ledger.read(rollup.series, token, since, step)
+
+    async def add_credit(self, credit: Credit, code_sha256: str | None = None) -> float | None:
+        try:
+            return await self.ledger.read(credits.add_credit, credit, spend_windows(credit.ts), code_sha256)
+        except sqlite3.Error as exc:
+            log.error("the ledger file refused a credit: %s", type(exc).__name__)
+            raise store_unavailable() from None
+
+    async def credited(self, token: str, windows: Iterable[str]) -> int:
+        return await self.ledger.read(credits.credit_of, token, list(windows))
+
+    async def credit_counted(self, token: TokenConfig, window: str) -> int:
+        await self.flush()
+        return await self.ledger.read(credits.credit_counted, token.name, window, carry_cap(token))
+
+    async def credit_history(self, token: str | None, limit: int = 100) -> list[Credit]:
+        return await self.ledger.read(credits.credits_of, token, limit)
+
+    async def credit_totals(self, token: str | None) -> dict[str, int]:
+        return await self.ledger.read(credits.credit_totals, token)
 
     async def ranking(self, dim: str, token: str | None, since: float) -> list[tuple[str, dict[str, int]]]:
         await self.flush()

@@ -18,13 +18,14 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from .config import TokenConfig
+from .credits import Credit, carried_credit
 from .ledger import (
     MAX_RECORD_COST_NANO, RATE_WINDOW_SECONDS, RECORD_FIELDS, UsageQuery, UsageRecord, UsageReport, aggregate, budget_window,
     first_counted_bucket, rate_bucket, spend_windows, storable,
 )
 from .requestlog import LogPage, LogQuery, log_entry
 from .limits import (
-    FLUSH_BATCH, FLUSH_INTERVAL, HOLD_SECONDS, Accounting, Admission, Demand, budget_cap, budget_headers, budget_refusal,
+    FLUSH_BATCH, FLUSH_INTERVAL, HOLD_SECONDS, Accounting, Admission, Demand, budget_cap, budget_headers, budget_refusal, carry_cap,
     rate_retry_after, refusal, reset_text, stopped, store_unavailable,
 )
 
@@ -38,9 +39,10 @@ KEY_ASIDE = PREFIX + "keyaside:"  # + a key's fingerprint: the reason, expiring 
 AFFINITY = PREFIX + "affinity:"  # + a stored answer's name (affinity.py): the channel and key that hold it
 KEY_ASIDE_NEWS = PREFIX + "keyaside"  # the pub/sub channel that tells every process at once
 
-# KEYS: spend hash, held zset, held amounts hash, rpm window hash, tpm window hash (bucket second -> count)
+# KEYS: spend hash (credits under 'c:' + window), held zset, held amounts hash, rpm window hash, tpm window hash
+# (bucket second -> count)
 # ARGV: now, request id, hold deadline, budget cap (-1: none), spend field, cost, rpm cap, tpm cap, tokens,
-#       this bucket, the first bucket still in the window, window seconds, window ttl
+#       this bucket, the first bucket still in the window, window seconds, window ttl, credits carry over ('1'/'0')
 _ADMIT = """
 local now = tonumber(ARGV[1])
 local budget_cap, cost = tonumber(ARGV[4]), tonumber(ARGV[6])
@@ -82,7 +84,22 @@ if budget_cap >= 0 then
   if #expired > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) end
   local held = 0
   for _, v in ipairs(redis.call('HVALS', KEYS[3])) do held = held + tonumber(v) end
-  local spent = tonumber(redis.call('HGET', KEYS[1], ARGV[5]) or '0')
+  local spent_text, credit_text = unpack(redis.call('HMGET', KEYS[1], ARGV[5], 'c:' .. ARGV[5]))
+  local credit = tonumber(credit_text or '0')
+  if ARGV[14] == '1' and ARGV[5] ~= 'all' then
+    -- every credit ever given, less what earlier periods spent past the budget (credits.credit_counted)
+    credit = tonumber(redis.call('HGET', KEYS[1], 'c:all') or '0')
+    if credit ~= 0 then
+      local prefix, flat = string.sub(ARGV[5], 1, 2), redis.call('HGETALL', KEYS[1])
+      for i = 1, #flat, 2 do
+        if string.sub(flat[i], 1, 2) == prefix and flat[i] < ARGV[5] then
+          local over = tonumber(flat[i + 1]) - budget_cap
+          if over > 0 then credit = credit - over end
+        end
+      end
+    end
+  end
+  local spent = tonumber(spent_text or '0') - credit
   if spent + held + cost > budget_cap then return {3, spent, held} end
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
   redis.call('HSET', KEYS[3], ARGV[2], cost)
@@ -115,6 +132,19 @@ if #ARGV > 10 then redis.call('XADD', KEYS[5], '*', unpack(ARGV, 11)) end
 return 1
 """
 
+# KEYS: spend hash, redeemed codes hash, credits stream. ARGV: code sha256 ('' for none), amount, 3 spend fields, then
+# the movement's field/value pairs. The code is claimed and the credit written in one step: once, whoever asks.
+_CREDIT = """
+if ARGV[1] ~= '' then
+  local claimed = redis.call('HGET', KEYS[2], ARGV[1])
+  if claimed then return claimed end
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[7])
+end
+for i = 3, 5 do redis.call('HINCRBY', KEYS[1], 'c:' .. ARGV[i], ARGV[2]) end
+redis.call('XADD', KEYS[3], '*', unpack(ARGV, 6))
+return ''
+"""
+
 # KEYS: the channel's slot zset. ARGV: now, slot id, deadline, limit
 _ACQUIRE_SLOT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -122,6 +152,10 @@ if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
 return 1
 """
+
+
+CREDITS_STREAM = PREFIX + "credits"
+REDEEMED = PREFIX + "redeemed"
 
 
 def _keys(token: str) -> list[str]:
@@ -163,6 +197,7 @@ class RedisAccounting(Accounting):
         self._admit = self.redis.register_script(_ADMIT)
         self._settle = self.redis.register_script(_SETTLE)
         self._acquire = self.redis.register_script(_ACQUIRE_SLOT)
+        self._credit = self.redis.register_script(_CREDIT)
         self._pending: list[Settlement] = []
         self._batch_prefix = f"{PREFIX}applied:{os.urandom(8).hex()}:"
         self._batches = 0
@@ -257,7 +292,7 @@ class RedisAccounting(Accounting):
         cap = budget_cap(token) if token.budget is not None else -1
         args: list[Any] = [now, request_id, now + HOLD_SECONDS, cap, budget_window(token.budget_period, now), demand.cost_nano,
                 token.rpm if token.rpm is not None else -1, token.tpm if token.tpm is not None else -1, demand.tokens,
-                bucket, first_counted_bucket(now), RATE_WINDOW_SECONDS, WINDOW_TTL]
+                bucket, first_counted_bucket(now), RATE_WINDOW_SECONDS, WINDOW_TTL, "1" if carry_cap(token) is not None else "0"]
         try:
             result = await self._admit(keys=_keys(token.name), args=args)
             if int(result[0]) == 3 and self._pending:  # this process's settlements are not in redis yet: write them, for an exact verdict
@@ -285,16 +320,18 @@ class RedisAccounting(Accounting):
     async def _headers_now(self, token: TokenConfig, now: float) -> dict[str, str]:
         """The limit headers of a refused request, read after the verdict (for information: not part of it)."""
         spend, _, held, rpm, tpm = _keys(token.name)
+        window = budget_window(token.budget_period, now)
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hgetall(rpm).hgetall(tpm).hget(spend, budget_window(token.budget_period, now)).hvals(held)
+                pipe.hgetall(rpm).hgetall(tpm).hget(spend, window).hvals(held)
                 rpm_window, tpm_window, spent, holds = await pipe.execute()
+            credited = await self.credit_counted(token, window) if token.budget is not None else 0
         except RedisError:
             return {}
         first = first_counted_bucket(now)
         rpm_used = sum(int(n) for bucket, n in rpm_window.items() if int(bucket) >= first)
         tpm_used = sum(int(n) for bucket, n in tpm_window.items() if int(bucket) >= first)
-        budget_left = budget_cap(token) - int(spent or 0) - sum(int(v) for v in holds) if token.budget is not None else 0
+        budget_left = budget_cap(token) + int(credited or 0) - int(spent or 0) - sum(int(v) for v in holds) if token.budget is not None else 0
         return _limit_headers(token, (token.rpm or 0) - rpm_used, (token.tpm or 0) - tpm_used, budget_left, now)
 
     def settle(self, admission: Admission | None, record: UsageRecord | None) -> None:
@@ -440,6 +477,52 @@ class RedisAccounting(Accounting):
         await self.flush()
         values = await self.redis.hmget(f"{PREFIX}spend:{token}", list(windows))
         return sum(int(v) for v in values if v)
+
+
+    async def add_credit(self, credit: Credit, code_sha256: str | None = None) -> float | None:
+        fields = ["ts", repr(credit.ts), "token", credit.token, "amount_nano", credit.amount_nano, "source", credit.source, "note", credit.note]
+        try:
+            claimed = await self._credit(keys=[f"{PREFIX}spend:{credit.token}", REDEEMED, CREDITS_STREAM],
+                                         args=[code_sha256 or "", credit.amount_nano, *spend_windows(credit.ts), *fields])
+        except RedisError as exc:
+            log.error("redis refused a credit: %s", type(exc).__name__)
+            raise store_unavailable() from None
+        return float(claimed) if claimed else None
+
+    async def credited(self, token: str, windows: Iterable[str]) -> int:
+        values = await self.redis.hmget(f"{PREFIX}spend:{token}", ["c:" + w for w in windows])
+        return sum(int(v) for v in values if v)
+
+    async def credit_counted(self, token: TokenConfig, window: str) -> int:
+        cap = carry_cap(token)
+        if cap is None or window == "all":
+            return await self.credited(token.name, (window,))
+        total = await self.credited(token.name, ("all",))
+        if not total:
+            return 0
+        await self.flush()
+        return carried_credit(total, await self.redis.hgetall(f"{PREFIX}spend:{token.name}"), window, cap)  # type: ignore[misc]
+
+    async def credit_totals(self, token: str | None) -> dict[str, int]:
+        names = [f"{PREFIX}spend:{token}"] if token else [name async for name in self.redis.scan_iter(match=f"{PREFIX}spend:*", count=500)]
+        totals = {}
+        for name in names:
+            value = await self.redis.hget(name, "c:all")
+            if value is not None:
+                totals[name[len(PREFIX) + len("spend:"):]] = int(value)
+        return totals
+
+    async def credit_history(self, token: str | None, limit: int = 100) -> list[Credit]:
+        found: list[Credit] = []
+        start = "+"
+        while len(found) < limit:
+            page: list[tuple[str, dict[str, str]]] = await self.redis.xrevrange(CREDITS_STREAM, start, "-", count=LOG_SCAN)  # type: ignore[assignment]
+            found.extend(Credit(float(f["ts"]), f["token"], int(f["amount_nano"]), f["source"], f["note"])
+                         for _, f in page if token is None or f.get("token") == token)
+            if len(page) < LOG_SCAN:
+                break
+            start = "(" + page[-1][0]
+        return found[:limit]
 
 
 LOG_SCAN = 2000

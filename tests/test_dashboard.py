@@ -153,9 +153,10 @@ def test_admin_and_token_holder_see_what_they_may(vendor: FakeVendor, start_gate
     show(driver, "tokens")
     wait(driver, lambda d: len(rows(d, "tokens-table")) == 3)
     tokens = {r[0]: r for r in rows(driver, "tokens-table")}
-    assert tokens["gone"][10].startswith("2020-01-01") and "bad" in driver.find_elements(
-        By.CSS_SELECTOR, "#tokens-table tr")[3].find_elements(By.TAG_NAME, "td")[10].get_attribute("class")  # expired, marked so
-    assert tokens["tester"][3] == "$5.0000" and tokens["tester"][6] == "monthly" and tokens["other"][3] == "unlimited"
+    assert tokens["gone"][11].startswith("2020-01-01") and "bad" in driver.find_elements(
+        By.CSS_SELECTOR, "#tokens-table tr")[3].find_elements(By.TAG_NAME, "td")[11].get_attribute("class")  # expired, marked so
+    assert tokens["tester"][3] == "$5.0000" and tokens["tester"][7] == "monthly" and tokens["other"][3] == "unlimited"
+    assert tokens["tester"][4] == "$0.0000"  # credits: none given
     driver.save_screenshot(str(shots / "2-admin-tokens.png"))
 
     show(driver, "channels")
@@ -205,7 +206,7 @@ def test_admin_and_token_holder_see_what_they_may(vendor: FakeVendor, start_gate
     wait(driver, lambda d: len(rows(d, "token-recent")) == 4)
     assert [r[0] for r in rows(driver, "tokens-table")] == ["tester"]
     mine = rows(driver, "tokens-table")[0]
-    assert mine[3] == "$5.0000" and mine[8] == "60" and mine[7] != "—"  # budget, rpm, and when the month resets
+    assert mine[3] == "$5.0000" and mine[9] == "60" and mine[8] != "—"  # budget, rpm, and when the month resets
     driver.save_screenshot(str(shots / "7-token-detail.png"))
     show(driver, "log")
     wait(driver, lambda d: len(rows(d, "log-table")) == 4)
@@ -228,3 +229,32 @@ def test_admin_and_token_holder_see_what_they_may(vendor: FakeVendor, start_gate
     sign_in(driver, EXPIRED_KEY)  # a token past its expiry is told so, and nothing is kept
     wait(driver, lambda d: "expired" in d.find_element(By.ID, "signin-error").text)
     assert driver.execute_script("return sessionStorage.length") == 0 and not driver.find_element(By.ID, "tabs").is_displayed()
+
+
+def test_a_token_holder_redeems_a_code_in_the_token_view(vendor: FakeVendor, start_gateway, browser: Any, shots: Path) -> None:
+    from oneapi.credits import code_digest
+
+    code = "TESTCODE23456789ABCDEFGH"
+    config = base_config(vendor, redemptions=[{"sha256": code_digest(code), "value": 2.5}])
+    config["tokens"][0]["budget"] = 1.0
+    gateway = start_gateway(config)
+    driver = browser
+    driver.get(gateway.url("/ui/"))
+    sign_in(driver, CLIENT_KEY)
+    show(driver, "tokens")
+    wait(driver, lambda d: len(rows(d, "tokens-table")) == 1 and d.find_element(By.ID, "redeem-form").is_displayed())
+
+    def submit() -> None:
+        driver.find_element(By.ID, "redeem-code").send_keys(code)
+        driver.find_element(By.CSS_SELECTOR, "#redeem-form button").click()
+
+    submit()
+    wait(driver, lambda d: d.find_element(By.ID, "redeem-result").text != "")
+    assert text_of(driver, "#redeem-result") == "$2.5000 credited; $3.5000 remains."
+    wait(driver, lambda d: rows(d, "tokens-table")[0][4] == "$2.5000")
+    assert rows(driver, "tokens-table")[0][5] == "$0.0000" and rows(driver, "tokens-table")[0][6] == "$3.5000"
+    assert code not in driver.page_source and console_errors(driver) == []  # the box is emptied once it is credited
+    driver.save_screenshot(str(shots / "8-token-redeemed.png"))
+    submit()
+    wait(driver, lambda d: d.find_element(By.ID, "error").is_displayed())
+    assert "already redeemed" in text_of(driver, "#error")  # the 409 names why; the code stays in the box to be checked

@@ -83,7 +83,9 @@ async def tokens(accounting: Accounting, every: Sequence[TokenConfig], own: Toke
 
 
 async def _token_view(accounting: Accounting, token: TokenConfig, now: float) -> dict[str, Any]:
-    spent = await accounting.spent(token.name, [budget_window(token.budget_period, now)]) / NANO_USD
+    window = budget_window(token.budget_period, now)
+    spent = await accounting.spent(token.name, [window]) / NANO_USD
+    credits = await accounting.credit_counted(token, window) / NANO_USD if token.budget is not None else 0.0
     reset = None
     if token.budget_period is not None:
         reset = datetime.fromtimestamp(now + seconds_to_period_end(token.budget_period, now), timezone.utc).isoformat()
@@ -93,8 +95,9 @@ async def _token_view(accounting: Accounting, token: TokenConfig, now: float) ->
         "enabled": token.enabled,
         "budget_usd": token.budget,
         "period": token.budget_period or "all time",
+        "credits_usd": round(credits, 6),  # redeemed codes and operator credits counted in this period
         "spent_usd": round(spent, 6),
-        "remaining_usd": None if token.budget is None else round(max(0.0, token.budget - spent), 6),
+        "remaining_usd": None if token.budget is None else round(max(0.0, token.budget + credits - spent), 6),
         "resets_at": reset,
         "rpm": token.rpm,
         "tpm": token.tpm,

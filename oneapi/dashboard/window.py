@@ -172,7 +172,7 @@ class Window:
 
     async def subscription(self, request: Request) -> Response:
         token = self._client_token(request)
-        return _json(billing.subscription(token), headers=billing.CORS_HEADERS)
+        return _json(await billing.subscription(self.accounting, token), headers=billing.CORS_HEADERS)
 
     async def usage(self, request: Request) -> Response:
         token = self._client_token(request)

@@ -160,7 +160,7 @@ async function loadOverview() {
 
 const TOKEN_COLUMNS = [
   ["token", (r) => r.name], ["group", (r) => r.group], ["enabled", (r) => (r.enabled ? "yes" : "no")],
-  ["budget", (r) => (r.budget_usd === null ? "unlimited" : usd(r.budget_usd)), "num"], ["spent", (r) => usd(r.spent_usd), "num"],
+  ["budget", (r) => (r.budget_usd === null ? "unlimited" : usd(r.budget_usd)), "num"], ["credits", (r) => usd(r.credits_usd), "num"], ["spent", (r) => usd(r.spent_usd), "num"],
   ["remaining", (r) => (r.remaining_usd === null ? "—" : usd(r.remaining_usd)), "num"], ["period", (r) => r.period],
   ["resets", (r) => (r.resets_at ? r.resets_at.slice(0, 19).replace("T", " ") : "—")],
   ["rpm", (r) => r.rpm ?? "—", "num"], ["tpm", (r) => r.tpm ?? "—", "num"],
@@ -182,6 +182,19 @@ async function loadTokens() {
     fillTable($("token-models"), [["model", (r) => r.model], ["requests", (r) => num(r.requests), "num"],
       ["tokens", (r) => num(r.total_tokens), "num"], ["spend", (r) => usd(r.cost_usd), "num"]], usage.by_model);
     fillTable($("token-recent"), LOG_COLUMNS.filter(([title]) => title !== "channel" && title !== "token"), recent.data);
+  }
+}
+
+async function redeem(event) {
+  event.preventDefault();
+  const input = $("redeem-code");
+  try {
+    const done = await api("/v1/dashboard/redeem", { method: "POST", body: JSON.stringify({ code: input.value }) });
+    input.value = "";
+    $("redeem-result").textContent = `${usd(done.credited_usd)} credited; ${usd(done.remaining_usd)} remains.`;
+    await loadTokens();
+  } catch (error) {
+    showError(error);
   }
 }
 
@@ -276,6 +289,7 @@ async function loadConfig() {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("signin-form").addEventListener("submit", signIn);
+  $("redeem-form").addEventListener("submit", redeem);
   $("signout").addEventListener("click", () => { signOut(); location.hash = ""; });
   $("range").addEventListener("change", () => loadOverview().catch(showError));
   $("log-filters").addEventListener("submit", (event) => { event.preventDefault(); loadLog(null).catch(showError); });
