@@ -68,8 +68,18 @@ def spend_until_refused(gateway: GatewayProcess, key: str = CLIENT_KEY) -> int:
     raise AssertionError("the budget never refused")
 
 
-def reload_to(gateway: GatewayProcess, before: str) -> None:
-    gateway.wait_for(lambda h: h["config_version"] != before, timeout=15)
+def reload_to(gateway: GatewayProcess, before: str, workers: int = 1) -> None:
+    """Until every worker serves a config other than `before` (each worker reloads on its own)."""
+    fresh: dict[int, str] = {}
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with httpx.Client() as client:  # a new connection each time lands on either worker
+            health = client.get(gateway.url("/health"), timeout=5).json()
+        fresh[health["pid"]] = health["config_version"]
+        if len(fresh) == workers and before not in fresh.values():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not every worker reloaded within 15 s: {fresh}")
 
 
 def test_a_token_refused_for_its_budget_redeems_a_code_and_is_served_again(vendor: FakeVendor, start_gateway) -> None:
@@ -232,7 +242,7 @@ def test_one_code_redeemed_at_once_by_two_workers_on_sqlite_is_credited_once(ven
     gateway = start_gateway(topup_config(vendor), workers=2)
     version = gateway.health()["config_version"]
     code, = new_codes(gateway.config_path, "--value", "0.1")
-    reload_to(gateway, version)
+    reload_to(gateway, version, workers=2)
     statuses = asyncio.run(_redeem_at_once([gateway.base_url], code, 20))
     assert sorted(statuses) == [200] + [409] * 19, statuses
     credits = httpx.get(gateway.url("/admin/credits"), headers=ADMIN, timeout=10).json()["credits"]
