@@ -28,6 +28,8 @@ class GatewayError(Exception):
         self.code = code
         self.param = param
         self.headers = dict(headers or {})
+        self.logged = False  # already in the request log (by the meter of an admitted request)
+        self.model = ""  # the model the refused request asked for, when it was read
 
     def body(self) -> dict[str, dict[str, str | None]]:
         return {"error": {"message": self.message, "type": self.type, "code": self.code, "param": self.param}}

@@ -204,6 +204,16 @@ async def _relay(request: Inbound, snapshot: Snapshot, services: Services, endpo
                  request_id: str, dialect: RouteMatch | None = None) -> Answer | StreamAnswer:
     key = client_key(request) if dialect is None else dialect.dialect.client_key(request.headers, dialect.query)
     token = snapshot.tokens.authenticate(key, request.client_host)
+    try:
+        return await _relay_token(request, snapshot, services, endpoint, received, request_id, dialect, token)
+    except GatewayError as exc:
+        if not exc.logged:  # refused before admission (bad body, a model not allowed or unknown): still in the log
+            _meter(services, snapshot, token, endpoint, exc.model, {}, False, request_id).fail(exc.status, exc.code or exc.type)
+        raise
+
+
+async def _relay_token(request: Inbound, snapshot: Snapshot, services: Services, endpoint: Endpoint, received: float,
+                       request_id: str, dialect: RouteMatch | None, token: TokenConfig) -> Answer | StreamAnswer:
     if endpoint.form:
         return await _relay_upload(request, snapshot, services, endpoint, token, received, request_id)
     raw, body = await read_json_body(request, snapshot.config.max_body_bytes)
@@ -252,12 +262,16 @@ async def relay_stored_answer(request: Inbound, snapshot: Snapshot, services: Se
 
 
 def _check_route(snapshot: Snapshot, token: TokenConfig, model: str, endpoint: Endpoint) -> None:
-    check_model(token, model)
-    if not snapshot.routes.knows(token.group, model):
-        raise GatewayError(404, f"The model '{model}' does not exist or you do not have access to it.", code="model_not_found", param="model")
-    if not snapshot.routes.offers(token.group, model, endpoint.operation):
-        raise GatewayError(404, f"The model '{model}' does not support this endpoint: no channel serving it offers "
-                                f"'{endpoint.operation}'.", code="operation_not_supported", param="model")
+    try:
+        check_model(token, model)
+        if not snapshot.routes.knows(token.group, model):
+            raise GatewayError(404, f"The model '{model}' does not exist or you do not have access to it.", code="model_not_found", param="model")
+        if not snapshot.routes.offers(token.group, model, endpoint.operation):
+            raise GatewayError(404, f"The model '{model}' does not support this endpoint: no channel serving it offers "
+                                    f"'{endpoint.operation}'.", code="operation_not_supported", param="model")
+    except GatewayError as exc:
+        exc.model = model  # the request log names what was refused
+        raise
 
 
 def _meter(services: Services, snapshot: Snapshot, token: TokenConfig, endpoint: Endpoint, model: str, body: dict[str, Any],
@@ -273,6 +287,7 @@ async def _metered_failover(call: Call, snapshot: Snapshot, services: Services, 
         await meter.admit()
     except GatewayError as exc:
         meter.fail(exc.status, exc.code or exc.type)
+        exc.logged = True
         exc.headers.update(meter.headers)
         raise
     try:
@@ -280,6 +295,7 @@ async def _metered_failover(call: Call, snapshot: Snapshot, services: Services, 
     except BaseException as exc:
         if isinstance(exc, GatewayError):
             meter.fail(exc.status, exc.code or exc.type, call.channel)
+            exc.logged = True
             exc.headers.update(meter.headers)
         else:
             meter.abandon()

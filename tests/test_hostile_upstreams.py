@@ -441,10 +441,18 @@ def send(gateway: GatewayProcess, operation: str, model: str, stream: bool) -> t
         request = httpx.Request("POST", url, headers=headers, json=body)
     with httpx.Client(timeout=httpx.Timeout(30)) as client:
         response = client.send(request, stream=True)
+        pieces: list[bytes] = []
         try:
-            content = response.read()
+            for piece in response.iter_bytes():
+                pieces.append(piece)
+        except httpx.RemoteProtocolError:
+            # bytes that are not events (audio as it is made) cannot carry an error event: a vendor that breaks off is
+            # passed on as a cut; anything the gateway answers in JSON or as events must end cleanly
+            media_type = response.headers.get("content-type", "")
+            assert response.status_code == 200 and not media_type.startswith(("text/event-stream", "application/json")), media_type
         finally:
             response.close()
+        content = b"".join(pieces)
     head = "\n".join(f"{k}: {v}" for k, v in response.headers.items())
     return response.status_code, head.encode() + b"\n\n" + content, response.headers.get("x-request-id", "")
 

@@ -150,6 +150,34 @@ def test_request_log_on_redis(vendor: FakeVendor, start_gateway, redis_url: str)
     check_log_contents(gateway, make_traffic(gateway, vendor))
 
 
+def test_requests_refused_before_admission_are_in_the_log_too(vendor: FakeVendor, start_gateway) -> None:
+    """A known token's refusal (unknown or disallowed model, bad body) is logged, free; a request without a valid key
+    belongs to no token and is not."""
+    config = window_config(vendor)
+    config["tokens"][1]["models"] = ["gpt-4o"]  # `other` may not use gpt-4o-mini
+    gateway = start_gateway(config)
+    with pytest.raises(openai.NotFoundError) as unknown:
+        client(gateway).chat.completions.create(model="no-such-model", messages=HI)
+    with pytest.raises(openai.PermissionDeniedError) as disallowed:
+        client(gateway, OTHER_KEY).chat.completions.create(model="gpt-4o-mini", messages=HI)
+    bad = httpx.post(gateway.url("/v1/chat/completions"), headers={"Authorization": f"Bearer {CLIENT_KEY}"},
+                     json={"model": "gpt-4o-mini", "messages": HI, "stream": "yes"}, timeout=10)
+    assert bad.status_code == 400
+    nobody = httpx.post(gateway.url("/v1/chat/completions"), headers={"Authorization": "Bearer sk-not-a-key-0123456789"},
+                        json={"model": "gpt-4o-mini", "messages": HI}, timeout=10)
+    assert nobody.status_code == 401
+    entries = {e["request_id"]: e for e in wait_for_logs(gateway, 3)}
+    assert len(entries) == 3
+    seen = [entries[r.value.response.headers["x-request-id"]] for r in (unknown, disallowed)] + [entries[bad.headers["x-request-id"]]]
+    assert [(e["token"], e["model"], e["status"], e["error_type"], e["channel"], e["cost_usd"]) for e in seen] == [
+        ("tester", "no-such-model", 404, "model_not_found", "", 0.0),
+        ("other", "gpt-4o-mini", 403, seen[1]["error_type"], "", 0.0),
+        ("tester", "", 400, seen[2]["error_type"], "", 0.0),
+    ]
+    assert seen[1]["error_type"] and seen[2]["error_type"]
+    assert nobody.headers["x-request-id"] not in entries
+
+
 @pytest.mark.parametrize("params, message", [
     ({"status": "bad"}, "'status'"), ({"limit": "0"}, "'limit'"), ({"limit": "9999"}, "'limit'"),
     ({"since": "yesterday"}, "'since'"), ({"cursor": "nonsense"}, "'cursor'"),
