@@ -397,8 +397,8 @@ def _media_bound(part: Any) -> int:
 def prompt_token_bound(body: Mapping[str, Any]) -> int:
     """Prompt tokens no vendor counts more of for this body: the UTF-8 bytes of every text in it and of the keys
     of nested objects (a tool schema's or a tool call's keys are rendered into the prompt), media parts at their
-    bound, and the framing each vendor adds. Walked without recursion, whatever the body's shape (OpenAI,
-    Anthropic or Gemini) or depth."""
+    bound, and the framing each vendor adds. Walked without recursion, whatever the body's shape (any
+    client dialect) or depth."""
     tokens = BOUND_PER_REQUEST
     items: list[Any] = []
     for key, value in body.items():  # the body's own keys and a turn's own keys (role, content) are not prompt text

@@ -227,11 +227,11 @@ def test_git_ref_without_the_file_shows_everything_added(tmp_path: Path, capsys:
 
 
 def test_a_providers_dir_outside_the_config_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "shared" / "providers.d").mkdir(parents=True)
-    (tmp_path / "shared" / "providers.d" / "corp.yaml").write_text("extends: openai\nbase_url: https://llm.corp.example\n")
+    (tmp_path / "vendors" / "providers.d").mkdir(parents=True)
+    (tmp_path / "vendors" / "providers.d" / "corp.yaml").write_text("extends: openai\nbase_url: https://llm.corp.example\n")
     (tmp_path / "gw").mkdir()
     old = base()
-    old["providers_dir"] = "../shared/providers.d"
+    old["providers_dir"] = "../vendors/providers.d"
     new = yaml.safe_load(yaml.safe_dump(old))
     new["channels"].append({"name": "corp", "provider": "corp", "keys": ["k"], "models": ["corp-1"]})
 

@@ -1,4 +1,4 @@
-"""Client dialects: the formats clients speak besides OpenAI chat (Anthropic Messages, ...), declared in
+"""Client dialects: the formats clients speak besides the canonical OpenAI chat form, declared in
 dialects.d/ and read by one engine.
 
 A request in a dialect is relayed as sent where the channel's vendor speaks that dialect (native.py); everywhere

@@ -91,7 +91,7 @@ def write_sse(events: list[dict[str, Any]]) -> bytes:
 
 
 class JsonArrayWriter:
-    """The events' data as the items of one JSON array written as they come (Gemini's stream without alt=sse):
+    """The events' data as the items of one JSON array written as they come (a dialect's `json_array_when` stream):
     `[` before the first, `,` between, `]` once the stream ends."""
 
     def __init__(self) -> None:
@@ -111,8 +111,8 @@ class JsonArrayWriter:
 
 
 async def sse_as_json_array(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """A data-only SSE stream's events as one JSON array, written as they come (a native Gemini stream for a client
-    that asked without alt=sse: the vendor is always asked for SSE, whose events end where they are marked)."""
+    """A data-only SSE stream's events as one JSON array, written as they come (a native stream for a client that
+    asked for the dialect's JSON-array form: the vendor is always asked for SSE, whose events end where they are marked)."""
     array = JsonArrayWriter()
     parser = SSEParser()
     try:

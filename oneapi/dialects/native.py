@@ -189,7 +189,7 @@ def _named_events(buffer: bytes, offset: int, events: tuple[tuple[str, Any], ...
     so only those few events are ever parsed (a native stream is otherwise passed on unread)."""
     found = []
     for name, expression in events:
-        if name == "*":  # every data line, named or not (Gemini's data-only events)
+        if name == "*":  # every data line, named or not (streams whose events carry no names)
             start = 0
             while (at := buffer.find(b"data:", start)) >= 0:
                 start = at + 5
